@@ -1,0 +1,164 @@
+"""The contract between the tuner and an inference runtime.
+
+A backend plugin returns ``Backend`` objects from ``autotune_backends``. The tuner calls, in order:
+
+1. ``availability()``: can this runtime run here at all (and why not)?
+2. ``inspect(path)``: read a model in one of ``source_formats`` into a ``ModelSource``.
+3. ``search_space()`` / ``starting_points()``: what may be tuned, and where to start.
+4. ``predict()``: memory (and a latency lower bound) *before* anything is built or run, so
+   configurations that provably cannot fit are recorded and skipped.
+5. ``prepare()``: build the artifact (quantize/convert) once; the tuner caches it by ``artifact_key``.
+6. ``measure()``: inside a fresh worker process, load the artifact and time the workload.
+7. ``logprobs()``: next-token log-probabilities for quality measurement.
+
+Parameters are plain ``dict[str, value]`` named as in the search space; the tuner stores them in
+the study and the profile exactly as given.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Iterator, Mapping, Union
+
+import numpy as np
+
+from .hardware import Hardware
+from .measurement import Measurement
+from .model_source import ModelSource
+from .workload import Workload
+
+Params = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Categorical:
+    """A parameter taking one of ``choices`` (str, int, float, bool or None)."""
+
+    choices: tuple[Any, ...]
+
+
+@dataclass(frozen=True)
+class IntRange:
+    """An integer parameter in ``[low, high]``."""
+
+    low: int
+    high: int
+    step: int = 1
+    log: bool = False
+
+
+Dimension = Union[Categorical, IntRange]
+SearchSpace = dict[str, Dimension]
+
+
+@dataclass(frozen=True)
+class Availability:
+    """Whether a backend can run here; ``reason`` says why not (and how to fix it)."""
+
+    available: bool
+    reason: str = ""
+    version: str | None = None
+    details: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """A model file or folder ready for one backend, with what was really written.
+
+    ``precision`` names the requested type (``Q4_K_M``, ``int4``); ``bits_per_weight`` is the
+    effective figure computed from what was written (llama.cpp falls back to other tensor types
+    when dimensions don't divide), and ``details`` records e.g. the tensor type counts.
+    """
+
+    path: Path
+    format: str
+    precision: str
+    bits_per_weight: float
+    size_bytes: int
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """What a configuration will cost, estimated before it is built or run."""
+
+    memory_bytes: int
+    latency_lower_bound_ms: float | None = None
+    breakdown: dict[str, int] = field(default_factory=dict)
+
+
+class Backend(ABC):
+    """An inference runtime the tuner can search over. Subclass it in a plugin.
+
+    Subclasses set ``name`` (unique, lower-case) and ``source_formats`` (formats ``inspect``
+    accepts). A backend module must import without its runtime installed; ``availability``
+    then says what is missing.
+    """
+
+    name: ClassVar[str]
+    source_formats: ClassVar[frozenset[str]]
+    artifact_params: ClassVar[tuple[str, ...]] = ()
+    """Parameters that change the artifact (e.g. the quantization type); the rest are runtime settings."""
+
+    @abstractmethod
+    def availability(self) -> Availability:
+        """Say whether the runtime is importable and usable here."""
+
+    def version(self) -> str | None:
+        """The runtime's version, when available."""
+        return self.availability().version
+
+    @abstractmethod
+    def inspect(self, path: Path) -> ModelSource:
+        """Read a model in one of ``source_formats``: hash, architecture, parameter count, metadata."""
+
+    @abstractmethod
+    def search_space(self, source: ModelSource, hardware: Hardware, workload: Workload) -> SearchSpace:
+        """The parameters worth tuning for this model on this machine."""
+
+    def starting_points(self, source: ModelSource, hardware: Hardware, workload: Workload) -> list[Params]:
+        """Sensible configurations measured first, so a short run already gives a good answer."""
+        return []
+
+    def untuned_params(self, source: ModelSource, hardware: Hardware, workload: Workload) -> Params:
+        """What a user gets from this runtime with no tuning (the baseline a tuned profile must beat)."""
+        return self.starting_points(source, hardware, workload)[0]
+
+    @abstractmethod
+    def predict(self, source: ModelSource, params: Params, workload: Workload, hardware: Hardware) -> Prediction:
+        """Estimate peak memory (and optionally a latency lower bound) without building or running."""
+
+    @abstractmethod
+    def prepare(self, source: ModelSource, params: Params, workdir: Path) -> Artifact:
+        """Build the artifact for ``params`` (only ``artifact_params`` matter) inside ``workdir``.
+
+        ``workdir`` is empty and private to this build; the tuner moves it into the cache when
+        this returns, so paths inside the returned Artifact must be inside ``workdir`` and are
+        rewritten by the tuner. Raise ``AutotuneError`` with a reason when the type is impossible.
+        """
+
+    @abstractmethod
+    def measure(self, artifact: Artifact, params: Params, workload: Workload) -> Measurement:
+        """Load the artifact with ``params`` and time the workload. Runs inside a fresh worker process.
+
+        Leave ``peak_rss_bytes`` unset: the worker fills it from the operating system.
+        """
+
+    def logprobs(self, artifact: Artifact, params: Params, token_ids: list[int], chunk_tokens: int) -> Iterator[np.ndarray]:
+        """Yield next-token log-probabilities for ``token_ids``, one chunk at a time.
+
+        Each chunk covers ``chunk_tokens`` consecutive tokens evaluated from a fresh context and is
+        an array of shape ``(chunk_len - 1, vocab)``: row ``i`` is the distribution of token
+        ``i + 1`` of the chunk given tokens ``0..i``. Only one chunk is held at a time.
+        """
+        raise NotImplementedError(f"backend {self.name!r} does not expose log-probabilities")
+
+    def tokenize(self, source: ModelSource, text: str) -> list[int]:
+        """Token ids of ``text`` with the source model's tokenizer (used for quality evaluation)."""
+        raise NotImplementedError(f"backend {self.name!r} cannot tokenize")
+
+    def describe(self, params: Mapping[str, Any]) -> str:
+        """A compact human label for a configuration."""
+        return " ".join(f"{k}={v}" for k, v in params.items())

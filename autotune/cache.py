@@ -1,0 +1,52 @@
+"""Where autotune keeps what it builds: probe results, studies, and content-addressed artifacts.
+
+``AUTOTUNE_CACHE`` overrides the location (default ``~/.cache/autotune``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+
+def cache_dir() -> Path:
+    """The cache root, created on first use."""
+    root = Path(os.environ.get("AUTOTUNE_CACHE") or Path.home() / ".cache" / "autotune")
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+def artifact_dir(kind: str, key: dict[str, object]) -> Path:
+    """Folder for an artifact identified by ``key`` (e.g. source hash + quantization type).
+
+    The folder name is a hash of the key, so the same inputs always map to the same place and
+    a finished artifact is built once.
+    """
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:24]
+    return cache_dir() / "artifacts" / kind / digest
+
+
+@contextmanager
+def building(final: Path) -> Iterator[Path]:
+    """Build into a temporary sibling folder and move it into place only when the build succeeds.
+
+    An interrupted or failed build leaves nothing at ``final``, so a half-written artifact is never
+    mistaken for a finished one.
+    """
+    final.parent.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix=final.name + ".partial-", dir=final.parent))
+    try:
+        yield scratch
+        if final.exists():  # another process finished first; keep its result
+            shutil.rmtree(scratch)
+        else:
+            scratch.rename(final)
+    except BaseException:
+        shutil.rmtree(scratch, ignore_errors=True)
+        raise

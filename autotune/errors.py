@@ -1,0 +1,35 @@
+"""The one exception family autotune raises on purpose.
+
+Every message says what happened and what to do next; the CLI prints it as one line
+(the traceback only with ``AUTOTUNE_DEBUG=1``).
+"""
+
+from __future__ import annotations
+
+
+class AutotuneError(Exception):
+    """Base of every error autotune raises deliberately."""
+
+
+class BudgetError(AutotuneError, ValueError):
+    """A budget, size or duration could not be parsed."""
+
+
+class PluginError(AutotuneError):
+    """A plugin is misconfigured (duplicate backend name, unknown backend, ...)."""
+
+
+class ModelSourceError(AutotuneError):
+    """The model path is missing or its format is not recognised."""
+
+
+class ProfileError(AutotuneError):
+    """A profile file is invalid, foreign or of an unsupported schema version."""
+
+
+class BackendUnavailable(AutotuneError):
+    """A backend's runtime is missing or cannot load the model."""
+
+
+class NothingFits(AutotuneError):
+    """No measured configuration met the budgets."""

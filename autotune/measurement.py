@@ -1,0 +1,86 @@
+"""What one trial measured, and how raw timings become its figures."""
+
+from __future__ import annotations
+
+import statistics
+from typing import Sequence
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class RunTimings(BaseModel):
+    """Raw timings of one timed run: prefill, first token, then each decode step."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    prompt_tokens: int
+    prefill_s: float = Field(description="time to evaluate the prompt")
+    ttft_s: float = Field(description="prompt evaluation plus sampling the first token")
+    token_s: list[float] = Field(description="seconds per decoded token, in order (inter-token latencies)")
+
+
+class Measurement(BaseModel):
+    """Figures of one configuration, from a warm-up and several timed runs in one worker process.
+
+    Latencies are inter-token latencies (ITL) while decoding; ``ttft_ms`` is separate.
+    ``spread`` is the relative spread of decode speed across runs ((max - min) / median).
+    ``deep_*`` figures are decode latencies measured with the KV cache filled to ``deep_depth``.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    load_s: float
+    ttft_ms: float
+    itl_p50_ms: float
+    itl_p95_ms: float
+    decode_tps: float
+    prefill_tps: float
+    peak_rss_bytes: int | None = None
+    runs: int
+    spread: float
+    decode_tps_runs: list[float] = Field(default_factory=list)
+    deep_depth: int | None = None
+    deep_itl_p50_ms: float | None = None
+    deep_itl_p95_ms: float | None = None
+    context: dict[str, object] = Field(default_factory=dict, description="load average, frequency, ... at measure time")
+
+    @property
+    def worst_itl_p95_ms(self) -> float:
+        """The p95 latency the budget applies to: the worse of start and depth."""
+        return max(self.itl_p95_ms, self.deep_itl_p95_ms or 0.0)
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """Linear-interpolated percentile (``q`` in 0..100) of a non-empty sequence."""
+    ordered = sorted(values)
+    if not ordered:
+        raise ValueError("percentile of an empty sequence")
+    position = (len(ordered) - 1) * q / 100
+    low = int(position)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+
+def summarize(load_s: float, runs: Sequence[RunTimings], deep: RunTimings | None = None, deep_depth: int | None = None) -> Measurement:
+    """Reduce raw runs to a Measurement: medians across runs, percentiles across all decode steps."""
+    if not runs:
+        raise ValueError("no timed runs to summarize")
+    token_times = [t for run in runs for t in run.token_s]
+    decode_tps_runs = [len(run.token_s) / sum(run.token_s) for run in runs]
+    median_tps = statistics.median(decode_tps_runs)
+    measurement = Measurement(
+        load_s=load_s,
+        ttft_ms=statistics.median(run.ttft_s for run in runs) * 1000,
+        itl_p50_ms=percentile(token_times, 50) * 1000,
+        itl_p95_ms=percentile(token_times, 95) * 1000,
+        decode_tps=median_tps,
+        prefill_tps=statistics.median(run.prompt_tokens / run.prefill_s for run in runs),
+        runs=len(runs),
+        spread=(max(decode_tps_runs) - min(decode_tps_runs)) / median_tps,
+        decode_tps_runs=decode_tps_runs,
+    )
+    if deep is not None:
+        measurement.deep_depth = deep_depth
+        measurement.deep_itl_p50_ms = percentile(deep.token_s, 50) * 1000
+        measurement.deep_itl_p95_ms = percentile(deep.token_s, 95) * 1000
+    return measurement

@@ -1,0 +1,95 @@
+"""Where the user's model comes from: a path, its format and a content hash."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import ModelSourceError
+
+FORMATS = ("gguf", "hf", "onnx", "openvino", "mlx")
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """A model on disk in one format.
+
+    ``path`` is a file (GGUF) or a folder (HF safetensors, ONNX, OpenVINO IR, MLX).
+    ``metadata`` holds what a format reader found (architecture, layers, tensor types, ...).
+    """
+
+    path: Path
+    format: str
+    sha256: str
+    architecture: str | None = None
+    parameters: int | None = None
+    precision: str | None = None
+    metadata: dict[str, object] = field(default_factory=dict, compare=False, hash=False)
+
+    @property
+    def name(self) -> str:
+        """A short human name: the file or folder name without a GGUF suffix."""
+        return self.path.name.removesuffix(".gguf")
+
+
+def detect_format(path: Path) -> str:
+    """Tell which format a model path is in, or raise with what was expected."""
+    if not path.exists():
+        raise ModelSourceError(f"model not found: {path} (pass a .gguf file or a model folder)")
+    if path.is_file():
+        with path.open("rb") as handle:
+            if handle.read(4) == b"GGUF":
+                return "gguf"
+        if path.suffix == ".onnx":
+            return "onnx"
+        raise ModelSourceError(f"{path} is not a GGUF file (no GGUF magic); pass a .gguf file or a model folder")
+    names = {p.name for p in path.iterdir()}
+    if "genai_config.json" in names or any(n.endswith(".onnx") for n in names):
+        return "onnx"
+    if "openvino_model.xml" in names:
+        return "openvino"
+    if "config.json" in names and any(n.endswith(".safetensors") for n in names):
+        config = json.loads((path / "config.json").read_text())
+        # mlx_lm writes its quantization block into config.json; an HF folder has none.
+        return "mlx" if "quantization" in config and "quantization_config" not in config else "hf"
+    raise ModelSourceError(
+        f"cannot tell the format of folder {path}: expected a GGUF file, an HF folder (config.json + "
+        "*.safetensors), an ONNX folder, an OpenVINO IR folder or an MLX folder"
+    )
+
+
+def content_hash(path: Path, chunk: int = 1 << 20) -> str:
+    """sha256 of a file, or of a folder's files (names and contents, sorted)."""
+    digest = hashlib.sha256()
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    for file in files:
+        if path.is_dir():
+            digest.update(str(file.relative_to(path)).encode())
+        with file.open("rb") as handle:
+            while block := handle.read(chunk):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+_HASH_MEMO: dict[tuple[str, int, int], str] = {}
+
+
+def cached_content_hash(path: Path) -> str:
+    """``content_hash`` memoised on (path, size, mtime) inside this process and in a sidecar file."""
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    if key in _HASH_MEMO:
+        return _HASH_MEMO[key]
+    from .cache import cache_dir  # local import: cache depends on nothing here, avoid a cycle at import
+
+    sidecar = cache_dir() / "hashes" / (hashlib.sha256(repr(key).encode()).hexdigest()[:32] + ".sha256")
+    if sidecar.exists():
+        value = sidecar.read_text().strip()
+    else:
+        value = content_hash(path)
+        sidecar.parent.mkdir(parents=True, exist_ok=True)
+        sidecar.write_text(value)
+    _HASH_MEMO[key] = value
+    return value

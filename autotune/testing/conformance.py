@@ -1,0 +1,143 @@
+"""The conformance suite every backend's tests subclass (the optuna ``pytest_samplers`` pattern).
+
+A backend plugin's test module does::
+
+    from autotune.testing import BackendConformance
+
+    class TestMyBackend(BackendConformance):
+        @pytest.fixture
+        def backend(self):
+            return MyBackend()
+
+        @pytest.fixture
+        def model_path(self, tmp_path):
+            return make_tiny_model(tmp_path)
+
+and inherits every test below. Override ``params`` to pick the configuration measured.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ..backend import Artifact, Availability, Backend, Categorical, IntRange, Params
+from ..hardware import CacheLevel, CpuInfo, Hardware, MemoryInfo
+from ..measurement import Measurement
+from ..model_source import ModelSource
+from ..trial import measure, prepare_artifact
+from ..workload import Workload
+
+
+def example_hardware(cores: int = 2, memory_gib: int = 24) -> Hardware:
+    """A fixed, machine-independent Hardware for tests (shaped like the 2-core EPYC fixture)."""
+    return Hardware(
+        cpu=CpuInfo(architecture="x86_64", vendor="AuthenticAMD", brand="AMD EPYC",
+                    features=["avx", "avx2", "avx512f", "avx512_vnni", "f16c", "fma", "sse4_2"],
+                    physical_cores=cores, logical_cores=cores, usable_cores=cores,
+                    caches=[CacheLevel(level=2, type="Unified", size_bytes=2**20)]),
+        memory=MemoryInfo(total_bytes=memory_gib * 2**30, available_bytes=memory_gib * 2**30,
+                          limit_bytes=memory_gib * 2**30, bandwidth_bytes_per_s=20e9),
+    )
+
+
+def _in_space(params: Params, space: dict[str, object]) -> bool:
+    for name, dimension in space.items():
+        value = params.get(name)
+        if isinstance(dimension, Categorical) and value not in dimension.choices:
+            return False
+        if isinstance(dimension, IntRange) and not (dimension.low <= value <= dimension.high):  # type: ignore[operator]
+            return False
+    return True
+
+
+class BackendConformance:
+    """Behaviour every backend must show. Subclasses provide the ``backend`` and ``model_path`` fixtures."""
+
+    @pytest.fixture
+    def backend(self) -> Backend:
+        raise NotImplementedError("override the `backend` fixture")
+
+    @pytest.fixture
+    def model_path(self, tmp_path: Path) -> Path:
+        raise NotImplementedError("override the `model_path` fixture with a small model in a source format")
+
+    @pytest.fixture
+    def hardware(self) -> Hardware:
+        return example_hardware()
+
+    @pytest.fixture
+    def workload(self) -> Workload:
+        return Workload(prompt_tokens=16, gen_tokens=8, context=128, runs=2, depth=0)
+
+    @pytest.fixture
+    def source(self, backend: Backend, model_path: Path) -> ModelSource:
+        return backend.inspect(model_path)
+
+    @pytest.fixture
+    def params(self, backend: Backend, source: ModelSource, hardware: Hardware, workload: Workload) -> Params:
+        return backend.starting_points(source, hardware, workload)[0]
+
+    @pytest.fixture
+    def artifact(self, backend: Backend, source: ModelSource, params: Params, tmp_path: Path,
+                 monkeypatch: pytest.MonkeyPatch) -> Artifact:
+        monkeypatch.setenv("AUTOTUNE_CACHE", str(tmp_path / "cache"))
+        artifact, _ = prepare_artifact(backend, source, params)
+        return artifact
+
+    def test_identity(self, backend: Backend) -> None:
+        assert backend.name and backend.name == backend.name.lower() and " " not in backend.name
+        assert backend.source_formats
+
+    def test_available(self, backend: Backend) -> None:
+        availability = backend.availability()
+        assert isinstance(availability, Availability)
+        assert availability.available, availability.reason
+
+    def test_inspect(self, backend: Backend, source: ModelSource, model_path: Path) -> None:
+        assert source.format in backend.source_formats
+        assert len(source.sha256) == 64
+        assert source.path == model_path
+
+    def test_search_space_and_starting_points(self, backend: Backend, source: ModelSource, hardware: Hardware,
+                                              workload: Workload) -> None:
+        space = backend.search_space(source, hardware, workload)
+        assert space and all(isinstance(d, (Categorical, IntRange)) for d in space.values())
+        starts = backend.starting_points(source, hardware, workload)
+        assert starts and all(_in_space(p, space) for p in starts)
+        assert _in_space(backend.untuned_params(source, hardware, workload), space)
+        assert set(backend.artifact_params) <= set(space)
+
+    def test_predict(self, backend: Backend, source: ModelSource, params: Params, workload: Workload,
+                     hardware: Hardware) -> None:
+        prediction = backend.predict(source, params, workload, hardware)
+        assert prediction.memory_bytes > 0
+
+    def test_prepare_is_cached(self, backend: Backend, source: ModelSource, params: Params, artifact: Artifact) -> None:
+        assert artifact.path.exists()
+        assert artifact.bits_per_weight > 0 and artifact.size_bytes > 0
+        again, built = prepare_artifact(backend, source, params)
+        assert not built and again.path == artifact.path
+
+    def test_measure_in_worker(self, backend: Backend, artifact: Artifact, params: Params, workload: Workload) -> None:
+        result = measure(backend, artifact, params, workload, timeout_s=300, memory_limit_bytes=None)
+        assert result.ok, result.error
+        m = result.value
+        assert isinstance(m, Measurement)
+        assert m.runs == workload.runs
+        assert m.decode_tps > 0 and m.prefill_tps > 0 and m.ttft_ms > 0
+        assert 0 < m.itl_p50_ms <= m.itl_p95_ms
+        assert m.peak_rss_bytes and m.peak_rss_bytes > 0
+
+    def test_logprobs_are_normalised(self, backend: Backend, source: ModelSource, artifact: Artifact,
+                                     params: Params) -> None:
+        tokens = backend.tokenize(source, "The quick brown fox jumps over the lazy dog. " * 3)
+        chunks = list(backend.logprobs(artifact, params, tokens, chunk_tokens=16))
+        assert chunks
+        for chunk in chunks:
+            assert chunk.ndim == 2 and np.isfinite(chunk).all()
+            assert np.allclose(np.exp(chunk).sum(axis=1), 1.0, atol=1e-3)
+        assert sum(len(c) for c in chunks) == sum(len(tokens[i:i + 16]) - 1 for i in range(0, len(tokens) - 1, 16)
+                                                  if len(tokens[i:i + 16]) >= 2)

@@ -1,0 +1,40 @@
+"""The workload a trial measures: how long the prompt is, how much is generated, at what context."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class Workload(BaseModel):
+    """What one timed run does: prefill ``prompt_tokens``, then decode ``gen_tokens``.
+
+    ``context`` is the context window the runtime is configured with (it sizes the KV cache);
+    ``depth`` is where in that window decode latency is also measured (``None``: near the end
+    of the context, ``0``: only at the start).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    prompt_tokens: int = Field(default=128, ge=1, description="tokens prefilled before decoding")
+    gen_tokens: int = Field(default=64, ge=2, description="tokens generated per timed run")
+    context: int = Field(default=2048, ge=16, description="context window (KV cache size) in tokens")
+    concurrency: int = Field(default=1, ge=1, description="parallel sequences (only 1 is measured today)")
+    runs: int = Field(default=3, ge=1, description="timed runs per trial, after one warm-up")
+    depth: int | None = Field(
+        default=0, ge=0, description="KV depth at which decode latency is also measured; None = context - gen_tokens"
+    )
+
+    @model_validator(mode="after")
+    def _fits_context(self) -> "Workload":
+        if self.prompt_tokens + self.gen_tokens > self.context:
+            raise ValueError(
+                f"prompt ({self.prompt_tokens}) + generated ({self.gen_tokens}) tokens exceed the context "
+                f"({self.context}); raise --context or lower --prompt-tokens/--gen-tokens"
+            )
+        return self
+
+    @property
+    def deep_start(self) -> int:
+        """KV position at which the deep decode measurement starts (0 means no deep measurement)."""
+        depth = self.context - self.gen_tokens if self.depth is None else self.depth
+        return max(0, min(depth, self.context - self.gen_tokens))
