@@ -123,8 +123,7 @@ class PluginManager:
         one keeps a broken plugin from hiding the others.
         """
         caller = getattr(self._pm.hook, hook_name)
-        # pluggy returns implementations last-registered first; reverse so built-ins come first.
-        for impl in reversed(caller.get_hookimpls()):
+        for impl in caller.get_hookimpls():
             name = impl.plugin_name
             try:
                 result = impl.function(**{arg: kwargs[arg] for arg in impl.argnames})

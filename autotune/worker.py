@@ -145,4 +145,7 @@ def _child_main(result_path: str) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(_child_main(sys.argv[1]))
+    # Run through the importable module, not this __main__ copy, so results pickle as autotune.worker classes.
+    from autotune.worker import _child_main as child_main
+
+    sys.exit(child_main(sys.argv[1]))

@@ -21,7 +21,7 @@ class Workload(BaseModel):
     concurrency: int = Field(default=1, ge=1, description="parallel sequences (only 1 is measured today)")
     runs: int = Field(default=3, ge=1, description="timed runs per trial, after one warm-up")
     depth: int | None = Field(
-        default=0, ge=0, description="KV depth at which decode latency is also measured; None = context - gen_tokens"
+        default=None, ge=0, description="KV depth at which decode latency is also measured; None = context - gen_tokens, 0 = start only"
     )
 
     @model_validator(mode="after")

@@ -1,0 +1,30 @@
+# Two commands do everything on a fresh machine (Python 3.11, gcc, cmake):
+#   make run    set up .venv and tune the bundled default model: autotune run --budget 2GB --latency 50ms
+#   make test   set up .venv and run the test suite
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PLUGINS := plugins/autotune-llamacpp plugins/autotune-hf plugins/autotune-onnxruntime plugins/autotune-openvino plugins/autotune-mlx
+
+.PHONY: run test setup clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml $(wildcard plugins/*/pyproject.toml)
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	# The CPU build of torch first (the conversion plugins need it); a bare `torch` would pull a multi-GB CUDA build.
+	$(BIN)/pip install --quiet torch==2.13.0
+	# llama-cpp-python compiles from source here (about 6 minutes on 2 cores; pip's wheel cache makes reinstalls fast).
+	$(BIN)/pip install --quiet -e '.[test]' $(foreach p,$(PLUGINS),$(if $(wildcard $(p)/pyproject.toml),-e $(p)))
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/autotune run --budget 2GB --latency 50ms
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+clean:
+	rm -rf $(VENV)

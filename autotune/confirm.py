@@ -1,0 +1,146 @@
+"""The confirmation stage: re-measure the finalists in interleaved rounds and decide with statistics.
+
+On a small machine separate runs of one configuration differ by ±5–10%, far more than the spread
+inside one run. So after the search the winner, every feasible configuration within the noise of it,
+and the backend's untuned default are measured again in rounds (A B C, B C A, C A B, ...; each
+measurement a fresh worker). A winner is declared only when its advantage holds statistically;
+otherwise it is a tie, broken by the next criterion (quality loss, then memory).
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Sequence
+
+from .backend import Artifact, Params
+from .budget import Budget
+from .errors import NothingFits
+from .hardware import Hardware
+from .measurement import Measurement
+from .profile import Confirmation
+from .sources import ResolvedBackend
+from .stats import bootstrap_interval, budget_status, paired_ratio, rank_finalists
+from .study import TrialRecord, config_key, quality_loss
+from .trial import measure, prepare_artifact
+from .workload import Workload
+
+if TYPE_CHECKING:
+    from .tuner import Reporter, TuneOptions
+
+NOISE_BAND = 0.15
+"""Feasible configurations whose p95 latency is within this fraction of the winner's are re-measured too."""
+MAX_CHALLENGERS = 2
+
+
+@dataclass
+class Finalist:
+    """One configuration in the confirmation rounds."""
+
+    label: str
+    backend: str
+    params: Params
+    artifact: Artifact
+    record: TrialRecord | None  # None for the untuned baseline when it was never a trial
+    decode_tps: list[float] = field(default_factory=list)
+    itl_p95_ms: list[float] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+
+
+def pick_challengers(winner: TrialRecord, feasible: Sequence[TrialRecord]) -> list[TrialRecord]:
+    """Feasible configurations within the noise of the winner's latency and no worse in quality."""
+    w_lat = winner.objectives()[1]
+    close = [r for r in feasible if r.key != winner.key and r.objectives()[1] <= w_lat * (1 + NOISE_BAND)
+             and quality_loss(r) <= quality_loss(winner) + 1e-12]
+    return sorted(close, key=lambda r: r.objectives()[1])[:MAX_CHALLENGERS]
+
+
+def confirm_finalists(winner: TrialRecord, feasible: Sequence[TrialRecord], by_name: dict[str, ResolvedBackend],
+                      budget: Budget, workload: Workload, hardware: Hardware, options: "TuneOptions",
+                      reporter: "Reporter") -> tuple[TrialRecord, Confirmation, list[str]]:
+    """Run the interleaved rounds; return the confirmed winner, its Confirmation and notes."""
+    rounds = max(options.confirm_rounds, 5)
+    r = by_name[winner.backend]
+    candidates = [winner, *pick_challengers(winner, feasible)]
+    finalists = [Finalist(label=f"#{c.number}", backend=c.backend, params=c.params,
+                          artifact=prepare_artifact(by_name[c.backend].backend, by_name[c.backend].source, c.params)[0],
+                          record=c) for c in candidates]
+    untuned = r.backend.untuned_params(r.source, hardware, workload)
+    baseline = next((f for f in finalists if config_key(f.backend, f.params) == config_key(r.backend.name, untuned)), None)
+    if baseline is None:
+        baseline = Finalist(label="untuned", backend=r.backend.name, params=untuned,
+                            artifact=prepare_artifact(r.backend, r.source, untuned)[0], record=None)
+        everyone = [*finalists, baseline]
+    else:
+        everyone = finalists
+    # One timed run per round: the rounds are the repetitions; a fresh worker each time.
+    round_workload = workload.model_copy(update={"runs": 1})
+    reporter.info(f"confirming {len(finalists)} finalist(s) and the untuned default in {rounds} interleaved rounds")
+    rng = random.Random(options.seed)
+    offset = rng.randrange(len(everyone))
+    for index in range(rounds):
+        order = everyone[(index + offset) % len(everyone):] + everyone[:(index + offset) % len(everyone)]
+        for finalist in order:
+            result = measure(by_name[finalist.backend].backend, finalist.artifact, finalist.params, round_workload,
+                             timeout_s=options.timeout_s, memory_limit_bytes=None)
+            if result.ok:
+                m: Measurement = result.value
+                finalist.decode_tps.append(m.decode_tps)
+                finalist.itl_p95_ms.append(m.worst_itl_p95_ms)
+            else:
+                finalist.failures.append(result.error or "failed")
+        reporter.info(f"round {index + 1}/{rounds}: " + ", ".join(
+            f"{f.label} {f.decode_tps[-1]:.1f} tok/s" for f in order if f.decode_tps))
+    return decide(finalists, baseline, budget, options.strict, rounds)
+
+
+def decide(finalists: list[Finalist], baseline: Finalist, budget: Budget, strict: bool,
+           rounds: int) -> tuple[TrialRecord, Confirmation, list[str]]:
+    """Pick the confirmed winner from the rounds (pure logic, tested on synthetic rounds)."""
+    notes: list[str] = []
+    complete = [f for f in finalists if len(f.decode_tps) == rounds]
+    for f in finalists:
+        if f not in complete:
+            notes.append(f"{f.label} dropped from confirmation: {len(f.failures)} failed round(s): {f.failures[:1]}")
+    if not complete:
+        raise NothingFits("every finalist failed during confirmation; see the notes and rerun")
+    status = {f.label: budget_status(f.itl_p95_ms, budget.latency_ms) for f in complete}
+    eligible = [f for f in complete if status[f.label] != "over" and (not strict or status[f.label] == "within")]
+    if not eligible:
+        worst = "marginal or over" if strict else "over"
+        raise NothingFits(
+            f"no finalist's confirmed p95 latency is within the {budget.latency_ms:g} ms budget ({worst} in the "
+            f"interleaved rounds: " + ", ".join(f"{f.label} median {sorted(f.itl_p95_ms)[len(f.itl_p95_ms) // 2]:.1f} ms"
+                                               for f in complete) + "); relax --latency" + (" or drop --strict" if strict else "")
+        )
+    ranking = rank_finalists({f.label: f.decode_tps for f in eligible}, higher_is_better=True)
+    best_label, tied_labels = ranking.best, ranking.tied_with_best
+    by_label = {f.label: f for f in eligible}
+    if len(eligible) == 1:
+        verdict = "only feasible"
+        chosen = by_label[best_label]
+    elif tied_labels:
+        verdict = "tie"
+        pool = [by_label[best_label], *(by_label[label] for label in tied_labels)]
+        # Tie on speed: the next criteria decide (quality loss, then memory).
+        chosen = min(pool, key=lambda f: (quality_loss(f.record), f.record.objectives()[2]))  # type: ignore[arg-type]
+        notes.append(f"speed tie between {', '.join(f.label for f in pool)} within the noise; chose {chosen.label} by "
+                     "quality loss, then memory")
+    else:
+        verdict = "winner"
+        chosen = by_label[best_label]
+    assert chosen.record is not None
+    speedup = None
+    if baseline is not chosen and len(baseline.decode_tps) == rounds:
+        speedup = paired_ratio(chosen.decode_tps, baseline.decode_tps)
+    confirmation = Confirmation(
+        rounds=rounds,
+        decode_tps=bootstrap_interval(chosen.decode_tps),
+        itl_p95_ms=bootstrap_interval(chosen.itl_p95_ms),
+        verdict=verdict,
+        marginal=status[chosen.label] == "marginal",
+        speedup_over_untuned=speedup,
+        untuned_params=baseline.params,
+        notes=notes,
+    )
+    return chosen.record, confirmation, notes

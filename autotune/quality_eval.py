@@ -1,0 +1,97 @@
+"""Glue between the tuner and quality measurement: pick the reference, tokenize the text, score each artifact once."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import TYPE_CHECKING, Sequence
+
+from .backend import Artifact, Backend, Params
+from .errors import AutotuneError
+from .hardware import Hardware
+from .profile import Quality
+from .quality import QualityCache, load_eval_text, quality_task, summarize_quality, to_profile
+from .sources import ResolvedBackend
+from .trial import artifact_key, prepare_artifact
+from .worker import WorkerTask, run_in_worker
+from .workload import Workload
+
+if TYPE_CHECKING:
+    from .tuner import Reporter, TuneOptions
+
+
+def has_logprobs(backend: Backend) -> bool:
+    """True when the backend overrides ``Backend.logprobs``."""
+    return type(backend).logprobs is not Backend.logprobs
+
+
+class QualityEvaluator:
+    """Scores artifacts against the reference: the source model, run by a backend that reads it natively.
+
+    The reference is the highest-precision variant the tuner has: the source file itself (an
+    already-quantized GGUF is its own reference; requantizing upward never beats it).
+    Runtime settings (threads, batch sizes) do not change log-probabilities, so each artifact is
+    scored once and cached; KV-cache quantization is a runtime setting that can, and is not scored.
+    """
+
+    def __init__(self, reference: ResolvedBackend, ref_params: Params, ref_artifact: Artifact, tokens: list[int],
+                 text_hash: str, options: "TuneOptions", reporter: "Reporter") -> None:
+        self.reference = reference
+        self.ref_params = ref_params
+        self.ref_artifact = ref_artifact
+        self.tokens = tokens
+        self.text_hash = text_hash
+        self.options = options
+        self.reporter = reporter
+        self.cache = QualityCache()
+        self.label = f"{reference.backend.name} {ref_artifact.precision} (the source, {reference.source.path.name})"
+
+    @classmethod
+    def create(cls, resolved: Sequence[ResolvedBackend], model_format: str, hardware: Hardware, workload: Workload,
+               options: "TuneOptions", reporter: "Reporter") -> "QualityEvaluator | None":
+        """Set up the reference, or say why quality will not be measured (the proxy is used then)."""
+        native = [r for r in resolved if not r.conversions and r.source.format == model_format and has_logprobs(r.backend)]
+        if not native:
+            reporter.warn("quality loss not measured: no backend reads the source natively and exposes log-probabilities; "
+                          "effective bits per weight is used as a proxy")
+            return None
+        reference = native[0]
+        backend = reference.backend
+        try:
+            text = load_eval_text(options.eval_text)
+            tokens = backend.tokenize(reference.source, text)[: options.eval_tokens]
+            # The first starting point keeps the source precision: the source itself is the reference.
+            ref_params = backend.starting_points(reference.source, hardware, workload)[0]
+            ref_artifact, _ = prepare_artifact(backend, reference.source, ref_params)
+        except AutotuneError:
+            raise
+        except Exception as error:  # noqa: BLE001
+            reporter.warn(f"quality loss not measured: could not set up the reference: {error!r}")
+            return None
+        text_hash = hashlib.sha256(text.encode()).hexdigest()
+        return cls(reference, ref_params, ref_artifact, tokens, text_hash, options, reporter)
+
+    def evaluate(self, r: ResolvedBackend, artifact: Artifact, params: Params) -> Quality | None:
+        """Quality of ``artifact`` (cached per artifact), or None with a warning when it cannot be measured."""
+        if not has_logprobs(r.backend):
+            return None
+        ref_key = artifact_key(self.reference.backend, self.reference.source, self.ref_params)
+        var_key = artifact_key(r.backend, r.source, params)
+        cache_key = {"reference": ref_key, "variant": var_key, "text": self.text_hash,
+                     "tokens": len(self.tokens), "chunk": self.options.chunk_tokens}
+        cached = self.cache.get(cache_key)
+        if cached is not None:
+            return to_profile(cached, self.label)
+        self.reporter.info(f"scoring quality of {r.backend.name} {artifact.precision} on {len(self.tokens)} tokens "
+                           f"against {self.label}")
+        result = run_in_worker(
+            WorkerTask(quality_task, (self.reference.backend, self.ref_artifact, self.ref_params,
+                                      r.backend, artifact, params, self.tokens, self.options.chunk_tokens)),
+            timeout_s=self.options.timeout_s * 4,
+        )
+        if not result.ok:
+            self.reporter.warn(f"quality of {r.backend.name} {artifact.precision} not measured: {result.error}")
+            return None
+        loss = summarize_quality(result.value)
+        self.cache.put(cache_key, loss)
+        return to_profile(loss, self.label)
+

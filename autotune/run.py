@@ -1,0 +1,75 @@
+"""``autotune run``: probe, tune, print the evidence, write the profile and its plot."""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+
+from .budget import Budget, format_bytes
+from .console import ConsoleReporter, ordered_by_objective, results_table
+from .default_model import default_model_path
+from .plot import write_pareto_plot
+from .plugins import get_plugin_manager
+from .probe import probe
+from .tuner import TuneOptions, Tuner
+from .workload import Workload
+
+
+def run_command(args: argparse.Namespace, budget: Budget, workload: Workload, timeout_s: float) -> int:
+    """Tune and write the profile; return the exit status."""
+    reporter = ConsoleReporter()
+    console = reporter.console
+    manager = get_plugin_manager()
+    hardware = probe(manager)
+    model_path = args.model or default_model_path()
+    console.print(f"[bold]autotune[/bold] {model_path.name} on {hardware.cpu.brand or hardware.cpu.architecture} "
+                  f"({hardware.cpu.usable_cores} usable cores, {format_bytes(hardware.memory.limit_bytes)})")
+    console.print(f"budget: {budget.describe()}")
+    console.print(f"workload: {workload.prompt_tokens} prompt + {workload.gen_tokens} generated tokens, context "
+                  f"{workload.context}, decode also measured at depth {workload.deep_start}")
+    options = TuneOptions(
+        backends=args.backend, trials=args.trials, timeout_s=timeout_s, storage=args.storage, objective=args.objective,
+        seed=args.seed, measure_quality=not args.no_quality, eval_text=args.eval_text, eval_tokens=args.eval_tokens,
+        confirm_rounds=args.confirm_rounds, strict=args.strict,
+    )
+    result = Tuner(model_path, budget, workload, options, manager=manager, hardware=hardware, reporter=reporter).run()
+    profile = result.profile
+    measured = [r for r in result.records if r.status == "measured"]
+    console.print()
+    console.print(results_table(ordered_by_objective(result.front), "Feasible Pareto front (quality loss, p95, memory)",
+                                result.winner))
+    others = [r for r in ordered_by_objective(measured) if r.key not in {f.key for f in result.front}]
+    if others:
+        console.print(results_table(others[:8], "Other measured configurations"))
+    if profile.quality and profile.quality.method != "kl-divergence":
+        console.print("[yellow]note:[/yellow] quality loss was not measured; effective bits per weight is a proxy")
+    confirmation = profile.confirmation
+    if confirmation is not None:
+        line = (f"confirmed over {confirmation.rounds} interleaved rounds: {confirmation.decode_tps.value:.1f} tok/s "
+                f"[{confirmation.decode_tps.low:.1f}, {confirmation.decode_tps.high:.1f}], p95 "
+                f"{confirmation.itl_p95_ms.value:.1f} ms [{confirmation.itl_p95_ms.low:.1f}, {confirmation.itl_p95_ms.high:.1f}]"
+                f" — {confirmation.verdict}")
+        if confirmation.speedup_over_untuned is not None:
+            s = confirmation.speedup_over_untuned
+            line += f"; {s.value:.2f}× [{s.low:.2f}, {s.high:.2f}] the untuned default's decode speed"
+        if confirmation.marginal:
+            line += " — MARGINAL: the p95 interval straddles the budget (use --strict to require a margin)"
+        console.print(line)
+        for note in confirmation.notes:
+            console.print(f"  [dim]{note}[/dim]")
+    args.out.mkdir(parents=True, exist_ok=True)
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", f"{model_path.name.removesuffix('.gguf')}-{hardware.fingerprint[:8]}")
+    profile_path = args.out / f"{stem}.json"
+    profile_path.write_text(profile.to_json())
+    plot_path = write_pareto_plot(args.out / f"{stem}.pareto.png", measured, result.front, result.winner, budget)
+    m = profile.measured
+    console.print(f"[bold green]chosen:[/bold green] {profile.backend.name} {profile.artifact.precision} "
+                  + " ".join(f"{k}={v}" for k, v in profile.params.items() if k not in ("quant", "precision")))
+    console.print(f"  {m.decode_tps:.1f} tok/s, p95 {m.itl_p95_ms:.1f} ms (at depth {m.deep_depth or 0}: "
+                  f"{m.deep_itl_p95_ms or m.itl_p95_ms:.1f} ms), TTFT {m.ttft_ms:.0f} ms, peak {format_bytes(m.peak_rss_bytes)} "
+                  f"(predicted {format_bytes(profile.predicted.memory_bytes)}, error {profile.predicted.memory_error:+.0%})")
+    console.print(f"profile: {profile_path}\nplot:    {plot_path}")
+    if args.json:
+        sys.stdout.write(profile.to_json() + "\n")
+    return 0

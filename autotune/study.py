@@ -1,0 +1,189 @@
+"""The Optuna study: naming, storage, suggesting backend parameters, and trial records.
+
+Each trial's full record (backend, parameters, measurement, artifact, prediction, quality,
+constraint violations, reason) is stored as JSON in the trial's user attributes the moment the
+trial ends, so an interrupted run loses nothing and a rerun reuses every finished trial.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import socket
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import optuna
+import psutil
+from optuna.trial import FrozenTrial, TrialState
+
+from .backend import Backend, Categorical, IntRange, Params, SearchSpace
+from .budget import Budget
+from .cache import cache_dir
+from .measurement import Measurement
+from .profile import Quality
+from .workload import Workload
+
+RECORD_ATTR = "autotune_record"
+OBJECTIVE_NAMES = ("quality_loss", "itl_p95_ms", "peak_rss_bytes")
+"""All minimised. quality_loss is the mean KL divergence from the reference when measured."""
+
+
+def default_storage() -> str:
+    """SQLite file in the cache: rerunning a command from anywhere resumes its study."""
+    return f"sqlite:///{cache_dir() / 'studies.sqlite3'}"
+
+
+def study_name(model_sha256: str, model_name: str, fingerprint: str, workload: Workload, budget: Budget,
+               backends: Sequence[str], extra: dict[str, Any] | None = None) -> str:
+    """A readable, deterministic name: same model, machine, workload, budget and backends → same study."""
+    identity = json.dumps(
+        {"workload": workload.model_dump(), "budget": budget.model_dump(), "backends": sorted(backends), **(extra or {})},
+        sort_keys=True,
+    )
+    digest = hashlib.sha256(identity.encode()).hexdigest()[:10]
+    return f"{model_name}-{model_sha256[:10]}-{fingerprint[:10]}-{digest}"
+
+
+def config_key(backend: str, params: Params) -> str:
+    """Canonical identity of a configuration, for spotting repeats."""
+    return json.dumps({"backend": backend, "params": params}, sort_keys=True, default=str)
+
+
+def constraints_of(trial: FrozenTrial) -> Sequence[float]:
+    """Optuna's constraints_func: values ≤ 0 mean satisfied (relative excess over each budget)."""
+    record = trial.user_attrs.get(RECORD_ATTR)
+    if not record or not record.get("violations"):
+        return (0.0,) if record and record.get("status") == "measured" else (1.0,)
+    return tuple(record["violations"].values())
+
+
+def open_study(name: str, storage: str | None, seed: int | None) -> optuna.Study:
+    """Create or load the study (multi-objective, constrained TPE)."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    url = storage or default_storage()
+    if url.startswith("sqlite:///"):
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        rdb = optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}})
+    else:
+        rdb = optuna.storages.RDBStorage(url)
+    sampler = optuna.samplers.TPESampler(seed=seed, constraints_func=constraints_of, n_startup_trials=4,
+                                         multivariate=True, group=True, warn_independent_sampling=False)
+    return optuna.create_study(study_name=name, storage=rdb, sampler=sampler, load_if_exists=True,
+                               directions=["minimize"] * len(OBJECTIVE_NAMES))
+
+
+def suggest_params(trial: optuna.Trial, backend: Backend, space: SearchSpace) -> Params:
+    """Ask Optuna for a value of each dimension, namespaced by backend (``llamacpp.n_threads``)."""
+    params: Params = {}
+    for name, dimension in space.items():
+        key = f"{backend.name}.{name}"
+        if isinstance(dimension, Categorical):
+            params[name] = trial.suggest_categorical(key, list(dimension.choices))
+        elif isinstance(dimension, IntRange):
+            params[name] = trial.suggest_int(key, dimension.low, dimension.high, step=dimension.step, log=dimension.log)
+        else:  # pragma: no cover - the Dimension union is closed
+            raise TypeError(f"unknown search dimension {dimension!r}")
+    return params
+
+
+def enqueue(study: optuna.Study, backend: str, params: Params) -> None:
+    """Queue a configuration to be measured first (skipped when the study already has it)."""
+    flat = {"backend": backend, **{f"{backend}.{k}": v for k, v in params.items()}}
+    study.enqueue_trial(flat, skip_if_exists=True)
+
+
+def mark_abandoned(study: optuna.Study) -> int:
+    """Fail trials left RUNNING by an interrupted run of this host (never another host's live trial)."""
+    host = socket.gethostname()
+    count = 0
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        owner = trial.user_attrs.get("owner", {})
+        if owner.get("host") == host and not psutil.pid_exists(int(owner.get("pid", -1))):
+            study._storage.set_trial_user_attr(trial._trial_id, "reason", "interrupted before it finished")
+            study.tell(trial.number, state=TrialState.FAIL)
+            count += 1
+    return count
+
+
+def claim(trial: optuna.Trial) -> None:
+    """Mark a running trial as this process's, so a later run can tell it was abandoned."""
+    trial.set_user_attr("owner", {"host": socket.gethostname(), "pid": os.getpid()})
+
+
+@dataclass
+class TrialRecord:
+    """Everything one trial produced, JSON-serialisable."""
+
+    number: int
+    status: str  # measured | predicted-infeasible | failed
+    backend: str
+    params: Params
+    precision: str | None = None
+    bits_per_weight: float | None = None
+    artifact: dict[str, Any] | None = None
+    prediction: dict[str, Any] | None = None
+    measurement: dict[str, Any] | None = None
+    quality: dict[str, Any] | None = None
+    violations: dict[str, float] = field(default_factory=dict)
+    reason: str | None = None
+
+    @property
+    def key(self) -> str:
+        return config_key(self.backend, self.params)
+
+    @property
+    def measured(self) -> Measurement | None:
+        return Measurement.model_validate(self.measurement) if self.measurement else None
+
+    @property
+    def quality_report(self) -> Quality | None:
+        return Quality.model_validate(self.quality) if self.quality else None
+
+    @property
+    def feasible(self) -> bool:
+        return self.status == "measured" and all(v <= 0 for v in self.violations.values())
+
+    def objectives(self) -> tuple[float, float, float]:
+        """The minimised objective values (quality loss, worst p95 ITL, peak memory)."""
+        m = self.measured
+        assert m is not None and m.peak_rss_bytes is not None
+        return (quality_loss(self), m.worst_itl_p95_ms, float(m.peak_rss_bytes))
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def quality_loss(record: TrialRecord) -> float:
+    """Measured mean KL divergence, or the bits-per-weight proxy (16 − bits) when quality is unmeasured."""
+    quality = record.quality_report
+    if quality is not None and quality.kl_divergence is not None:
+        return quality.kl_divergence.value
+    return 16.0 - (record.bits_per_weight or 0.0)
+
+
+def violations(measurement: Measurement, budget: Budget, quality: Quality | None) -> dict[str, float]:
+    """Relative excess over each budget (≤ 0: within budget)."""
+    assert measurement.peak_rss_bytes is not None
+    found = {
+        "memory": measurement.peak_rss_bytes / budget.memory_bytes - 1,
+        "latency": measurement.worst_itl_p95_ms / budget.latency_ms - 1,
+    }
+    if budget.ttft_ms is not None:
+        found["ttft"] = measurement.ttft_ms / budget.ttft_ms - 1
+    if budget.max_quality_loss is not None and quality is not None and quality.kl_divergence is not None:
+        found["quality"] = quality.kl_divergence.value / budget.max_quality_loss - 1 if budget.max_quality_loss else (
+            1.0 if quality.kl_divergence.value > 0 else 0.0)
+    return found
+
+
+def records(study: optuna.Study) -> list[TrialRecord]:
+    """Every finished trial's record, in trial order."""
+    found = []
+    for trial in study.get_trials(deepcopy=False):
+        data = trial.user_attrs.get(RECORD_ATTR)
+        if data and trial.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL):
+            found.append(TrialRecord(**data))
+    return found

@@ -1,0 +1,381 @@
+"""The tuning loop: ask Optuna, predict, prepare, measure in a worker, score quality, tell, choose.
+
+``tune()`` is the library entry point; the CLI is a thin wrapper around it.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Protocol, Sequence
+
+import optuna
+from optuna.trial import TrialState
+
+from . import __version__
+from .backend import Categorical, Params, SearchSpace
+from .budget import Budget, format_bytes
+from .errors import AutotuneError, NothingFits, PluginError
+from .hardware import Hardware
+from .model_source import cached_content_hash, detect_format
+from .plugins import PluginManager
+from .profile import (Alternative, ArtifactInfo, BackendInfo, DeploymentProfile, ModelInfo, Predicted, Quality)
+from .quality_eval import QualityEvaluator
+from .selection import best_per_backend, choose, pareto_front
+from .sources import ResolvedBackend, resolve
+from .study import (RECORD_ATTR, TrialRecord, claim, config_key, enqueue, mark_abandoned, open_study, records,
+                    study_name, suggest_params, violations)
+from .trial import measure, prepare_artifact
+from .workload import Workload
+
+PREDICTION_MARGIN = 0.10
+"""A configuration is skipped only when its predicted memory exceeds the budget by more than this
+fraction: predictions are estimates (their error is reported), so a near miss is measured."""
+
+
+class Reporter(Protocol):
+    """Where the tuner reports progress (the CLI prints; tests collect)."""
+
+    def info(self, message: str) -> None: ...
+    def warn(self, message: str) -> None: ...
+    def trial(self, index: int, total: int, record: TrialRecord, best: TrialRecord | None) -> None: ...
+
+
+class SilentReporter:
+    """A reporter that keeps messages in lists (for tests and library use)."""
+
+    def __init__(self) -> None:
+        self.messages: list[str] = []
+        self.warnings: list[str] = []
+        self.trials: list[TrialRecord] = []
+
+    def info(self, message: str) -> None:
+        self.messages.append(message)
+
+    def warn(self, message: str) -> None:
+        self.warnings.append(message)
+
+    def trial(self, index: int, total: int, record: TrialRecord, best: TrialRecord | None) -> None:
+        self.trials.append(record)
+
+
+@dataclass
+class TuneOptions:
+    """Everything about a run besides the model, budget and workload."""
+
+    backends: Sequence[str] = ()
+    trials: int = 12
+    timeout_s: float = 300.0
+    storage: str | None = None
+    objective: str = "quality"
+    seed: int | None = 0
+    measure_quality: bool = True
+    eval_text: Path | None = None
+    eval_tokens: int = 1024
+    chunk_tokens: int = 256
+    confirm_rounds: int = 5
+    strict: bool = False
+
+
+@dataclass
+class TuneResult:
+    """The chosen profile and the evidence behind it."""
+
+    profile: DeploymentProfile
+    records: list[TrialRecord]
+    front: list[TrialRecord]
+    winner: TrialRecord
+    study_name: str
+    new_measurements: int
+    notes: list[str] = field(default_factory=list)
+
+
+def select_backends(manager: PluginManager, names: Sequence[str]) -> list:
+    """The backends to tune: the named ones (error on unknown names), or all installed."""
+    available = manager.backends()
+    if not names:
+        return list(available.values())
+    unknown = [n for n in names if n not in available]
+    if unknown:
+        known = ", ".join(sorted(available)) or "none installed"
+        raise PluginError(f"unknown backend {', '.join(map(repr, unknown))} (installed: {known}); see `autotune plugins`")
+    return [available[n] for n in dict.fromkeys(names)]
+
+
+def memory_guard(budget: Budget, hardware: Hardware) -> int:
+    """Resident-memory ceiling for a worker: well above the budget (so overshoots are measured), below what the machine has."""
+    wanted = max(int(budget.memory_bytes * 1.5), budget.memory_bytes + 512 * 2**20)
+    return min(wanted, int(min(hardware.memory.limit_bytes, hardware.memory.available_bytes) * 0.9))
+
+
+class Tuner:
+    """One tuning run over a study. Create it, then call ``run()``."""
+
+    def __init__(self, model_path: Path, budget: Budget, workload: Workload, options: TuneOptions, *,
+                 manager: PluginManager, hardware: Hardware, reporter: Reporter) -> None:
+        self.model_path = model_path
+        self.budget = budget
+        self.workload = workload
+        self.options = options
+        self.manager = manager
+        self.hardware = hardware
+        self.reporter = reporter
+        self.rng = random.Random(options.seed)
+
+    # -- set-up -------------------------------------------------------------------------------
+
+    def _resolve(self) -> list[ResolvedBackend]:
+        backends = select_backends(self.manager, self.options.backends)
+        resolved = resolve(self.model_path, backends, self.manager.conversions(), self.reporter.warn)
+        if not resolved:
+            raise AutotuneError(
+                f"no installed backend can run {self.model_path}; see the warnings above and `autotune plugins`"
+            )
+        return resolved
+
+    def _spaces(self, resolved: Sequence[ResolvedBackend]) -> dict[str, SearchSpace]:
+        return {r.backend.name: r.backend.search_space(r.source, self.hardware, self.workload) for r in resolved}
+
+    # -- the loop -----------------------------------------------------------------------------
+
+    def run(self) -> TuneResult:
+        """Search, then choose, confirm and build the profile."""
+        resolved = self._resolve()
+        by_name = {r.backend.name: r for r in resolved}
+        spaces = self._spaces(resolved)
+        model_format = detect_format(self.model_path)
+        model_sha = cached_content_hash(self.model_path)
+        name = study_name(model_sha, self.model_path.name.removesuffix(".gguf"), self.hardware.fingerprint,
+                          self.workload, self.budget, list(by_name),
+                          extra={"objective_version": 1, "quality": self.options.measure_quality,
+                                 "eval": str(self.options.eval_text or "bundled"), "eval_tokens": self.options.eval_tokens})
+        study = open_study(name, self.options.storage, self.options.seed)
+        abandoned = mark_abandoned(study)
+        if abandoned:
+            self.reporter.warn(f"{abandoned} trial(s) of an interrupted run were marked failed")
+        previous = records(study)
+        if previous:
+            self.reporter.info(f"resuming study {name}: {len(previous)} finished trial(s) reused, not re-measured")
+        for r in resolved:
+            for params in r.backend.starting_points(r.source, self.hardware, self.workload):
+                enqueue(study, r.backend.name, params)
+
+        self.quality = QualityEvaluator.create(resolved, model_format, self.hardware, self.workload, self.options, self.reporter) \
+            if self.options.measure_quality else None
+
+        done = {record.key: record for record in previous}
+        new = 0
+        attempts = 0
+        while new < self.options.trials and attempts < self.options.trials * 6:
+            attempts += 1
+            trial = study.ask()
+            claim(trial)
+            backend_name = trial.suggest_categorical("backend", list(by_name))
+            r = by_name[backend_name]
+            params = suggest_params(trial, r.backend, spaces[backend_name])
+            key = config_key(backend_name, params)
+            if key in done:
+                # Never re-measure: tell Optuna this point is known and steer it elsewhere.
+                trial.set_user_attr("repeat_of", done[key].number)
+                study.tell(trial, state=TrialState.PRUNED)
+                self._enqueue_unseen(study, by_name, spaces, done)
+                continue
+            try:
+                record = self._run_trial(trial.number, r, params)
+            except KeyboardInterrupt:
+                trial.set_user_attr("reason", "interrupted")
+                study.tell(trial, state=TrialState.FAIL)
+                raise
+            self._tell(study, trial, record)
+            done[key] = record
+            if record.status != "predicted-infeasible":
+                new += 1
+            best = self._best_so_far(done.values())
+            self.reporter.trial(new, self.options.trials, record, best)
+        return self._finish(study, name, by_name, new)
+
+    def _enqueue_unseen(self, study: optuna.Study, by_name: dict[str, ResolvedBackend],
+                        spaces: dict[str, SearchSpace], done: dict[str, TrialRecord]) -> None:
+        """After a repeat, queue a random configuration not tried yet (small spaces exhaust quickly)."""
+        for _ in range(64):
+            backend = self.rng.choice(sorted(by_name))
+            params: Params = {}
+            for dim_name, dim in spaces[backend].items():
+                if isinstance(dim, Categorical):
+                    params[dim_name] = self.rng.choice(list(dim.choices))
+                else:
+                    params[dim_name] = self.rng.randrange(dim.low, dim.high + 1, dim.step)
+            if config_key(backend, params) not in done:
+                enqueue(study, backend, params)
+                return
+
+    def _run_trial(self, number: int, r: ResolvedBackend, params: Params) -> TrialRecord:
+        backend, source = r.backend, r.source
+        record = TrialRecord(number=number, status="failed", backend=backend.name, params=params)
+        label = f"{backend.name} {backend.describe(params)}"
+        try:
+            prediction = backend.predict(source, params, self.workload, self.hardware)
+        except AutotuneError as error:
+            record.reason = f"cannot predict: {error}"
+            return record
+        record.prediction = asdict(prediction)
+        if prediction.memory_bytes > self.budget.memory_bytes * (1 + PREDICTION_MARGIN):
+            record.status = "predicted-infeasible"
+            record.reason = (f"predicted memory {format_bytes(prediction.memory_bytes)} exceeds the "
+                             f"{format_bytes(self.budget.memory_bytes)} budget; not run")
+            return record
+        if prediction.latency_lower_bound_ms and prediction.latency_lower_bound_ms > self.budget.latency_ms:
+            record.status = "predicted-infeasible"
+            record.reason = (f"predicted latency of at least {prediction.latency_lower_bound_ms:.1f} ms exceeds the "
+                             f"{self.budget.latency_ms:g} ms budget; not run")
+            return record
+        try:
+            started = time.perf_counter()
+            artifact, built = prepare_artifact(backend, source, params)
+            if built:
+                self.reporter.info(f"built {artifact.precision} for {backend.name} in {time.perf_counter() - started:.1f} s "
+                                   f"({format_bytes(artifact.size_bytes)}, {artifact.bits_per_weight:.2f} bits/weight)")
+        except AutotuneError as error:
+            record.reason = f"prepare failed: {error}"
+            return record
+        except Exception as error:  # noqa: BLE001 - a backend bug must not end the run
+            record.reason = f"prepare failed: {error!r}"
+            return record
+        record.precision = artifact.precision
+        record.bits_per_weight = artifact.bits_per_weight
+        record.artifact = {**asdict(artifact), "path": str(artifact.path)}
+        self.reporter.info(f"measuring {label}")
+        result = measure(backend, artifact, params, self.workload, timeout_s=self.options.timeout_s,
+                         memory_limit_bytes=memory_guard(self.budget, self.hardware))
+        if not result.ok:
+            record.reason = f"measurement failed: {result.error}"
+            if result.peak_rss_bytes:
+                record.reason += f" (peak resident memory {format_bytes(result.peak_rss_bytes)})"
+            return record
+        measurement = result.value
+        quality: Quality | None = None
+        if self.quality is not None:
+            quality = self.quality.evaluate(r, artifact, params)
+        record.quality = quality.model_dump() if quality else None
+        record.measurement = measurement.model_dump()
+        record.violations = violations(measurement, self.budget, quality)
+        record.status = "measured"
+        return record
+
+    def _tell(self, study: optuna.Study, trial: optuna.Trial, record: TrialRecord) -> None:
+        trial.set_user_attr(RECORD_ATTR, record.to_json())
+        if record.status == "measured":
+            study.tell(trial, values=list(record.objectives()))
+        elif record.status == "predicted-infeasible":
+            study.tell(trial, state=TrialState.PRUNED)
+        else:
+            study.tell(trial, state=TrialState.FAIL)
+
+    def _best_so_far(self, done: Sequence[TrialRecord] | object) -> TrialRecord | None:
+        feasible = [r for r in done if r.feasible]  # type: ignore[union-attr]
+        return choose(pareto_front(feasible), self.options.objective) if feasible else None
+
+    # -- the answer ---------------------------------------------------------------------------
+
+    def _finish(self, study: optuna.Study, name: str, by_name: dict[str, ResolvedBackend], new: int) -> TuneResult:
+        all_records = records(study)
+        feasible = [r for r in all_records if r.feasible]
+        if not feasible:
+            raise NothingFits(nothing_fits_message(all_records, self.budget))
+        front = pareto_front(feasible)
+        winner = choose(front, self.options.objective)
+        notes: list[str] = []
+        confirmation = None
+        if self.options.confirm_rounds > 0:
+            from .confirm import confirm_finalists
+
+            winner, confirmation, confirm_notes = confirm_finalists(
+                winner, feasible, by_name, self.budget, self.workload, self.hardware, self.options, self.reporter)
+            notes.extend(confirm_notes)
+        profile = self._profile(winner, front, feasible, by_name, name, all_records, new, confirmation)
+        return TuneResult(profile=profile, records=all_records, front=front, winner=winner, study_name=name,
+                          new_measurements=new, notes=notes)
+
+    def _profile(self, winner: TrialRecord, front: list[TrialRecord], feasible: list[TrialRecord],
+                 by_name: dict[str, ResolvedBackend], name: str, all_records: list[TrialRecord], new: int,
+                 confirmation: object) -> DeploymentProfile:
+        r = by_name[winner.backend]
+        measured = winner.measured
+        assert measured is not None and measured.peak_rss_bytes is not None and winner.artifact and winner.prediction
+        predicted = int(winner.prediction["memory_bytes"])
+        per_backend = best_per_backend(feasible, self.options.objective)
+        alternatives = {rec.key: rec for rec in [*front, *per_backend.values()] if rec.key != winner.key}
+        native = next((rb for rb in by_name.values() if not rb.conversions), r)
+        objective_note = {
+            "quality": "lowest measured quality loss (mean KL divergence); statistically tied losses broken by p95 latency",
+            "latency": "lowest p95 inter-token latency, then quality loss",
+            "memory": "lowest peak memory, then quality loss",
+        }[self.options.objective]
+        if winner.quality_report is None or winner.quality_report.method != "kl-divergence":
+            objective_note += " — quality unmeasured: highest effective bits per weight used as a proxy"
+        profile = DeploymentProfile(
+            autotune_version=__version__,
+            hardware=self.hardware.summary(),
+            model=ModelInfo(path=str(self.model_path.resolve()), format=native.source.format,
+                            sha256=cached_content_hash(self.model_path), architecture=native.source.architecture,
+                            parameters=native.source.parameters, precision=native.source.precision),
+            backend=BackendInfo(name=winner.backend, version=r.backend.version()),
+            params=winner.params,
+            artifact=ArtifactInfo(**{k: winner.artifact[k] for k in
+                                     ("path", "format", "precision", "bits_per_weight", "size_bytes", "details")}),
+            workload=self.workload,
+            budget=self.budget,
+            objective=f"{self.options.objective}: {objective_note}",
+            measured=measured,
+            predicted=Predicted(memory_bytes=predicted,
+                                memory_error=(predicted - measured.peak_rss_bytes) / measured.peak_rss_bytes,
+                                breakdown=winner.prediction.get("breakdown", {})),
+            quality=winner.quality_report or Quality(method="bits-per-weight proxy",
+                                                     bits_per_weight=winner.bits_per_weight),
+            confirmation=confirmation,  # type: ignore[arg-type]
+            alternatives=[Alternative(backend=a.backend, params=a.params, precision=a.precision or "",
+                                      measured=a.measured, quality=a.quality_report, trial=a.number)  # type: ignore[arg-type]
+                          for a in alternatives.values()],
+            study={"name": name, "storage": self.options.storage or "default (cache sqlite)",
+                   "trials_total": len(all_records), "measured_now": new,
+                   "measured": sum(rec.status == "measured" for rec in all_records),
+                   "predicted_infeasible": sum(rec.status == "predicted-infeasible" for rec in all_records),
+                   "failed": sum(rec.status == "failed" for rec in all_records),
+                   "feasible": len(feasible), "conversions": {rb.backend.name: rb.conversions for rb in by_name.values()}},
+        )
+        exports = {e.name: e.render(profile) for e in self.manager.exporters().values() if e.applies_to(winner.backend)}
+        return profile.model_copy(update={"exports": exports})
+
+
+def nothing_fits_message(all_records: Sequence[TrialRecord], budget: Budget) -> str:
+    """One paragraph: which constraint failed by how much for the closest configurations, and what to relax."""
+    measured = [r for r in all_records if r.status == "measured"]
+    lines = [f"No configuration met the budget ({budget.describe()})."]
+    if measured:
+        by_memory = min(measured, key=lambda r: r.measured.peak_rss_bytes)  # type: ignore[union-attr]
+        by_latency = min(measured, key=lambda r: r.measured.worst_itl_p95_ms)  # type: ignore[union-attr]
+        m_mem, m_lat = by_memory.measured, by_latency.measured
+        assert m_mem and m_lat and m_mem.peak_rss_bytes
+        lines.append(
+            f"Smallest measured memory: {format_bytes(m_mem.peak_rss_bytes)} ({by_memory.backend} "
+            f"{by_memory.precision}, {m_mem.peak_rss_bytes / budget.memory_bytes:.1f}× the memory budget)."
+        )
+        lines.append(
+            f"Lowest measured p95 latency: {m_lat.worst_itl_p95_ms:.1f} ms ({by_latency.backend} {by_latency.precision}, "
+            f"{m_lat.worst_itl_p95_ms / budget.latency_ms:.1f}× the latency budget)."
+        )
+        suggest_mem = max(m_mem.peak_rss_bytes, min(r.measured.peak_rss_bytes for r in measured if r.measured))
+        lines.append(f"Relax to at least --budget {suggest_mem / 1e6 * 1.1:.0f}MB and --latency "
+                     f"{m_lat.worst_itl_p95_ms * 1.1:.0f}ms, or try a smaller model.")
+    skipped = [r for r in all_records if r.status == "predicted-infeasible"]
+    if skipped:
+        smallest = min(int(r.prediction["memory_bytes"]) for r in skipped if r.prediction)
+        lines.append(f"{len(skipped)} configuration(s) were skipped unmeasured: predicted memory of at least "
+                     f"{format_bytes(smallest)} against a {format_bytes(budget.memory_bytes)} budget"
+                     f" — relax to at least --budget {smallest / 1e6 * 1.1:.0f}MB.")
+    failed = [r for r in all_records if r.status == "failed"]
+    if failed:
+        lines.append(f"{len(failed)} trial(s) failed; first reason: {failed[0].reason}")
+    return " ".join(lines)
