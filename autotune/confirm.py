@@ -114,7 +114,8 @@ def decide(finalists: list[Finalist], baseline: Finalist, budget: Budget, strict
                                                for f in complete) + "); relax --latency" + (" or drop --strict" if strict else "")
         )
     ranking = rank_finalists({f.label: f.decode_tps for f in eligible}, higher_is_better=True)
-    best_label, tied_labels = ranking.best, ranking.tied_with_best
+    best_label = ranking[0].name
+    tied_labels = [r.name for r in ranking[1:] if r.tied_with_best]
     by_label = {f.label: f for f in eligible}
     if len(eligible) == 1:
         verdict = "only feasible"

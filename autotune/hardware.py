@@ -12,7 +12,9 @@ import hashlib
 import json
 from typing import Union
 
-from pydantic import BaseModel, ConfigDict, Field, computed_field
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, computed_field, model_validator
 
 
 class CacheLevel(BaseModel):
@@ -92,6 +94,14 @@ class Hardware(BaseModel):
     accelerators: list[Accelerator] = Field(default_factory=list)
     os: str = ""
     probe_warnings: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_derived_fingerprint(cls, data: Any) -> Any:
+        # A dumped Hardware carries its computed fingerprint; it is derived again, never trusted from input.
+        if isinstance(data, dict) and "fingerprint" in data:
+            data = {k: v for k, v in data.items() if k != "fingerprint"}
+        return data
 
     @computed_field  # type: ignore[prop-decorator]
     @property

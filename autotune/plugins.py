@@ -123,7 +123,8 @@ class PluginManager:
         one keeps a broken plugin from hiding the others.
         """
         caller = getattr(self._pm.hook, hook_name)
-        for impl in caller.get_hookimpls():
+        # Registration order, except that tryfirst/trylast implementations go first/last (as pluggy documents).
+        for impl in sorted(caller.get_hookimpls(), key=lambda i: 0 if i.tryfirst else 2 if i.trylast else 1):
             name = impl.plugin_name
             try:
                 result = impl.function(**{arg: kwargs[arg] for arg in impl.argnames})

@@ -64,13 +64,13 @@ def collect(manager: PluginManager, *, measure_bandwidth: bool = True) -> Hardwa
     """
     from .probes.bandwidth import bandwidth_skipped
 
-    warnings_before = len(manager.warnings)
     if measure_bandwidth:
         facts = manager.hardware_facts()
     else:
         with bandwidth_skipped():
             facts = manager.hardware_facts()
-    warnings = [w for w in manager.warnings[warnings_before:] if "hardware_facts" in w]
+    # The manager records each failure once, so a reused manager's earlier failures count too.
+    warnings = [w for w in manager.warnings if "autotune_hardware_facts" in w]
 
     cpu: CpuInfo | None = None
     memory: MemoryInfo | None = None
@@ -107,7 +107,7 @@ def load_hardware(path: Path) -> Hardware:
         data = json.loads(path.read_text())
     except (OSError, ValueError) as error:
         raise AutotuneError(f"cannot read hardware JSON {str(path)!r} ({error}); "
-                            f"point {HARDWARE_JSON_ENV} at a file holding `Hardware` JSON") from None
+                            f"point {HARDWARE_JSON_ENV} at a file written by `autotune probe --json`") from None
     if isinstance(data, dict) and isinstance(data.get("hardware"), dict):
         data = data["hardware"]
     try:
@@ -115,7 +115,7 @@ def load_hardware(path: Path) -> Hardware:
     except ValueError as error:
         first = str(error).splitlines()[1:3]
         raise AutotuneError(f"{str(path)!r} is not a valid hardware description ({'; '.join(first)}); "
-                            f"use a dump of autotune.probe.probe() such as the cache's {CACHE_FILE}") from None
+                            "write one with `autotune probe --json > FILE`") from None
 
 
 def hardware_from_dict(data: Any) -> Hardware:

@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass
 from importlib import resources
 from itertools import zip_longest
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -130,7 +130,13 @@ def compare_streams(
                 f"chunk {index}: reference log-probabilities have shape {reference.shape}, the variant's "
                 f"{variant.shape}; both must be ({expected_rows}, vocab) — do the two variants share a tokenizer?"
             )
-        results.append(chunk_stats(reference, variant, ids[start + 1:stop]))
+        next_ids = ids[start + 1:stop]
+        if next_ids.min() < 0 or next_ids.max() >= reference.shape[1]:
+            raise AutotuneError(
+                f"chunk {index}: token ids run from {next_ids.min()} to {next_ids.max()}, outside the "
+                f"vocabulary of {reference.shape[1]}; tokenize the text with the reference model's tokenizer"
+            )
+        results.append(chunk_stats(reference, variant, next_ids))
     if len(results) != len(bounds):
         raise AutotuneError(
             f"log-probability streams stopped after {len(results)} of {len(bounds)} chunks; "
@@ -164,7 +170,7 @@ def summarize_quality(
     picks = rng.integers(0, len(chunks), size=(resamples, len(chunks)))
     weight = tokens[picks].sum(axis=1)
 
-    def figure(sums: np.ndarray, transform: Any = None) -> Interval:
+    def figure(sums: np.ndarray, transform: Callable[[Any], Any] | None = None) -> Interval:
         value = sums.sum() / tokens.sum()
         replicates = sums[picks].sum(axis=1) / weight
         if transform is not None:

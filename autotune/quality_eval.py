@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
 from typing import TYPE_CHECKING, Sequence
 
 from .backend import Artifact, Backend, Params
 from .errors import AutotuneError
 from .hardware import Hardware
 from .profile import Quality
-from .quality import QualityCache, load_eval_text, quality_task, summarize_quality, to_profile
+from .quality import QualityCache, eval_text_hash, load_eval_text, quality_task, summarize_quality, to_profile
 from .sources import ResolvedBackend
 from .trial import artifact_key, prepare_artifact
 from .worker import WorkerTask, run_in_worker
@@ -67,7 +66,8 @@ class QualityEvaluator:
         except Exception as error:  # noqa: BLE001
             reporter.warn(f"quality loss not measured: could not set up the reference: {error!r}")
             return None
-        text_hash = hashlib.sha256(text.encode()).hexdigest()
+        # The token count is part of the text's identity: --eval-tokens changes what is scored.
+        text_hash = f"{eval_text_hash(text)}:{len(tokens)}"
         return cls(reference, ref_params, ref_artifact, tokens, text_hash, options, reporter)
 
     def evaluate(self, r: ResolvedBackend, artifact: Artifact, params: Params) -> Quality | None:
@@ -76,11 +76,10 @@ class QualityEvaluator:
             return None
         ref_key = artifact_key(self.reference.backend, self.reference.source, self.ref_params)
         var_key = artifact_key(r.backend, r.source, params)
-        cache_key = {"reference": ref_key, "variant": var_key, "text": self.text_hash,
-                     "tokens": len(self.tokens), "chunk": self.options.chunk_tokens}
-        cached = self.cache.get(cache_key)
-        if cached is not None:
-            return to_profile(cached, self.label)
+        cache_args = (ref_key, var_key, self.text_hash, self.options.chunk_tokens)
+        chunks = self.cache.get(*cache_args)
+        if chunks is not None:
+            return to_profile(summarize_quality(chunks), self.label, artifact.bits_per_weight)
         self.reporter.info(f"scoring quality of {r.backend.name} {artifact.precision} on {len(self.tokens)} tokens "
                            f"against {self.label}")
         result = run_in_worker(
@@ -91,7 +90,6 @@ class QualityEvaluator:
         if not result.ok:
             self.reporter.warn(f"quality of {r.backend.name} {artifact.precision} not measured: {result.error}")
             return None
-        loss = summarize_quality(result.value)
-        self.cache.put(cache_key, loss)
-        return to_profile(loss, self.label)
+        self.cache.put(*cache_args, result.value)
+        return to_profile(summarize_quality(result.value), self.label, artifact.bits_per_weight)
 

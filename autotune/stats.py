@@ -182,9 +182,10 @@ def compare(
     elif ratio.high < 1 / edge:
         candidate = "b" if higher_is_better else "a"
     else:
+        band = "1" if min_effect == 0 else f"the no-difference band [{1 / edge:.3f}, {edge:.3f}]"
         return Comparison("tie", ratio, sign_p, rounds, a_better, b_better, higher_is_better,
                           f"the {confidence:.0%} interval of a/b [{ratio.low:.3f}, {ratio.high:.3f}] "
-                          f"does not exclude the no-difference band [{1 / edge:.3f}, {edge:.3f}]")
+                          f"does not exclude {band}")
 
     winner_rounds = a_better if candidate == "a" else b_better
     attainable = 2 / 2**rounds <= alpha

@@ -1,0 +1,142 @@
+"""The engine on the deterministic fake backend: constraints, pruning, resume, crashes, objectives."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from autotune import hookimpl
+from autotune.budget import Budget
+from autotune.errors import NothingFits
+from autotune.plugins import PluginManager
+from autotune.study import mark_abandoned, open_study, records
+from autotune.testing import FakeBackend
+from autotune.testing.conformance import example_hardware
+from autotune.tuner import SilentReporter, TuneOptions, Tuner
+from autotune.workload import Workload
+
+MiB = 2**20
+WORKLOAD = Workload(prompt_tokens=16, gen_tokens=8, context=256, runs=3, depth=0)
+
+
+@pytest.fixture(autouse=True)
+def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("AUTOTUNE_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+@pytest.fixture
+def model(tmp_path: Path) -> Path:
+    path = tmp_path / "tiny.gguf"
+    path.write_bytes(b"GGUF" + bytes(64))
+    return path
+
+
+def manager_with(backend: FakeBackend) -> PluginManager:
+    class Plugin:
+        @hookimpl
+        def autotune_backends(self):
+            yield backend
+
+    manager = PluginManager()
+    manager.load_builtins()
+    manager.register(Plugin(), "fake-plugin")
+    return manager
+
+
+def tune(model: Path, backend: FakeBackend, budget: Budget, reporter: SilentReporter | None = None, **options) -> object:
+    defaults = dict(trials=6, timeout_s=30, measure_quality=False, confirm_rounds=0, seed=1)
+    defaults.update(options)
+    return Tuner(model, budget, WORKLOAD, TuneOptions(**defaults), manager=manager_with(backend),
+                 hardware=example_hardware(cores=4), reporter=reporter or SilentReporter()).run()
+
+
+def test_winner_meets_the_budgets_and_profile_is_complete(model: Path) -> None:
+    budget = Budget.parse("300MB", "30ms")
+    result = tune(model, FakeBackend(), budget)
+    profile = result.profile
+    assert profile.measured.peak_rss_bytes <= budget.memory_bytes
+    assert profile.measured.worst_itl_p95_ms <= budget.latency_ms
+    assert profile.backend.name == "fake" and "json" in profile.exports
+    assert profile.quality is not None and profile.quality.method == "bits-per-weight proxy"
+    assert "proxy" in profile.objective
+    # Proxy objective: the highest bits per weight among feasible configurations wins.
+    feasible = [r for r in result.records if r.feasible]
+    assert profile.artifact.bits_per_weight == max(r.bits_per_weight for r in feasible)
+
+
+def test_predicted_infeasible_configurations_are_recorded_not_run(model: Path) -> None:
+    # f16 needs 100M × 2 bytes = 191 MiB of weights: over a 150 MB budget, so never measured.
+    reporter = SilentReporter()
+    result = tune(model, FakeBackend(), Budget.parse("150MB", "40ms"), reporter, trials=5)
+    skipped = [r for r in result.records if r.status == "predicted-infeasible"]
+    assert skipped and all(r.params["quant"] == "f16" and r.measurement is None for r in skipped)
+    assert "not run" in skipped[0].reason
+    assert result.profile.params["quant"] != "f16"
+
+
+def test_nothing_fits_explains_by_how_much(model: Path) -> None:
+    with pytest.raises(NothingFits) as error:
+        tune(model, FakeBackend(), Budget.parse("100MB", "1ms"), trials=3)
+    message = str(error.value)
+    assert "No configuration met the budget" in message and "× the" in message and "--budget" in message
+
+
+def test_rerun_resumes_without_remeasuring(model: Path) -> None:
+    budget = Budget.parse("300MB", "30ms")
+    first = tune(model, FakeBackend(), budget, trials=3)
+    reporter = SilentReporter()
+    second = tune(model, FakeBackend(), budget, reporter, trials=2)
+    assert first.study_name == second.study_name
+    assert any("resuming" in m and "3 finished" in m for m in reporter.messages)
+    measured = [r for r in second.records if r.status == "measured"]
+    assert len(measured) == 5
+    assert len({r.key for r in measured}) == 5, "a configuration was measured twice"
+
+
+def test_interrupted_run_keeps_finished_trials(model: Path) -> None:
+    class Interrupting(SilentReporter):
+        def trial(self, index, total, record, best):
+            super().trial(index, total, record, best)
+            if index == 2:
+                raise KeyboardInterrupt
+
+    budget = Budget.parse("300MB", "30ms")
+    with pytest.raises(KeyboardInterrupt):
+        tune(model, FakeBackend(), budget, Interrupting(), trials=4)
+    reporter = SilentReporter()
+    result = tune(model, FakeBackend(), budget, reporter, trials=1)
+    assert any("2 finished" in m for m in reporter.messages)
+    assert len([r for r in result.records if r.status == "measured"]) == 3
+
+
+def test_a_killed_run_leaves_no_running_trial_behind(model: Path, cache: Path) -> None:
+    study = open_study("killed", None, 0)
+    trial = study.ask()
+    trial.set_user_attr("owner", {"host": __import__("socket").gethostname(), "pid": 2**22 + 12345})
+    assert mark_abandoned(study) == 1
+    assert study.trials[0].state == TrialState.FAIL
+
+
+def test_worker_crash_and_hang_become_failed_trials(model: Path) -> None:
+    backend = FakeBackend(crash_on={"quant": "q8_0"}, hang_on={"quant": "q5_1"})
+    result = tune(model, backend, Budget.parse("300MB", "30ms"), trials=8, timeout_s=3)
+    failed = {r.params["quant"]: r.reason for r in result.records if r.status == "failed"}
+    assert "SIGABRT" in failed.get("q8_0", "SIGABRT-not-tried")
+    assert "timed out" in failed.get("q5_1", "timed out-not-tried")
+    assert failed, "the crashing/hanging configurations were never tried"
+    assert result.profile.params["quant"] not in ("q8_0", "q5_1")
+
+
+@pytest.mark.parametrize("objective, expected", [("latency", "q4_0"), ("memory", "q4_0"), ("quality", "f16")])
+def test_objective_picks_the_expected_winner(model: Path, objective: str, expected: str) -> None:
+    # With quality measured on the fake backend, f16 (the source) has zero loss; q4_0 is fastest and smallest.
+    result = tune(model, FakeBackend(), Budget.parse("400MB", "40ms"), trials=8, objective=objective,
+                  measure_quality=True)
+    assert result.profile.params["quant"] == expected
+    if objective == "quality":
+        assert result.profile.quality.method == "kl-divergence"
+        assert result.profile.quality.kl_divergence.value == pytest.approx(0.0, abs=1e-9)
