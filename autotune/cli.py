@@ -11,7 +11,7 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import NoReturn, Sequence
 
 from pydantic import ValidationError
 
@@ -21,6 +21,32 @@ from .errors import AutotuneError
 EPILOG = f"""Units: sizes accept {SIZE_FORMS}. Durations accept {DURATION_FORMS}.
 --latency is the p95 inter-token latency while decoding (time between generated tokens), at the start
 of the context and at --depth; time to first token is separate (--ttft)."""
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse that reports usage errors in one line (with where to find help), not a usage dump."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
+VALUE_FLAGS = ("--budget", "--latency", "--ttft", "--timeout")
+
+
+def _join_negative_values(argv: Sequence[str]) -> list[str]:
+    """Keep ``--budget -1GB`` a value (argparse would read ``-1GB`` as an option) so it gets the budget's message."""
+    joined: list[str] = []
+    tokens = list(argv)
+    index = 0
+    while index < len(tokens):
+        token = tokens[index]
+        if token in VALUE_FLAGS and index + 1 < len(tokens) and tokens[index + 1].startswith("-"):
+            joined.append(f"{token}={tokens[index + 1]}")
+            index += 2
+            continue
+        joined.append(token)
+        index += 1
+    return joined
 
 
 def _positive_int(text: str) -> int:
@@ -35,7 +61,7 @@ def _positive_int(text: str) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for documentation and tests)."""
-    parser = argparse.ArgumentParser(prog="autotune", description="Measured deployment profiles for small language models.",
+    parser = OneLineParser(prog="autotune", description="Measured deployment profiles for small language models.",
                                      epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -88,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``autotune`` console script."""
     logging.basicConfig(format="autotune: warning: %(message)s", level=logging.WARNING)
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(_join_negative_values(sys.argv[1:] if argv is None else argv))
     try:
         return COMMANDS[args.command](args)
     except AutotuneError as error:

@@ -1,0 +1,108 @@
+"""The confirmation stage: decisions on synthetic rounds, and the whole stage on the noisy fake backend."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+
+from autotune import hookimpl
+from autotune.backend import Artifact
+from autotune.budget import Budget
+from autotune.confirm import Finalist, decide
+from autotune.errors import NothingFits
+from autotune.plugins import PluginManager
+from autotune.study import TrialRecord
+from autotune.testing import FakeBackend
+from autotune.testing.conformance import example_hardware
+from autotune.tuner import SilentReporter, TuneOptions, Tuner
+from autotune.workload import Workload
+
+ARTIFACT = Artifact(path=Path("/x"), format="gguf", precision="q4_0", bits_per_weight=4.5, size_bytes=1)
+BUDGET = Budget.parse("1GB", "50ms")
+
+
+def finalist(label: str, tps: list[float], p95: list[float], bits: float = 4.5, memory: int = 100) -> Finalist:
+    record = TrialRecord(number=int(label.strip("#") or 0) if label.startswith("#") else 0, status="measured",
+                         backend="fake", params={"label": label}, precision="q", bits_per_weight=bits,
+                         measurement={"load_s": 0, "ttft_ms": 1, "itl_p50_ms": 1, "itl_p95_ms": p95[0],
+                                      "decode_tps": tps[0], "prefill_tps": 1, "peak_rss_bytes": memory, "runs": 1,
+                                      "spread": 0})
+    return Finalist(label=label, backend="fake", params={"label": label}, artifact=ARTIFACT, record=record,
+                    decode_tps=tps, itl_p95_ms=p95)
+
+
+def noisy(mean: float, rng: random.Random, rounds: int = 5, sd: float = 0.05) -> list[float]:
+    return [mean * rng.gauss(1, sd) for _ in range(rounds)]
+
+
+def test_a_clear_winner_is_declared_with_its_speedup() -> None:
+    a = finalist("#1", [110, 111, 109, 112, 110], [20] * 5)
+    b = finalist("#2", [100, 101, 99, 100, 102], [22] * 5)
+    base = finalist("untuned", [70, 72, 69, 71, 70], [30] * 5)
+    record, confirmation, _ = decide([a, b], base, BUDGET, strict=False, rounds=5)
+    assert record is a.record and confirmation.verdict == "winner"
+    assert confirmation.speedup_over_untuned.low > 1.4 and confirmation.speedup_over_untuned.high < 1.7
+
+
+def test_a_tie_is_broken_by_quality_then_memory() -> None:
+    a = finalist("#1", [100, 103, 98, 101, 99], [20] * 5, bits=4.5)
+    b = finalist("#2", [101, 99, 100, 102, 98], [20] * 5, bits=8.5)
+    base = finalist("untuned", [60] * 5, [30] * 5)
+    record, confirmation, notes = decide([a, b], base, BUDGET, strict=False, rounds=5)
+    assert confirmation.verdict == "tie" and record is b.record, "the higher-quality one wins a speed tie"
+    assert any("tie" in n for n in notes)
+
+
+def test_marginal_latency_is_flagged_and_strict_refuses_it() -> None:
+    a = finalist("#1", [100] * 5, [45, 52, 48, 55, 47], bits=8.5)
+    base = finalist("untuned", [60] * 5, [30] * 5)
+    _, confirmation, _ = decide([a], base, BUDGET, strict=False, rounds=5)
+    assert confirmation.marginal and confirmation.verdict == "only feasible"
+    with pytest.raises(NothingFits, match="strict"):
+        decide([a], base, BUDGET, strict=True, rounds=5)
+
+
+def test_an_outlier_round_does_not_make_a_wrong_winner() -> None:
+    a = finalist("#1", [110, 111, 36, 112, 110, 109, 111, 110, 112, 111], [20] * 10)
+    b = finalist("#2", [100] * 10, [20] * 10)
+    base = finalist("untuned", [60] * 10, [30] * 10)
+    record, confirmation, _ = decide([a, b], base, BUDGET, strict=False, rounds=10)
+    assert record is a.record and confirmation.verdict == "winner"
+
+
+def test_a_close_noisy_pair_never_crowns_the_slower_one() -> None:
+    rng = random.Random(7)
+    wrong = 0
+    for _ in range(60):
+        a = finalist("#1", noisy(100, rng), [20] * 5)  # truly 5% faster
+        b = finalist("#2", noisy(95, rng), [20] * 5)
+        base = finalist("untuned", noisy(60, rng), [30] * 5)
+        record, confirmation, _ = decide([a, b], base, BUDGET, strict=False, rounds=5)
+        wrong += confirmation.verdict == "winner" and record is b.record
+    assert wrong == 0
+
+
+def test_confirmation_stage_on_the_noisy_fake_backend(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AUTOTUNE_CACHE", str(tmp_path / "cache"))
+    model = tmp_path / "m.gguf"
+    model.write_bytes(b"GGUF" + bytes(16))
+    # q4_0 and q5_1 are equally fast here: a strict winner between them would be noise.
+    backend = FakeBackend(noise=0.05, speed={"q5_1": 0.75})
+
+    class Plugin:
+        @hookimpl
+        def autotune_backends(self):
+            yield backend
+
+    manager = PluginManager()
+    manager.register(Plugin(), "fake")
+    options = TuneOptions(trials=6, timeout_s=30, measure_quality=False, confirm_rounds=5, seed=3, objective="latency")
+    result = Tuner(model, Budget.parse("400MB", "40ms"), Workload(prompt_tokens=8, gen_tokens=4, context=64, depth=0),
+                   options, manager=manager, hardware=example_hardware(cores=4), reporter=SilentReporter()).run()
+    confirmation = result.profile.confirmation
+    assert confirmation is not None and confirmation.rounds == 5
+    assert confirmation.verdict in ("winner", "tie", "only feasible")
+    assert confirmation.speedup_over_untuned is not None and confirmation.speedup_over_untuned.value > 1
+    assert confirmation.untuned_params == {"quant": "f16", "threads": 2}
