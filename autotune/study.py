@@ -17,7 +17,7 @@ from typing import Any, Sequence
 
 import optuna
 import psutil
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import TrialState
 
 from .backend import Backend, Categorical, IntRange, Params, SearchSpace
 from .budget import Budget
@@ -52,14 +52,6 @@ def config_key(backend: str, params: Params) -> str:
     return json.dumps({"backend": backend, "params": params}, sort_keys=True, default=str)
 
 
-def constraints_of(trial: FrozenTrial) -> Sequence[float]:
-    """Optuna's constraints_func: values ≤ 0 mean satisfied (relative excess over each budget)."""
-    record = trial.user_attrs.get(RECORD_ATTR)
-    if not record or not record.get("violations"):
-        return (0.0,) if record and record.get("status") == "measured" else (1.0,)
-    return tuple(record["violations"].values())
-
-
 def open_study(name: str, storage: str | None, seed: int | None) -> optuna.Study:
     """Create or load the study (multi-objective, constrained TPE)."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -69,8 +61,8 @@ def open_study(name: str, storage: str | None, seed: int | None) -> optuna.Study
         rdb = optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}})
     else:
         rdb = optuna.storages.RDBStorage(url)
-    sampler = optuna.samplers.TPESampler(seed=seed, constraints_func=constraints_of, n_startup_trials=4,
-                                         multivariate=True, group=True, warn_independent_sampling=False)
+    # Constraints reach the sampler through trial.set_constraint (see Tuner._tell).
+    sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=4)
     return optuna.create_study(study_name=name, storage=rdb, sampler=sampler, load_if_exists=True,
                                directions=["minimize"] * len(OBJECTIVE_NAMES))
 

@@ -267,6 +267,8 @@ class Tuner:
     def _tell(self, study: optuna.Study, trial: optuna.Trial, record: TrialRecord) -> None:
         trial.set_user_attr(RECORD_ATTR, record.to_json())
         if record.status == "measured":
+            for name, excess in record.violations.items():
+                trial.set_constraint(name, excess)  # ≤ 0: within budget
             study.tell(trial, values=list(record.objectives()))
         elif record.status == "predicted-infeasible":
             study.tell(trial, state=TrialState.PRUNED)
