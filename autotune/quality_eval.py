@@ -57,7 +57,8 @@ class QualityEvaluator:
         backend = reference.backend
         try:
             text = load_eval_text(options.eval_text)
-            tokens = backend.tokenize(reference.source, text)[: options.eval_tokens]
+            tokens = chunked_with_bos(backend.tokenize(reference.source, text), backend.tokenize(reference.source, ""),
+                                      options.chunk_tokens)[: options.eval_tokens]
             # The first starting point keeps the source precision: the source itself is the reference.
             ref_params = backend.starting_points(reference.source, hardware, workload)[0]
             ref_artifact, _ = prepare_artifact(backend, reference.source, ref_params)
@@ -93,3 +94,18 @@ class QualityEvaluator:
         self.cache.put(*cache_args, result.value)
         return to_profile(summarize_quality(result.value), self.label, artifact.bits_per_weight)
 
+
+def chunked_with_bos(tokens: list[int], empty: list[int], chunk_tokens: int) -> list[int]:
+    """Lay the text out so every chunk starts with BOS, as llama.cpp's perplexity tool does.
+
+    Chunks are evaluated from a fresh context, and models such as Gemma behave erratically when a
+    sequence does not start with BOS; ``empty`` (the tokenization of "") tells whether the model adds
+    one and which id it is.
+    """
+    if len(empty) != 1 or not tokens or tokens[0] != empty[0]:
+        return tokens
+    bos, body = empty[0], tokens[1:]
+    laid_out: list[int] = []
+    for start in range(0, len(body), chunk_tokens - 1):
+        laid_out += [bos, *body[start:start + chunk_tokens - 1]]
+    return laid_out

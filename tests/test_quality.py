@@ -202,3 +202,11 @@ def test_quality_task_runs_in_a_worker(tmp_path: Path) -> None:
     assert result.ok, result.error
     assert result.value == score(tmp_path, "f16", "q4_0", 200, ids)
     assert all(isinstance(chunk, ChunkStats) for chunk in result.value) and len(result.value) == 15
+
+
+def test_every_chunk_starts_with_bos() -> None:
+    from autotune.quality_eval import chunked_with_bos
+
+    laid_out = chunked_with_bos([1, 10, 11, 12, 13, 14], [1], chunk_tokens=3)
+    assert laid_out == [1, 10, 11, 1, 12, 13, 1, 14]
+    assert chunked_with_bos([10, 11, 12], [], chunk_tokens=2) == [10, 11, 12]  # no BOS: unchanged
