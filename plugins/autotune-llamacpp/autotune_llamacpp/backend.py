@@ -1,0 +1,196 @@
+"""The llama.cpp backend (through llama-cpp-python): GGUF in, GGUF out, measured in-process in a worker.
+
+Search space (parameter names as stored in studies and profiles):
+
+- ``quant``: llama.cpp file type of the artifact — the source's own type first (used as is),
+  then lower-precision types from ``quant_types.CANDIDATES`` (never upward from a quantized
+  source). Types llama.cpp would refuse for this model's shapes are left out.
+- ``n_threads``: 1 … usable cores (used for both generation and batch/prompt processing).
+- ``n_batch``: 256, 512, 2048 (logical batch; llama-cpp-python caps it at the context).
+- ``n_ubatch``: 128, 512 (physical micro-batch; capped at ``n_batch``).
+- ``flash_attn``: False, True.
+- ``type_kv``: f16, q8_0, q4_0 — the KV-cache type; with ``flash_attn=False`` it applies to K
+  only and V stays f16 (llama.cpp needs flash attention for a quantized V cache).
+- ``use_mmap``: True, False.
+- ``n_gpu_layers``: 0 or every layer (n_layer + 1), only when the machine has a GPU.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, ClassVar, Iterator, Mapping
+
+import numpy as np
+
+from autotune.backend import Artifact, Availability, Backend, Categorical, IntRange, Params, Prediction, SearchSpace
+from autotune.errors import AutotuneError, ModelSourceError
+from autotune.hardware import Hardware
+from autotune.measurement import Measurement
+from autotune.model_source import ModelSource, cached_content_hash
+from autotune.workload import Workload
+
+from . import memory_model, runner, runtime_info
+from .gguf_info import GgufInfo, read_gguf_info
+from .quant_types import reachable_types
+from .quantize import describe_file, quantize
+from .runtime_params import KV_TYPES, LLAMA_CPP_PYTHON_DEFAULTS, kv_cache_types
+from .tensor_plan import as_is, plan_tensors
+
+N_BATCH_CHOICES = (256, 512, 2048)
+N_UBATCH_CHOICES = (128, 512)
+
+
+class LlamaCppBackend(Backend):
+    """llama.cpp through llama-cpp-python: quantizes GGUF files and measures them in a worker."""
+
+    name: ClassVar[str] = "llamacpp"
+    source_formats: ClassVar[frozenset[str]] = frozenset({"gguf"})
+    artifact_params: ClassVar[tuple[str, ...]] = ("quant",)
+
+    def __init__(self) -> None:
+        self._headers: dict[tuple[str, int, int], GgufInfo] = {}
+
+    def __getstate__(self) -> dict[str, Any]:
+        # The backend travels to the worker by pickle; the header memo is only useful here.
+        return {**self.__dict__, "_headers": {}}
+
+    # -- what the runtime and the model are ------------------------------------------------
+
+    def availability(self) -> Availability:
+        return runtime_info.availability()
+
+    def header(self, path: Path) -> GgufInfo:
+        """The GGUF header of ``path``, memoised on (path, size, mtime)."""
+        stat = Path(path).stat()
+        key = (str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
+        if key not in self._headers:
+            self._headers[key] = read_gguf_info(Path(path))
+        return self._headers[key]
+
+    def inspect(self, path: Path) -> ModelSource:
+        info = self.header(path)
+        if not info.tensors:
+            raise ModelSourceError(f"{path} holds no tensors (a vocabulary-only GGUF?); pass a full model")
+        metadata: dict[str, object] = {
+            "n_layer": info.n_layer,
+            "n_head": info.n_head,
+            "n_head_kv": info.n_head_kv,
+            "n_embd": info.n_embd,
+            "head_dim": info.head_dim_k,
+            "context_length": info.context_length,
+            "vocab_size": info.vocab_size,
+            "tensor_types": info.tensor_type_counts(),
+            "file_type": info.file_type,
+        }
+        if info.sliding_window:
+            metadata["sliding_window"] = info.sliding_window
+        return ModelSource(path=Path(path), format="gguf", sha256=cached_content_hash(Path(path)),
+                           architecture=info.architecture, parameters=info.parameters,
+                           precision=info.precision, metadata=metadata)
+
+    def quant_choices(self, source: ModelSource) -> list[str]:
+        """File types reachable from ``source``: its own type first (the file as it is), then lower ones."""
+        info = self.header(source.path)
+        return reachable_types((source.precision or info.precision).upper(), info.dominant_type())
+
+    # -- search space -----------------------------------------------------------------------
+
+    def search_space(self, source: ModelSource, hardware: Hardware, workload: Workload) -> SearchSpace:
+        space: SearchSpace = {
+            "quant": Categorical(tuple(self.quant_choices(source))),
+            "n_threads": IntRange(1, max(1, hardware.cpu.usable_cores)),
+            "n_batch": Categorical(N_BATCH_CHOICES),
+            "n_ubatch": Categorical(N_UBATCH_CHOICES),
+            "flash_attn": Categorical((False, True)),
+            "type_kv": Categorical(KV_TYPES),
+            "use_mmap": Categorical((True, False)),
+        }
+        if hardware.has_gpu():
+            space["n_gpu_layers"] = Categorical((0, self.header(source.path).n_layer + 1))
+        return space
+
+    def _defaults(self, quant: str, threads: int, hardware: Hardware) -> Params:
+        params: Params = {"quant": quant, "n_threads": threads,
+                          **{k: v for k, v in LLAMA_CPP_PYTHON_DEFAULTS.items() if k != "n_gpu_layers"}}
+        if hardware.has_gpu():
+            params["n_gpu_layers"] = 0
+        return params
+
+    def starting_points(self, source: ModelSource, hardware: Hardware, workload: Workload) -> list[Params]:
+        """The source as is with every usable core and llama-cpp-python's defaults; then Q4_0; then full offload."""
+        choices = self.quant_choices(source)
+        cores = max(1, hardware.cpu.usable_cores)
+        points = [self._defaults(choices[0], cores, hardware)]
+        if "Q4_0" in choices and choices[0] != "Q4_0":
+            points.append(self._defaults("Q4_0", cores, hardware))
+        if hardware.has_gpu():
+            points.append({**points[0], "n_gpu_layers": self.header(source.path).n_layer + 1})
+        return points
+
+    def untuned_params(self, source: ModelSource, hardware: Hardware, workload: Workload) -> Params:
+        """``llama_cpp.Llama(model_path=...)`` out of the box: cpu_count() // 2 threads, its defaults, the source file.
+
+        (llama-cpp-python also sets n_threads_batch = cpu_count(); autotune measures one thread count
+        for both, so the baseline's prompt speed may differ slightly from the real default.)
+        """
+        threads = min(max(hardware.cpu.logical_cores // 2, 1), max(1, hardware.cpu.usable_cores))
+        return self._defaults(self.quant_choices(source)[0], threads, hardware)
+
+    # -- predict, build, measure --------------------------------------------------------------
+
+    def predict(self, source: ModelSource, params: Params, workload: Workload, hardware: Hardware) -> Prediction:
+        info = self.header(source.path)
+        quant = str(params["quant"]).upper()
+        # The source's own type means the file as it is; other types are planned like llama.cpp does.
+        plan = as_is(info) if quant == self.quant_choices(source)[0] else plan_tensors(info, quant)
+        estimate = memory_model.estimate(info, plan, params, workload, hardware)
+        return Prediction(memory_bytes=estimate.total, breakdown=estimate.breakdown())
+
+    def prepare(self, source: ModelSource, params: Params, workdir: Path) -> Artifact:
+        quant = str(params["quant"]).upper()
+        info = self.header(source.path)
+        choices = self.quant_choices(source)
+        if quant not in choices:
+            raise AutotuneError(
+                f"cannot build {quant} from {source.name} ({info.precision}): reachable types are {', '.join(choices)}"
+            )
+        extra: dict[str, object] = {}
+        if info.sliding_window:
+            extra["sliding_window"] = info.sliding_window  # exporters keep the full-size SWA cache that was measured
+        if quant == choices[0]:
+            # The source already is this type: deploy the file itself (the cache records its path).
+            return describe_file(Path(source.path), quant, info, extra={**extra, "source_file": True})
+        destination = workdir / f"{source.name}-{quant}.gguf"
+        seconds = quantize(info, quant, destination, threads=_usable_cpus())
+        return describe_file(destination, quant, info, seconds=seconds, extra=extra)
+
+    def measure(self, artifact: Artifact, params: Params, workload: Workload) -> Measurement:
+        return runner.measure_artifact(artifact.path, params, workload)
+
+    def logprobs(self, artifact: Artifact, params: Params, token_ids: list[int], chunk_tokens: int) -> Iterator[np.ndarray]:
+        return runner.iter_logprobs(artifact.path, params, token_ids, chunk_tokens)
+
+    def tokenize(self, source: ModelSource, text: str) -> list[int]:
+        return runner.tokenize_text(source.path, text)
+
+    def describe(self, params: Mapping[str, Any]) -> str:
+        """E.g. ``Q4_0 t=2 b=512/512 fa=off kv=q8_0/f16 (V f16: needs fa) mmap``."""
+        merged = {**LLAMA_CPP_PYTHON_DEFAULTS, **params}
+        type_k, type_v = kv_cache_types(merged)
+        kv = type_k if type_k == type_v else f"{type_k}/{type_v}"
+        if type_k != type_v and not merged["flash_attn"]:
+            kv += " (V f16: needs fa)"
+        parts = [str(merged.get("quant", "?")), f"t={merged.get('n_threads', '?')}",
+                 f"b={merged['n_batch']}/{merged['n_ubatch']}", f"fa={'on' if merged['flash_attn'] else 'off'}",
+                 f"kv={kv}", "mmap" if merged["use_mmap"] else "no-mmap"]
+        if merged.get("n_gpu_layers"):
+            parts.append(f"ngl={merged['n_gpu_layers']}")
+        return " ".join(parts)
+
+
+def _usable_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1

@@ -1,0 +1,181 @@
+"""Running a GGUF with llama-cpp-python: timed decoding, next-token log-probabilities, tokenization.
+
+``measure_artifact`` runs inside autotune's worker process (llama_cpp is imported there). It
+drives the model the way a chat loop does — evaluate the prompt, greedily pick a token, feed
+it back one at a time — and times every step. EOS is ignored: decode speed does not depend on
+which token comes out, and stopping early would make runs incomparable.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+import numpy as np
+
+from autotune.errors import BackendUnavailable
+from autotune.measurement import Measurement, RunTimings, summarize
+from autotune.workload import Workload
+
+from .runtime_params import llama_kwargs
+
+PROMPT_TEXT = (
+    "The history of computing is a story of machines that became faster, smaller and cheaper with "
+    "every generation. Early computers filled entire rooms and were programmed by rewiring panels; "
+    "today a phone in a pocket runs programs that translate languages, recognise faces and answer "
+    "questions in plain English. Language models are one of the newest of these programs. They read "
+    "a piece of text and predict the word that comes next, again and again, until they have written "
+    "a sentence, a paragraph or a whole page. How quickly they do this depends on the hardware, on "
+    "the precision of their weights and on many small settings of the software that runs them. "
+)
+"""Fixed English text the prompt is cut from (repeated as needed), so runs are comparable."""
+
+
+def import_llama_cpp() -> Any:
+    """Import llama_cpp, or raise ``BackendUnavailable`` saying how to install it."""
+    try:
+        import llama_cpp
+    except ImportError:
+        raise BackendUnavailable("llama-cpp-python is not installed: pip install llama-cpp-python") from None
+    return llama_cpp
+
+
+def load(model_path: Path, params: Mapping[str, Any], context: int, **overrides: Any) -> Any:
+    """A ``llama_cpp.Llama`` configured from ``params``; a model llama.cpp rejects raises ``BackendUnavailable``."""
+    llama_cpp = import_llama_cpp()
+    kwargs = {**llama_kwargs(str(model_path), params, context), **overrides}
+    try:
+        return llama_cpp.Llama(**kwargs)
+    except ValueError as error:  # llama-cpp-python reports load/context failures as ValueError
+        raise BackendUnavailable(f"llama.cpp could not load {model_path} with {dict(params)}: {error}") from None
+
+
+def text_tokens(llm: Any, count: int) -> list[int]:
+    """The first ``count`` token ids of ``PROMPT_TEXT`` (repeated as needed), BOS as the model expects."""
+    tokens = llm.tokenize(PROMPT_TEXT.encode(), add_bos=True, special=False)
+    body = llm.tokenize(PROMPT_TEXT.encode(), add_bos=False, special=False)
+    while len(tokens) < count:
+        tokens.extend(body)
+    return tokens[:count]
+
+
+def _greedy(llama_cpp: Any, llm: Any, n_vocab: int) -> int:
+    """Arg-max of the last evaluated position's logits, read in place from llama.cpp's buffer."""
+    logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(llm.ctx, -1), shape=(n_vocab,))
+    return int(logits.argmax())
+
+
+def _timed_run(llama_cpp: Any, llm: Any, prompt: list[int], gen_tokens: int, n_vocab: int) -> RunTimings:
+    """Prefill ``prompt`` on an empty cache, pick a token, then decode ``gen_tokens`` tokens one at a time."""
+    llm.reset()  # n_tokens = 0; the next eval removes every cached position from 0 on
+    started = time.perf_counter()
+    llm.eval(prompt)
+    prefill_s = time.perf_counter() - started
+    token = _greedy(llama_cpp, llm, n_vocab)
+    ttft_s = time.perf_counter() - started
+    token_s: list[float] = []
+    for _ in range(gen_tokens):
+        step = time.perf_counter()
+        llm.eval([token])
+        token = _greedy(llama_cpp, llm, n_vocab)
+        token_s.append(time.perf_counter() - step)
+    return RunTimings(prompt_tokens=len(prompt), prefill_s=prefill_s, ttft_s=ttft_s, token_s=token_s)
+
+
+def measure_artifact(model_path: Path, params: Mapping[str, Any], workload: Workload) -> Measurement:
+    """Load, warm up once, then time ``workload.runs`` runs (and one deep run when ``deep_start`` > 0)."""
+    llama_cpp = import_llama_cpp()
+    started = time.perf_counter()
+    llm = load(model_path, params, workload.context)
+    load_s = time.perf_counter() - started
+    n_vocab = llm.n_vocab()
+    prompt = text_tokens(llm, workload.prompt_tokens)
+    _timed_run(llama_cpp, llm, prompt, workload.gen_tokens, n_vocab)  # warm-up: caches, page faults, thread pool
+    runs = [_timed_run(llama_cpp, llm, prompt, workload.gen_tokens, n_vocab) for _ in range(workload.runs)]
+    deep = None
+    if workload.deep_start > 0:
+        # The cache is filled in batches like a long prompt; only the decode steps after it matter.
+        deep = _timed_run(llama_cpp, llm, text_tokens(llm, workload.deep_start), workload.gen_tokens, n_vocab)
+    measurement = summarize(load_s, runs, deep, workload.deep_start or None)
+    del llm
+    return measurement  # the worker fills peak_rss_bytes (VmHWM of this process)
+
+
+def log_softmax_rows(logits: np.ndarray, block: int = 64) -> np.ndarray:
+    """Row-wise float32 log-softmax, computed ``block`` rows at a time to bound temporaries."""
+    out = np.array(logits, dtype=np.float32)  # a private copy: llama.cpp reuses its logits buffer
+    for start in range(0, len(out), block):
+        rows = out[start:start + block]
+        rows -= rows.max(axis=1, keepdims=True)
+        rows -= np.log(np.exp(rows).sum(axis=1, keepdims=True))
+    return out
+
+
+def iter_logprobs(model_path: Path, params: Mapping[str, Any], token_ids: list[int], chunk_tokens: int) -> Iterator[np.ndarray]:
+    """Next-token log-probabilities of ``token_ids``, one chunk of ``chunk_tokens`` at a time.
+
+    Each chunk is evaluated from an empty cache in one ``llama_decode`` call asking for logits
+    at every position; rows are read straight from llama.cpp's output buffer, so nothing larger
+    than one chunk × vocabulary is ever held (Gemma 3's vocabulary is 262,144).
+    """
+    llama_cpp = import_llama_cpp()
+    if chunk_tokens < 2:
+        raise ValueError("chunk_tokens must be at least 2")
+    # The whole chunk goes in one batch; the output buffer then holds chunk × vocab floats.
+    llm = load(model_path, {**params, "n_batch": chunk_tokens}, chunk_tokens)
+    n_vocab = llm.n_vocab()
+    batch = llama_cpp.llama_batch_init(chunk_tokens, 0, 1)
+    memory = llama_cpp.llama_get_memory(llm.ctx)
+    try:
+        for start in range(0, len(token_ids) - 1, chunk_tokens):
+            chunk = token_ids[start:start + chunk_tokens]
+            if len(chunk) < 2:
+                break
+            llama_cpp.llama_memory_clear(memory, True)
+            batch.n_tokens = len(chunk)
+            for i, token in enumerate(chunk):
+                batch.token[i] = token
+                batch.pos[i] = i
+                batch.n_seq_id[i] = 1
+                batch.seq_id[i][0] = 0
+                batch.logits[i] = True
+            status = llama_cpp.llama_decode(llm.ctx, batch)
+            if status != 0:
+                raise BackendUnavailable(f"llama_decode failed with status {status} on a chunk of {len(chunk)} tokens")
+            logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits(llm.ctx), shape=(len(chunk), n_vocab))
+            yield log_softmax_rows(logits[:-1])
+    finally:
+        llama_cpp.llama_batch_free(batch)
+        del llm
+
+
+def tokenize_text(model_path: Path, text: str) -> list[int]:
+    """Token ids of ``text`` from a vocabulary-only load, with BOS when the model's metadata asks for it.
+
+    Only the vocabulary is read (no weights, no context), so this is cheap enough for the tuner's
+    own process.
+    """
+    llama_cpp = import_llama_cpp()
+    from .llama_log import captured_llama_log, last_error
+
+    model_params = llama_cpp.llama_model_default_params()
+    model_params.vocab_only = True
+    with captured_llama_log() as log:
+        model = llama_cpp.llama_model_load_from_file(str(model_path).encode(), model_params)
+    if not model:
+        reason = last_error(log) or "see llama.cpp's log"
+        raise BackendUnavailable(f"llama.cpp could not read the vocabulary of {model_path}: {reason}")
+    try:
+        vocab = llama_cpp.llama_model_get_vocab(model)
+        data = text.encode()
+        capacity = len(data) + 16
+        while True:
+            buffer = (llama_cpp.llama_token * capacity)()
+            # add_special=True: llama.cpp adds BOS (and EOS) exactly as the GGUF's add_bos_token/add_eos_token say.
+            count = llama_cpp.llama_tokenize(vocab, data, len(data), buffer, capacity, True, False)
+            if count >= 0:
+                return list(buffer[:count])
+            capacity = -count  # too small: llama.cpp returns minus the size it needs
+    finally:
+        llama_cpp.llama_model_free(model)
