@@ -29,7 +29,8 @@ class ConsoleReporter:
     """Prints progress lines as trials finish."""
 
     def __init__(self, console: Console | None = None) -> None:
-        self.console = console or Console(stderr=True, highlight=False)
+        # soft_wrap: long lines stay whole when stderr is a file or a pipe (logs, CI, tests).
+        self.console = console or Console(stderr=True, highlight=False, soft_wrap=True)
 
     def info(self, message: str) -> None:
         self.console.print(f"  [dim]{message}[/dim]")
