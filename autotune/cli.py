@@ -74,7 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser("run", help="tune a model within memory and latency budgets and write a profile",
                               epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    run.add_argument("--model", type=Path, help="a .gguf file or model folder (default: the bundled Gemma 3 270M Q4_K_M)")
+    run.add_argument("--model", help="a .gguf file, a model folder, or a bundled model: gemma3-270m (the default, "
+                     "Gemma 3 270M Q4_K_M) or smollm2-135m (SmolLM2-135M-Instruct Q4_1)")
     run.add_argument("--budget", required=True, help="peak memory budget, e.g. 2GB (10^9 bytes) or 1.5GiB (2^30)")
     run.add_argument("--latency", required=True, help="p95 inter-token decode latency budget, e.g. 50ms")
     run.add_argument("--ttft", help="time-to-first-token budget, e.g. 500ms (default: none)")

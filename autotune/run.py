@@ -8,7 +8,7 @@ import sys
 
 from .budget import Budget, format_bytes
 from .console import ConsoleReporter, ordered_by_objective, results_table
-from .default_model import default_model_path
+from .default_model import model_path as resolve_model
 from .plot import write_pareto_plot
 from .plugins import get_plugin_manager
 from .probe import probe
@@ -22,7 +22,7 @@ def run_command(args: argparse.Namespace, budget: Budget, workload: Workload, ti
     console = reporter.console
     manager = get_plugin_manager()
     hardware = probe(manager)
-    model_path = args.model or default_model_path()
+    model_path = resolve_model(args.model)
     console.print(f"[bold]autotune[/bold] {model_path.name} on {hardware.cpu.brand or hardware.cpu.architecture} "
                   f"({hardware.cpu.usable_cores} usable cores, {format_bytes(hardware.memory.limit_bytes)})")
     console.print(f"budget: {budget.describe()}")
