@@ -122,6 +122,14 @@ class Backend(ABC):
         """Sensible configurations measured first, so a short run already gives a good answer."""
         return []
 
+    def canonical_params(self, params: Params) -> Params:
+        """The same configuration in one canonical spelling (e.g. a group size dropped where it has no effect).
+
+        The tuner compares configurations through this, so two spellings of one configuration are
+        measured once. Default: the parameters as given.
+        """
+        return dict(params)
+
     def untuned_params(self, source: ModelSource, hardware: Hardware, workload: Workload) -> Params:
         """What a user gets from this runtime with no tuning (the baseline a tuned profile must beat)."""
         return self.starting_points(source, hardware, workload)[0]

@@ -174,7 +174,7 @@ class Tuner:
             claim(trial)
             backend_name = trial.suggest_categorical("backend", list(by_name))
             r = by_name[backend_name]
-            params = suggest_params(trial, r.backend, spaces[backend_name])
+            params = r.backend.canonical_params(suggest_params(trial, r.backend, spaces[backend_name]))
             key = config_key(backend_name, params)
             if key in done:
                 # Never re-measure: tell Optuna this point is known and steer it elsewhere.
@@ -207,7 +207,7 @@ class Tuner:
                     params[dim_name] = self.rng.choice(list(dim.choices))
                 else:
                     params[dim_name] = self.rng.randrange(dim.low, dim.high + 1, dim.step)
-            if config_key(backend, params) not in done:
+            if config_key(backend, by_name[backend].backend.canonical_params(params)) not in done:
                 enqueue(study, backend, params)
                 return
 
