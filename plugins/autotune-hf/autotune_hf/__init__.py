@@ -1,0 +1,17 @@
+"""Hugging Face folders for autotune: GGUF → HF conversion and HF folder inspection.
+
+Other plugins use these directly::
+
+    from autotune_hf import gguf_to_hf, inspect_hf_folder
+
+    hf_dir = gguf_to_hf(Path("SmolLM2-135M-Instruct.Q4_1.gguf"), Path("out/smollm2-hf"))
+    source = inspect_hf_folder(hf_dir)   # ModelSource(format="hf", metadata={"config": {...}, ...})
+"""
+
+from .convert import available, check_supported, gguf_metadata, gguf_to_hf, supported_architectures
+from .folder import CONVERSION_RECORD, inspect_hf_folder, model_shape
+
+__all__ = [
+    "CONVERSION_RECORD", "available", "check_supported", "gguf_metadata", "gguf_to_hf", "inspect_hf_folder",
+    "model_shape", "supported_architectures",
+]

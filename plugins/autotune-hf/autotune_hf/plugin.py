@@ -1,0 +1,21 @@
+"""autotune plugin entry point (``hf = "autotune_hf.plugin"``): contributes the GGUF → HF conversion."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterator
+
+import autotune
+from autotune.conversion import Conversion
+
+from .convert import available, gguf_to_hf
+
+
+def _convert(source: Path, out_dir: Path) -> Path:
+    return gguf_to_hf(source, out_dir, dtype="float32")
+
+
+@autotune.hookimpl
+def autotune_conversions() -> Iterator[Conversion]:
+    """GGUF → HF (float32 safetensors) through transformers' GGUF loader."""
+    yield Conversion(name="gguf-to-hf", source_format="gguf", target_format="hf", convert=_convert, available=available)
