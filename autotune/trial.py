@@ -24,11 +24,12 @@ ARTIFACT_RECORD = "artifact.json"
 
 def artifact_key(backend: Backend, source: ModelSource, params: Params) -> dict[str, Any]:
     """What identifies an artifact: backend, source content and the artifact-changing parameters."""
+    canonical = backend.canonical_params(params)  # two spellings of one artifact share one cache entry
     return {
         "backend": backend.name,
         "backend_version": backend.version(),
         "source": source.sha256,
-        "params": {name: params.get(name) for name in backend.artifact_params},
+        "params": {name: canonical.get(name) for name in backend.artifact_params},
     }
 
 
@@ -39,7 +40,7 @@ def prepare_artifact(backend: Backend, source: ModelSource, params: Params) -> t
     if record.exists():
         return _read_artifact(final), False
     with building(final) as workdir:
-        artifact = backend.prepare(source, params, workdir)
+        artifact = backend.prepare(source, backend.canonical_params(params), workdir)
         try:
             relative = artifact.path.resolve().relative_to(workdir.resolve())
         except ValueError:

@@ -27,7 +27,6 @@ from autotune.errors import AutotuneError, BackendUnavailable, ModelSourceError
 from autotune.hardware import Hardware
 from autotune.measurement import Measurement
 from autotune.model_source import ModelSource
-from autotune.trial import prepare_artifact
 from autotune.workload import Workload
 
 from . import memory, runner
@@ -151,15 +150,8 @@ class MlxBackend(Backend):
     # -- building and measuring -----------------------------------------------------------------
 
     def prepare(self, source: ModelSource, params: Params, workdir: Path) -> Artifact:
-        """Convert with ``mlx_lm.convert``; parameters that cannot matter share the canonical cache entry."""
-        spec = QuantSpec.from_params(params)
-        canonical = spec.params()
-        if any(params.get(name) != value for name, value in canonical.items()):
-            # The tuner keys its cache on the raw parameters: build (or reuse) the canonical entry and
-            # point this one at it, so e.g. bits=16 with group sizes 32 and 128 is converted once.
-            artifact, _built = prepare_artifact(self, source, canonical)
-            return artifact
-        return convert(source, spec, workdir)
+        """Convert with ``mlx_lm.convert`` (the tuner passes ``canonical_params``, so equal artifacts share one entry)."""
+        return convert(source, QuantSpec.from_params(params), workdir)
 
     def measure(self, artifact: Artifact, params: Params, workload: Workload) -> Measurement:
         """Load, warm up, time the runs (and the deep run) with mlx-lm's generation; add MLX's peak memory."""

@@ -153,15 +153,12 @@ class OnnxRuntimeBackend(Backend):
             "here; use fp32, int8 or int4 on the CPU"
         )
 
-    def prepare(self, source: ModelSource, params: Params, workdir: Path) -> Artifact:
-        settings = artifact_settings(params)
-        if any(params.get(name) != value for name, value in settings.items()):
-            # Parameters that do not apply (block size of an fp32 model) must not cause a second build:
-            # build or reuse the artifact cached under the normalised parameters and point there.
-            from autotune.trial import prepare_artifact
+    def canonical_params(self, params: Params) -> Params:
+        """Block size and accuracy level only matter for int4/int8 weights: drop them elsewhere."""
+        return {**params, **artifact_settings(params)}
 
-            artifact, _ = prepare_artifact(self, source, {**params, **settings})
-            return artifact
+    def prepare(self, source: ModelSource, params: Params, workdir: Path) -> Artifact:
+        settings = artifact_settings(params)  # the tuner passes canonical_params already
         precision = settings["precision"]
         target = self._build_target(precision)
         out = hf_to_onnx(source.path, workdir / "model", precision, block_size=settings["block_size"],
