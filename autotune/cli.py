@@ -115,6 +115,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``autotune`` console script."""
     logging.basicConfig(format="autotune: warning: %(message)s", level=logging.WARNING)
+    # Converters (transformers, the genai builder) would draw progress bars and look for a hub; neither helps here.
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     args = build_parser().parse_args(_join_negative_values(sys.argv[1:] if argv is None else argv))
     try:
         return COMMANDS[args.command](args)

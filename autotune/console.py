@@ -14,7 +14,8 @@ from .study import TrialRecord, quality_loss
 def describe(record: TrialRecord) -> str:
     """``llamacpp Q4_0 n_threads=2 ...`` without the quantization repeated."""
     params = " ".join(f"{k}={v}" for k, v in record.params.items() if k not in ("quant", "precision"))
-    return f"{record.backend} {record.precision or record.params.get('quant', '')} {params}".strip()
+    precision = record.precision or record.params.get("quant") or record.params.get("precision") or ""
+    return f"{record.backend} {precision} {params}".strip()
 
 
 def _quality_text(record: TrialRecord) -> str:

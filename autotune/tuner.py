@@ -17,7 +17,7 @@ from optuna.trial import TrialState
 from . import __version__
 from .backend import Categorical, Params, SearchSpace
 from .budget import Budget, format_bytes
-from .errors import AutotuneError, NothingFits, PluginError
+from .errors import AutotuneError, BackendUnavailable, NothingFits, PluginError
 from .hardware import Hardware
 from .model_source import cached_content_hash, detect_format
 from .plugins import PluginManager
@@ -123,6 +123,8 @@ class Tuner:
         self.hardware = hardware
         self.reporter = reporter
         self.rng = random.Random(options.seed)
+        self.dropped: dict[str, str] = {}
+        """Backends that said they cannot run this model (BackendUnavailable from prepare), with why."""
 
     # -- set-up -------------------------------------------------------------------------------
 
@@ -173,6 +175,14 @@ class Tuner:
             trial = study.ask()
             claim(trial)
             backend_name = trial.suggest_categorical("backend", list(by_name))
+            if backend_name in self.dropped:
+                # The categorical cannot shrink inside a study: skip the dropped backend, steer elsewhere.
+                trial.set_user_attr("reason", f"backend dropped: {self.dropped[backend_name]}")
+                study.tell(trial, state=TrialState.PRUNED)
+                if len(self.dropped) == len(by_name):
+                    break
+                self._enqueue_unseen(study, by_name, spaces, done)
+                continue
             r = by_name[backend_name]
             params = r.backend.canonical_params(suggest_params(trial, r.backend, spaces[backend_name]))
             key = config_key(backend_name, params)
@@ -199,8 +209,9 @@ class Tuner:
     def _enqueue_unseen(self, study: optuna.Study, by_name: dict[str, ResolvedBackend],
                         spaces: dict[str, SearchSpace], done: dict[str, TrialRecord]) -> None:
         """After a repeat, queue a random configuration not tried yet (small spaces exhaust quickly)."""
-        for _ in range(64):
-            backend = self.rng.choice(sorted(by_name))
+        live = sorted(set(by_name) - set(self.dropped))
+        for _ in range(64 if live else 0):
+            backend = self.rng.choice(live)
             params: Params = {}
             for dim_name, dim in spaces[backend].items():
                 if isinstance(dim, Categorical):
@@ -237,6 +248,11 @@ class Tuner:
             if built:
                 self.reporter.info(f"built {artifact.precision} for {backend.name} in {time.perf_counter() - started:.1f} s "
                                    f"({format_bytes(artifact.size_bytes)}, {artifact.bits_per_weight:.2f} bits/weight)")
+        except BackendUnavailable as error:
+            record.reason = f"prepare failed: {error}"
+            self.dropped[backend.name] = str(error)
+            self.reporter.warn(f"backend {backend.name!r} dropped for this model: {error}")
+            return record
         except AutotuneError as error:
             record.reason = f"prepare failed: {error}"
             return record

@@ -32,7 +32,7 @@ from autotune.workload import Workload
 from . import memory, runner
 from .convert import convert, kv_group_size
 from .quantization import ARTIFACT_PARAMS, BITS, GROUP_SIZES, QuantSpec
-from .runtime import INSTALL_HINT, has_mlx_lm, import_mlx, import_mlx_lm, runtime_info
+from .runtime import INSTALL_HINT, has_mlx_lm, import_mlx, import_mlx_lm, matvec_flops_per_s, runtime_info
 
 KV_BITS = (16, 8, 4)
 PREFILL_STEPS = (256, 512, 1024, 2048)
@@ -141,10 +141,18 @@ class MlxBackend(Backend):
         runtime = memory.runtime_bytes(int(shape["vocab_size"]))
         breakdown = {"weights": weights, "kv_cache": kv, "activations": activations, "runtime": runtime}
         bound = None
-        bandwidth = hardware.memory.bandwidth_bytes_per_s
-        if bandwidth and not runtime_info().on_gpu:
-            # Every decode step reads all weights from memory; the GPU's bandwidth is not what the probe measures.
-            bound = weights / bandwidth * 1000
+        if not runtime_info().on_gpu:
+            # Every decode step reads all weights from memory (the GPU's bandwidth is not what the probe measures)
+            # and multiplies them with one vector: 2 FLOPs per weight at the measured matrix-vector speed. Half the
+            # compute figure is used, so the bound stays below what any layer shape could achieve.
+            matmul_weights = int(source.parameters or 0)
+            if not shape.get("tie_word_embeddings", False):
+                matmul_weights -= int(shape["vocab_size"]) * int(shape["hidden_size"])  # lookups are not products
+            bounds = [0.5 * 2 * matmul_weights / matvec_flops_per_s() * 1000]
+            bandwidth = hardware.memory.bandwidth_bytes_per_s
+            if bandwidth:
+                bounds.append(weights / bandwidth * 1000)
+            bound = max(bounds)
         return Prediction(memory_bytes=sum(breakdown.values()), latency_lower_bound_ms=bound, breakdown=breakdown)
 
     # -- building and measuring -----------------------------------------------------------------

@@ -99,3 +99,24 @@ def runtime_info() -> RuntimeInfo:
         device=kind,
         device_info=device_info(mx, device),
     )
+
+
+@functools.cache
+def matvec_flops_per_s() -> float:
+    """Measured float32 matrix-vector throughput on MLX's default device (about 20 ms, once per process).
+
+    One decode step is a chain of matrix-vector products, so this bounds how fast decoding can be.
+    On the Linux CPU build (a single-threaded reference BLAS) it measured 4.6 GFLOP/s.
+    """
+    import time
+
+    mx = import_mlx()
+    vector, matrix = mx.random.normal((1, 1024)), mx.random.normal((1024, 4096))
+    mx.eval(vector, matrix)
+    for _ in range(2):
+        mx.eval(vector @ matrix)
+    repetitions = 10
+    started = time.perf_counter()
+    for _ in range(repetitions):
+        mx.eval(vector @ matrix)
+    return 2 * 1024 * 4096 * repetitions / (time.perf_counter() - started)

@@ -90,7 +90,8 @@ def hf_to_onnx(hf_dir: Path, out_dir: Path, precision: str = "fp32", *, block_si
     if done.returncode != 0 or not (out_dir / "model.onnx").is_file() or not (out_dir / "genai_config.json").is_file():
         lines = [line for line in done.stdout.decode(errors="replace").splitlines() if line.strip()]
         last = lines[-1][-300:] if lines else "no output"
-        raise AutotuneError(
+        # The builder fails on the architecture, not on one precision: the backend is out for this model.
+        raise BackendUnavailable(
             f"the onnxruntime-genai model builder failed on {hf_dir} ({precision}, exit {done.returncode}): {last}; "
             "this model cannot use the onnxruntime backend with the installed onnxruntime-genai and transformers"
         )
