@@ -200,7 +200,7 @@ class Tuner:
                 raise
             self._tell(study, trial, record)
             done[key] = record
-            if record.status != "predicted-infeasible":
+            if record.artifact is not None:  # it reached measurement (failed or not): that spent a trial
                 new += 1
             best = self._best_so_far(done.values())
             self.reporter.trial(new, self.options.trials, record, best)

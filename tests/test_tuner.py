@@ -140,3 +140,33 @@ def test_objective_picks_the_expected_winner(model: Path, objective: str, expect
     if objective == "quality":
         assert result.profile.quality.method == "kl-divergence"
         assert result.profile.quality.kl_divergence.value == pytest.approx(0.0, abs=1e-9)
+
+
+class CannotRunThisModel(FakeBackend):
+    """A backend whose converter refuses the model's architecture."""
+
+    def prepare(self, source, params, workdir):
+        from autotune.errors import BackendUnavailable
+
+        raise BackendUnavailable("the converter does not know this architecture")
+
+
+def test_a_backend_that_cannot_run_the_model_is_tried_once(model: Path) -> None:
+    broken = CannotRunThisModel(name="broken")
+
+    class Plugin:
+        @hookimpl
+        def autotune_backends(self):
+            yield broken
+            yield FakeBackend()
+
+    manager = PluginManager()
+    manager.register(Plugin(), "two")
+    reporter = SilentReporter()
+    result = Tuner(model, Budget.parse("300MB", "30ms"), WORKLOAD,
+                   TuneOptions(trials=5, timeout_s=30, measure_quality=False, confirm_rounds=0, seed=1),
+                   manager=manager, hardware=example_hardware(cores=4), reporter=reporter).run()
+    assert len([r for r in result.records if r.backend == "broken"]) == 1
+    assert any("dropped" in w for w in reporter.warnings)
+    assert result.profile.backend.name == "fake"
+    assert len([r for r in result.records if r.status == "measured"]) == 5
