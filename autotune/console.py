@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Sequence
 
 from rich.console import Console
@@ -11,11 +12,16 @@ from .budget import format_bytes
 from .study import TrialRecord, quality_loss
 
 
+def settings(record: TrialRecord) -> str:
+    """The configuration as its backend describes it (``Q4_0 t=2 b=512/512 fa=off ...``), or its raw parameters."""
+    if record.label:
+        return record.label
+    return " ".join(f"{k}={v}" for k, v in record.params.items())
+
+
 def describe(record: TrialRecord) -> str:
-    """``llamacpp Q4_0 n_threads=2 ...`` without the quantization repeated."""
-    params = " ".join(f"{k}={v}" for k, v in record.params.items() if k not in ("quant", "precision"))
-    precision = record.precision or record.params.get("quant") or record.params.get("precision") or ""
-    return f"{record.backend} {precision} {params}".strip()
+    """``llamacpp Q4_0 t=2 ...``."""
+    return f"{record.backend} {settings(record)}"
 
 
 def _quality_text(record: TrialRecord) -> str:
@@ -31,7 +37,8 @@ class ConsoleReporter:
 
     def __init__(self, console: Console | None = None) -> None:
         # soft_wrap: long lines stay whole when stderr is a file or a pipe (logs, CI, tests).
-        self.console = console or Console(stderr=True, highlight=False, soft_wrap=True)
+        self.console = console or Console(stderr=True, highlight=False, soft_wrap=True,
+                                          width=None if sys.stderr.isatty() else 160)
 
     def info(self, message: str) -> None:
         self.console.print(f"  [dim]{message}[/dim]")
@@ -40,7 +47,8 @@ class ConsoleReporter:
         self.console.print(f"[yellow]warning:[/yellow] {message}")
 
     def trial(self, index: int, total: int, record: TrialRecord, best: TrialRecord | None) -> None:
-        head = f"[bold]trial {index}/{total}[/bold] #{record.number} {describe(record)}"
+        counter = f"trial {index}/{total}" if record.artifact is not None else "skipped"
+        head = f"[bold]{counter}[/bold] #{record.number} {describe(record)}"
         m = record.measured
         if record.status == "measured" and m is not None:
             verdict = "[green]fits[/green]" if record.feasible else "[red]over budget: " + ", ".join(
@@ -57,15 +65,15 @@ class ConsoleReporter:
 def results_table(rows: Sequence[TrialRecord], title: str, winner: TrialRecord | None = None) -> Table:
     """A table of configurations with their measured figures."""
     table = Table(title=title, title_justify="left")
-    for column in ("trial", "backend", "precision", "settings", "decode tok/s", "p95 ms", "TTFT ms", "peak memory", "quality loss"):
-        table.add_column(column, justify="right" if column not in ("backend", "precision", "settings") else "left")
+    for column in ("trial", "backend", "configuration", "decode tok/s", "p95 ms", "TTFT ms", "peak memory", "quality loss"):
+        table.add_column(column, justify="left" if column in ("backend", "configuration") else "right",
+                         no_wrap=column != "configuration")
     for record in rows:
         m = record.measured
         if m is None:
             continue
-        settings = " ".join(f"{k}={v}" for k, v in record.params.items() if k not in ("quant", "precision"))
         mark = " ★" if winner is not None and record.key == winner.key else ""
-        table.add_row(f"#{record.number}{mark}", record.backend, record.precision or "", settings, f"{m.decode_tps:.1f}",
+        table.add_row(f"#{record.number}{mark}", record.backend, settings(record), f"{m.decode_tps:.1f}",
                       f"{m.worst_itl_p95_ms:.1f}", f"{m.ttft_ms:.0f}", format_bytes(m.peak_rss_bytes),
                       _quality_text(record))
     return table

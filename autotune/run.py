@@ -7,7 +7,7 @@ import re
 import sys
 
 from .budget import Budget, format_bytes
-from .console import ConsoleReporter, ordered_by_objective, results_table
+from .console import ConsoleReporter, describe, ordered_by_objective, results_table
 from .default_model import model_path as resolve_model
 from .plot import write_pareto_plot
 from .plugins import get_plugin_manager
@@ -64,8 +64,8 @@ def run_command(args: argparse.Namespace, budget: Budget, workload: Workload, ti
     profile_path.write_text(profile.to_json())
     plot_path = write_pareto_plot(args.out / f"{stem}.pareto.png", measured, result.front, result.winner, budget)
     m = profile.measured
-    console.print(f"[bold green]chosen:[/bold green] {profile.backend.name} {profile.artifact.precision} "
-                  + " ".join(f"{k}={v}" for k, v in profile.params.items() if k not in ("quant", "precision")))
+    console.print(f"[bold green]chosen:[/bold green] {describe(result.winner)}  ({profile.artifact.precision} written as "
+                  f"{profile.artifact.bits_per_weight:.2f} bits per weight)")
     console.print(f"  {m.decode_tps:.1f} tok/s, p95 {m.itl_p95_ms:.1f} ms (at depth {m.deep_depth or 0}: "
                   f"{m.deep_itl_p95_ms or m.itl_p95_ms:.1f} ms), TTFT {m.ttft_ms:.0f} ms, peak {format_bytes(m.peak_rss_bytes)} "
                   f"(predicted {format_bytes(profile.predicted.memory_bytes)}, error {profile.predicted.memory_error:+.0%})")

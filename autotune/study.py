@@ -121,6 +121,8 @@ class TrialRecord:
     quality: dict[str, Any] | None = None
     violations: dict[str, float] = field(default_factory=dict)
     reason: str | None = None
+    label: str | None = None
+    """The backend's compact description of the configuration (``Backend.describe``)."""
 
     @property
     def key(self) -> str:

@@ -224,8 +224,9 @@ class Tuner:
 
     def _run_trial(self, number: int, r: ResolvedBackend, params: Params) -> TrialRecord:
         backend, source = r.backend, r.source
-        record = TrialRecord(number=number, status="failed", backend=backend.name, params=params)
-        label = f"{backend.name} {backend.describe(params)}"
+        record = TrialRecord(number=number, status="failed", backend=backend.name, params=params,
+                             label=backend.describe(params))
+        label = f"{backend.name} {record.label}"
         try:
             prediction = backend.predict(source, params, self.workload, self.hardware)
         except AutotuneError as error:
