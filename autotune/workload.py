@@ -5,6 +5,19 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
+PROMPT_TEXT = (
+    "The history of computing is a story of machines that became faster, smaller and cheaper with "
+    "every generation. Early computers filled entire rooms and were programmed by rewiring panels; "
+    "today a phone in a pocket runs programs that translate languages, recognise faces and answer "
+    "questions in plain English. Language models are one of the newest of these programs. They read "
+    "a piece of text and predict the word that comes next, again and again, until they have written "
+    "a sentence, a paragraph or a whole page. How quickly they do this depends on the hardware, on "
+    "the precision of their weights and on many small settings of the software that runs them. "
+)
+"""Fixed English text every backend cuts its timed prompts from (repeated as needed), so prompts compare
+across backends; speed does not depend on which tokens are decoded, only on how many."""
+
+
 class Workload(BaseModel):
     """What one timed run does: prefill ``prompt_tokens``, then decode ``gen_tokens``.
 

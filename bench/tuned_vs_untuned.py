@@ -17,7 +17,6 @@ from pathlib import Path
 from autotune.profile import load_profile
 from autotune.stats import compare
 from autotune.trial import measure
-from autotune.workload import Workload
 
 sys.path.insert(0, str(Path(__file__).parent))
 from common import Bench, describe_machine  # noqa: E402

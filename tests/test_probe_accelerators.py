@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import stat
 import sys
 from pathlib import Path
@@ -12,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from autotune.probes import apple, nvidia
+from autotune.testing.captures import sections
 
 FIXTURES = Path(__file__).parent / "fixtures" / "hardware"
 XEON = FIXTURES / "xeon-16c-h200"
@@ -21,8 +21,7 @@ H200_BYTES = 143771 * 2**20
 
 def smi_csv(machine: Path) -> str:
     """The ``### nvidia-smi csv`` section of a capture's ``system.txt``."""
-    text = (machine / "system.txt").read_text()
-    return re.split(r"^### nvidia-smi csv\n", text, flags=re.MULTILINE)[1].split("\n### ")[0]
+    return sections(machine)["nvidia-smi csv"]
 
 
 def test_nvidia_smi_csv_of_the_h200() -> None:

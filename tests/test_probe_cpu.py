@@ -3,26 +3,18 @@
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 import pytest
 
 from autotune.hardware import NOTABLE_FEATURES, CpuInfo
+from autotune.testing.captures import sections, write_text
 from autotune.probes import cpu
 
 FIXTURES = Path(__file__).parent / "fixtures" / "hardware"
 XEON = FIXTURES / "xeon-16c-h200"
 EPYC = FIXTURES / "epyc-2c-kvm"
 
-
-def sections(machine: Path) -> dict[str, str]:
-    """``system.txt`` split at its ``### name`` lines."""
-    found: dict[str, str] = {}
-    for block in re.split(r"^### ", (machine / "system.txt").read_text(), flags=re.MULTILINE)[1:]:
-        name, _, body = block.partition("\n")
-        found[name.strip()] = body
-    return found
 
 
 def proc_self_cgroup(machine: Path) -> str:
@@ -164,13 +156,9 @@ def test_sysfs_topology_counts_hyperthreads_once(tmp_path: Path) -> None:
     assert (info.physical_cores, info.logical_cores) == (4, 8)
 
 
-def _write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text + "\n")
-
 
 def test_cgroup_v2_cpu_max_rounds_up(tmp_path: Path) -> None:
-    _write(tmp_path / "sys/fs/cgroup/cpu.max", "150000 100000")
+    write_text(tmp_path / "sys/fs/cgroup/cpu.max", "150000 100000")
     assert cpu.cgroup_cpu_quota("0::/\n", tmp_path) == pytest.approx(1.5)
     assert cpu.usable_core_count(16, 1.5) == 2
     info = cpu.linux_cpu_info((XEON / "cpuinfo_first.txt").read_text(), "0::/\n", root=tmp_path)
@@ -178,17 +166,17 @@ def test_cgroup_v2_cpu_max_rounds_up(tmp_path: Path) -> None:
 
 
 def test_cgroup_v2_unlimited_and_nested(tmp_path: Path) -> None:
-    _write(tmp_path / "sys/fs/cgroup/cpu.max", "max 100000")
+    write_text(tmp_path / "sys/fs/cgroup/cpu.max", "max 100000")
     assert cpu.cgroup_cpu_quota("0::/\n", tmp_path) is None
     # The process sits in /a/b; the stricter quota up the tree applies.
-    _write(tmp_path / "sys/fs/cgroup/a/cpu.max", "300000 100000")
-    _write(tmp_path / "sys/fs/cgroup/a/b/cpu.max", "max 100000")
+    write_text(tmp_path / "sys/fs/cgroup/a/cpu.max", "300000 100000")
+    write_text(tmp_path / "sys/fs/cgroup/a/b/cpu.max", "max 100000")
     assert cpu.cgroup_cpu_quota("0::/a/b\n", tmp_path) == pytest.approx(3.0)
 
 
 def test_cgroup_v1_quota(tmp_path: Path) -> None:
-    _write(tmp_path / "sys/fs/cgroup/cpu,cpuacct/cpu.cfs_quota_us", "250000")
-    _write(tmp_path / "sys/fs/cgroup/cpu,cpuacct/cpu.cfs_period_us", "100000")
+    write_text(tmp_path / "sys/fs/cgroup/cpu,cpuacct/cpu.cfs_quota_us", "250000")
+    write_text(tmp_path / "sys/fs/cgroup/cpu,cpuacct/cpu.cfs_period_us", "100000")
     quota = cpu.cgroup_cpu_quota("2:cpu,cpuacct:/docker/abc\n1:memory:/docker/abc\n0::/\n", tmp_path)
     assert quota == pytest.approx(2.5) and cpu.usable_core_count(8, quota) == 3
     # -1 means no quota (the EPYC capture).

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
+from autotune.testing.captures import sections, write_text
 from autotune.probes import memory
 
 FIXTURES = Path(__file__).parent / "fixtures" / "hardware"
@@ -12,14 +12,6 @@ XEON = FIXTURES / "xeon-16c-h200"
 EPYC = FIXTURES / "epyc-2c-kvm"
 GIB = 2**30
 
-
-def sections(machine: Path) -> dict[str, str]:
-    """``system.txt`` split at its ``### name`` lines."""
-    found: dict[str, str] = {}
-    for block in re.split(r"^### ", (machine / "system.txt").read_text(), flags=re.MULTILINE)[1:]:
-        name, _, body = block.partition("\n")
-        found[name.strip()] = body
-    return found
 
 
 def cgroup_capture(machine: Path, root: Path) -> str:
@@ -34,10 +26,6 @@ def cgroup_capture(machine: Path, root: Path) -> str:
             proc_lines.append(line)
     return "\n".join(proc_lines)
 
-
-def _write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text + "\n")
 
 
 def test_parse_meminfo_scales_kb() -> None:
@@ -68,9 +56,9 @@ def test_xeon_cgroup_v2_without_memory_limit(tmp_path: Path) -> None:
 
 def test_cgroup_v2_limit_caps_limit_and_available(tmp_path: Path) -> None:
     folder = tmp_path / "sys/fs/cgroup"
-    _write(folder / "memory.max", str(2 * GIB))
-    _write(folder / "memory.current", str(GIB))
-    _write(folder / "memory.stat", f"anon 536870912\nfile 536870912\ninactive_file {GIB // 4}\nactive_file 0")
+    write_text(folder / "memory.max", str(2 * GIB))
+    write_text(folder / "memory.current", str(GIB))
+    write_text(folder / "memory.stat", f"anon 536870912\nfile 536870912\ninactive_file {GIB // 4}\nactive_file 0")
     # /sandbox is not visible inside the container's cgroup namespace: the mount point is used.
     info = memory.memory_info(sections(XEON)["meminfo"], "0::/sandbox\n", tmp_path)
     assert info.cgroup_limit_bytes == info.limit_bytes == 2 * GIB
@@ -80,17 +68,17 @@ def test_cgroup_v2_limit_caps_limit_and_available(tmp_path: Path) -> None:
 
 
 def test_cgroup_v2_max_means_unlimited(tmp_path: Path) -> None:
-    _write(tmp_path / "sys/fs/cgroup/memory.max", "max")
-    _write(tmp_path / "sys/fs/cgroup/memory.current", "123")
+    write_text(tmp_path / "sys/fs/cgroup/memory.max", "max")
+    write_text(tmp_path / "sys/fs/cgroup/memory.current", "123")
     info = memory.memory_info(sections(EPYC)["meminfo"], "0::/\n", tmp_path)
     assert info.cgroup_limit_bytes is None and info.available_bytes == 23614552 * 1024
 
 
 def test_cgroup_v1_nested_limit(tmp_path: Path) -> None:
     mount = tmp_path / "sys/fs/cgroup/memory"
-    _write(mount / "memory.limit_in_bytes", "9223372036854771712")
-    _write(mount / "docker/abc/memory.limit_in_bytes", str(GIB // 2))
-    _write(mount / "docker/abc/memory.usage_in_bytes", str(GIB // 8))
+    write_text(mount / "memory.limit_in_bytes", "9223372036854771712")
+    write_text(mount / "docker/abc/memory.limit_in_bytes", str(GIB // 2))
+    write_text(mount / "docker/abc/memory.usage_in_bytes", str(GIB // 8))
     proc = "4:memory:/docker/abc\n1:cpu:/docker/abc\n0::/\n"
     assert memory.cgroup_memory_limit(proc, tmp_path) == GIB // 2
     info = memory.memory_info(sections(EPYC)["meminfo"], proc, tmp_path)
@@ -98,7 +86,7 @@ def test_cgroup_v1_nested_limit(tmp_path: Path) -> None:
 
 
 def test_limit_larger_than_ram_leaves_ram_as_the_limit(tmp_path: Path) -> None:
-    _write(tmp_path / "sys/fs/cgroup/memory.max", str(64 * GIB))
+    write_text(tmp_path / "sys/fs/cgroup/memory.max", str(64 * GIB))
     info = memory.memory_info(sections(EPYC)["meminfo"], "0::/\n", tmp_path)
     assert info.cgroup_limit_bytes == 64 * GIB
     assert info.limit_bytes == info.total_bytes == 24684084 * 1024

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import optuna
 import pytest
 from optuna.trial import TrialState
 
@@ -12,7 +11,7 @@ from autotune import hookimpl
 from autotune.budget import Budget
 from autotune.errors import NothingFits
 from autotune.plugins import PluginManager
-from autotune.study import mark_abandoned, open_study, records
+from autotune.study import mark_abandoned, open_study
 from autotune.testing import FakeBackend
 from autotune.testing.conformance import example_hardware
 from autotune.tuner import SilentReporter, TuneOptions, Tuner

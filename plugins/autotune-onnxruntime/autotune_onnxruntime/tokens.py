@@ -15,17 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from autotune.errors import ModelSourceError
-
-PROMPT_TEXT = (
-    "The history of computing is a story of machines that became faster, smaller and cheaper with "
-    "every generation. Early computers filled entire rooms and were programmed by rewiring panels; "
-    "today a phone in a pocket runs programs that translate languages, recognise faces and answer "
-    "questions in plain English. Language models are one of the newest of these programs. They read "
-    "a piece of text and predict the word that comes next, again and again, until they have written "
-    "a sentence, a paragraph or a whole page. How quickly they do this depends on the hardware, on "
-    "the precision of their weights and on many small settings of the software that runs them. "
-)
-"""The text timed prompts are cut from: the same text the llama.cpp backend uses, so prompts compare."""
+from autotune.workload import PROMPT_TEXT
 
 
 @lru_cache(maxsize=4)

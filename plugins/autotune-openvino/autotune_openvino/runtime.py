@@ -22,19 +22,10 @@ import numpy as np
 from autotune.errors import AutotuneError, BackendUnavailable
 from autotune.measurement import Measurement, RunTimings, summarize
 from autotune.workload import Workload
+from autotune.workload import PROMPT_TEXT
 
 from .convert import IR_FILE
 
-PROMPT_TEXT = (
-    "The history of computing is a story of machines that became faster, smaller and cheaper with "
-    "every generation. Early computers filled entire rooms and were programmed by rewiring panels; "
-    "today a phone in a pocket runs programs that translate languages, recognise faces and answer "
-    "questions in plain English. Language models are one of the newest of these programs. They read "
-    "a piece of text and predict the word that comes next, again and again, until they have written "
-    "a sentence, a paragraph or a whole page. How quickly they do this depends on the hardware, on "
-    "the precision of their weights and on many small settings of the software that runs them. "
-)
-"""Fixed English text the prompt is cut from (the same text the llama.cpp backend uses)."""
 
 DEEP_FILL_CHUNK = 512
 """The deep run fills the KV cache in chunks of this many tokens, like a batched long prompt."""
