@@ -362,7 +362,9 @@ class Tuner:
                    "measured": sum(rec.status == "measured" for rec in all_records),
                    "predicted_infeasible": sum(rec.status == "predicted-infeasible" for rec in all_records),
                    "failed": sum(rec.status == "failed" for rec in all_records),
-                   "feasible": len(feasible), "conversions": {rb.backend.name: rb.conversions for rb in by_name.values()}},
+                   "feasible": len(feasible), "conversions": {rb.backend.name: rb.conversions for rb in by_name.values()},
+                   "best_per_backend": {name: rec.number for name, rec in per_backend.items()},
+                   "dropped_backends": dict(self.dropped)},
         )
         exports = {e.name: e.render(profile) for e in self.manager.exporters().values() if e.applies_to(winner.backend)}
         return profile.model_copy(update={"exports": exports})

@@ -39,9 +39,10 @@ def main() -> int:
     rows = [{"backend": profile["backend"]["name"], "params": profile["params"], "measured": profile["measured"],
              "quality": profile["quality"], "precision": profile["artifact"]["precision"], "chosen": True}]
     rows += [{**alt, "chosen": False} for alt in profile["alternatives"]]
-    best: dict[str, dict] = {}
-    for row in rows:  # the winner first, then the front and the best per backend
-        best.setdefault(row["backend"], row)
+    chosen_trial = profile["study"]["best_per_backend"]
+    best = {row["backend"]: row for row in rows
+            if row["chosen"] or row.get("trial") == chosen_trial.get(row["backend"])}
+    best[profile["backend"]["name"]] = rows[0]
     print(f"\nmachine: {profile['hardware'].get('cpu')}, {profile['hardware'].get('usable_cores')} usable cores; "
           f"budget {args.budget}, p95 ≤ {args.latency}; objective {profile['objective'].split(':')[0]}")
     print(f"{'backend':<12} {'configuration':<44} {'tok/s':>6} {'p95 ms':>7} {'TTFT ms':>8} {'peak MiB':>9} "
