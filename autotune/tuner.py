@@ -27,7 +27,7 @@ from .selection import best_per_backend, choose, pareto_front
 from .sources import ResolvedBackend, resolve
 from .study import (RECORD_ATTR, TrialRecord, claim, config_key, enqueue, mark_abandoned, open_study, records,
                     study_name, suggest_params, violations)
-from .trial import measure, prepare_artifact
+from .trial import busy_warning, machine_context, measure, prepare_artifact
 from .workload import Workload
 
 PREDICTION_MARGIN = 0.10
@@ -123,6 +123,7 @@ class Tuner:
         self.hardware = hardware
         self.reporter = reporter
         self.rng = random.Random(options.seed)
+        self._last_busy_warning: str | None = None
         self.dropped: dict[str, str] = {}
         """Backends that said they cannot run this model (BackendUnavailable from prepare), with why."""
 
@@ -263,6 +264,10 @@ class Tuner:
         record.precision = artifact.precision
         record.bits_per_weight = artifact.bits_per_weight
         record.artifact = {**asdict(artifact), "path": str(artifact.path)}
+        warning = busy_warning(machine_context(), self.hardware.cpu.usable_cores)
+        if warning and warning != self._last_busy_warning:
+            self.reporter.warn(warning)
+        self._last_busy_warning = warning
         self.reporter.info(f"measuring {label}")
         result = measure(backend, artifact, params, self.workload, timeout_s=self.options.timeout_s,
                          memory_limit_bytes=memory_guard(self.budget, self.hardware))

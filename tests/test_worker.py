@@ -1,4 +1,5 @@
 import os
+import sys
 import time
 
 from autotune.worker import WorkerTask, run_in_worker
@@ -54,3 +55,21 @@ def test_timeout_kills_the_worker() -> None:
 def test_memory_guard_kills_the_worker() -> None:
     result = run_in_worker(WorkerTask(_allocate, (400,)), timeout_s=60, memory_limit_bytes=200 * 2**20)
     assert not result.ok and "memory guard" in (result.error or "")
+
+
+def test_page_cache_fraction_of_a_file_just_written(tmp_path) -> None:
+    from autotune.trial import page_cache_fraction
+
+    path = tmp_path / "model.bin"
+    path.write_bytes(b"x" * (1 << 20))
+    fraction = page_cache_fraction(path)
+    if sys.platform.startswith("linux"):
+        assert fraction is not None and 0.9 <= fraction <= 1.0  # just written: in the page cache
+
+
+def test_busy_warning_names_the_competition() -> None:
+    from autotune.trial import busy_warning
+
+    assert busy_warning({"loadavg_1m": 0.1}, 2) is None
+    warning = busy_warning({"loadavg_1m": 3.5, "busy_processes": ["cc1plus (95%)"]}, 2)
+    assert warning and "cc1plus" in warning and "noisy" in warning
