@@ -142,13 +142,15 @@ def machine_context(artifact_path: Path | None = None) -> dict[str, object]:
 
 
 def busy_warning(context: dict[str, object], usable_cores: int) -> str | None:
-    """A warning when other work competes for the cores the measurement uses."""
+    """A warning when other processes compete for the cores the measurement uses.
+
+    The load average alone cannot tell: the tuner's own workers keep it near the core count.
+    """
     busy = context.get("busy_processes")
-    load = context.get("loadavg_1m")
-    if busy or (isinstance(load, float) and load > usable_cores * 0.75):
-        return (f"the machine is busy (load average {load} on {usable_cores} cores"
-                + (f"; {', '.join(busy)}" if busy else "") + "): measurements will be noisy and slower")  # type: ignore[arg-type]
-    return None
+    if not busy:
+        return None
+    return (f"other processes are using the CPU ({', '.join(busy)}; {usable_cores} usable cores): "  # type: ignore[arg-type]
+            "measurements will be noisy and slower")
 
 
 def measure_task(backend: Backend, artifact: Artifact, params: Params, workload: Workload) -> Measurement:

@@ -123,7 +123,7 @@ class Tuner:
         self.hardware = hardware
         self.reporter = reporter
         self.rng = random.Random(options.seed)
-        self._last_busy_warning: str | None = None
+        self._last_competitors: tuple[str, ...] = ()
         self.dropped: dict[str, str] = {}
         """Backends that said they cannot run this model (BackendUnavailable from prepare), with why."""
 
@@ -264,10 +264,12 @@ class Tuner:
         record.precision = artifact.precision
         record.bits_per_weight = artifact.bits_per_weight
         record.artifact = {**asdict(artifact), "path": str(artifact.path)}
-        warning = busy_warning(machine_context(), self.hardware.cpu.usable_cores)
-        if warning and warning != self._last_busy_warning:
+        context = machine_context()
+        warning = busy_warning(context, self.hardware.cpu.usable_cores)
+        competitors = tuple(str(p).split(" (")[0] for p in context.get("busy_processes", []))  # type: ignore[union-attr]
+        if warning and competitors != self._last_competitors:  # once per set of competing programs
             self.reporter.warn(warning)
-        self._last_busy_warning = warning
+        self._last_competitors = competitors
         self.reporter.info(f"measuring {label}")
         result = measure(backend, artifact, params, self.workload, timeout_s=self.options.timeout_s,
                          memory_limit_bytes=memory_guard(self.budget, self.hardware))
