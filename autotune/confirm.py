@@ -118,7 +118,7 @@ def decide(finalists: list[Finalist], baseline: Finalist, budget: Budget, strict
     tied_labels = [r.name for r in ranking[1:] if r.tied_with_best]
     by_label = {f.label: f for f in eligible}
     if len(eligible) == 1:
-        verdict = "only feasible"
+        verdict = "single finalist"
         chosen = by_label[best_label]
     elif tied_labels:
         verdict = "tie"

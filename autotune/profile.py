@@ -88,7 +88,7 @@ class Confirmation(_Strict):
     rounds: int
     decode_tps: Interval
     itl_p95_ms: Interval
-    verdict: str = Field(description="'winner', 'tie' or 'only feasible'")
+    verdict: str = Field(description="'winner', 'tie' or 'single finalist' (no other configuration was within the noise)")
     marginal: bool = Field(default=False, description="the p95 latency interval straddles the budget")
     speedup_over_untuned: Interval | None = None
     untuned_params: dict[str, Any] | None = None

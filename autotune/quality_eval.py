@@ -58,7 +58,7 @@ class QualityEvaluator:
         try:
             text = load_eval_text(options.eval_text)
             tokens = chunked_with_bos(backend.tokenize(reference.source, text), backend.tokenize(reference.source, ""),
-                                      options.chunk_tokens)[: options.eval_tokens]
+                                      chunk_size(options))[: options.eval_tokens]
             # The first starting point keeps the source precision: the source itself is the reference.
             ref_params = backend.starting_points(reference.source, hardware, workload)[0]
             ref_artifact, _ = prepare_artifact(backend, reference.source, ref_params)
@@ -77,7 +77,7 @@ class QualityEvaluator:
             return None
         ref_key = artifact_key(self.reference.backend, self.reference.source, self.ref_params)
         var_key = artifact_key(r.backend, r.source, params)
-        cache_args = (ref_key, var_key, self.text_hash, self.options.chunk_tokens)
+        cache_args = (ref_key, var_key, self.text_hash, chunk_size(self.options))
         chunks = self.cache.get(*cache_args)
         if chunks is not None:
             return to_profile(summarize_quality(chunks), self.label, artifact.bits_per_weight)
@@ -85,7 +85,7 @@ class QualityEvaluator:
                            f"against {self.label}")
         result = run_in_worker(
             WorkerTask(quality_task, (self.reference.backend, self.ref_artifact, self.ref_params,
-                                      r.backend, artifact, params, self.tokens, self.options.chunk_tokens)),
+                                      r.backend, artifact, params, self.tokens, chunk_size(self.options))),
             timeout_s=self.options.timeout_s * 4,
         )
         if not result.ok:
@@ -93,6 +93,15 @@ class QualityEvaluator:
             return None
         self.cache.put(*cache_args, result.value)
         return to_profile(summarize_quality(result.value), self.label, artifact.bits_per_weight)
+
+
+MIN_CHUNKS = 4
+"""Intervals are bootstrapped over chunks: fewer than this many would make them meaningless."""
+
+
+def chunk_size(options: "TuneOptions") -> int:
+    """The chunk length: ``options.chunk_tokens``, shortened so the text yields at least ``MIN_CHUNKS`` chunks."""
+    return max(16, min(options.chunk_tokens, options.eval_tokens // MIN_CHUNKS))
 
 
 def chunked_with_bos(tokens: list[int], empty: list[int], chunk_tokens: int) -> list[int]:

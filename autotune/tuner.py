@@ -22,7 +22,7 @@ from .hardware import Hardware
 from .model_source import cached_content_hash, detect_format
 from .plugins import PluginManager
 from .profile import (Alternative, ArtifactInfo, BackendInfo, DeploymentProfile, ModelInfo, Predicted, Quality)
-from .quality_eval import QualityEvaluator
+from .quality_eval import QualityEvaluator, has_logprobs
 from .selection import best_per_backend, choose, pareto_front
 from .sources import ResolvedBackend, resolve
 from .study import (RECORD_ATTR, TrialRecord, claim, config_key, enqueue, mark_abandoned, open_study, records,
@@ -138,6 +138,23 @@ class Tuner:
             )
         return resolved
 
+    def _reference_pool(self, resolved: list[ResolvedBackend], model_format: str) -> list[ResolvedBackend]:
+        """Backends that may score quality: the tuned ones, plus any installed backend reading the source natively.
+
+        ``--backend mlx`` on a GGUF still gets its quality measured against the GGUF run by llama.cpp.
+        """
+        pool = list(resolved)
+        tuned = {r.backend.name for r in resolved}
+        for backend in self.manager.backends().values():
+            if backend.name in tuned or model_format not in backend.source_formats or not has_logprobs(backend):
+                continue
+            try:
+                if backend.availability().available:
+                    pool.append(ResolvedBackend(backend, backend.inspect(self.model_path), []))
+            except Exception as error:  # noqa: BLE001 - a reference candidate must not end the run
+                self.reporter.warn(f"backend {backend.name!r} cannot serve as the quality reference: {error!r}")
+        return pool
+
     def _spaces(self, resolved: Sequence[ResolvedBackend]) -> dict[str, SearchSpace]:
         return {r.backend.name: r.backend.search_space(r.source, self.hardware, self.workload) for r in resolved}
 
@@ -165,7 +182,8 @@ class Tuner:
             for params in r.backend.starting_points(r.source, self.hardware, self.workload):
                 enqueue(study, r.backend.name, params)
 
-        self.quality = QualityEvaluator.create(resolved, model_format, self.hardware, self.workload, self.options, self.reporter) \
+        self.quality = QualityEvaluator.create(self._reference_pool(resolved, model_format), model_format,
+                                               self.hardware, self.workload, self.options, self.reporter) \
             if self.options.measure_quality else None
 
         done = {record.key: record for record in previous}

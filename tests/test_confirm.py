@@ -59,7 +59,7 @@ def test_marginal_latency_is_flagged_and_strict_refuses_it() -> None:
     a = finalist("#1", [100] * 5, [45, 52, 48, 55, 47], bits=8.5)
     base = finalist("untuned", [60] * 5, [30] * 5)
     _, confirmation, _ = decide([a], base, BUDGET, strict=False, rounds=5)
-    assert confirmation.marginal and confirmation.verdict == "only feasible"
+    assert confirmation.marginal and confirmation.verdict == "single finalist"
     with pytest.raises(NothingFits, match="strict"):
         decide([a], base, BUDGET, strict=True, rounds=5)
 
@@ -103,6 +103,6 @@ def test_confirmation_stage_on_the_noisy_fake_backend(tmp_path: Path, monkeypatc
                    options, manager=manager, hardware=example_hardware(cores=4), reporter=SilentReporter()).run()
     confirmation = result.profile.confirmation
     assert confirmation is not None and confirmation.rounds == 5
-    assert confirmation.verdict in ("winner", "tie", "only feasible")
+    assert confirmation.verdict in ("winner", "tie", "single finalist")
     assert confirmation.speedup_over_untuned is not None and confirmation.speedup_over_untuned.value > 1
     assert confirmation.untuned_params == {"quant": "f16", "threads": 2}

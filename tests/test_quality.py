@@ -210,3 +210,11 @@ def test_every_chunk_starts_with_bos() -> None:
     laid_out = chunked_with_bos([1, 10, 11, 12, 13, 14], [1], chunk_tokens=3)
     assert laid_out == [1, 10, 11, 1, 12, 13, 1, 14]
     assert chunked_with_bos([10, 11, 12], [], chunk_tokens=2) == [10, 11, 12]  # no BOS: unchanged
+
+
+def test_short_evaluations_still_give_several_chunks() -> None:
+    from autotune.quality_eval import MIN_CHUNKS, chunk_size
+    from autotune.tuner import TuneOptions
+
+    assert chunk_size(TuneOptions(eval_tokens=1024, chunk_tokens=256)) == 256
+    assert 256 // chunk_size(TuneOptions(eval_tokens=256, chunk_tokens=256)) >= MIN_CHUNKS
