@@ -17,10 +17,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from autotune import hookimpl
 from autotune.budget import Budget
-from autotune.plugins import PluginManager
 from autotune.testing.conformance import example_hardware
+from autotune.testing.inline_plugin import manager_with
 from autotune.testing.replay_backend import OVERHEAD_BYTES, ReplayBackend
 from autotune.tuner import SilentReporter, TuneOptions, Tuner
 from autotune.workload import Workload
@@ -34,14 +33,7 @@ def trials_to_within(grid: Path, budget_text: str, seed: int) -> tuple[int | Non
     budget = Budget.parse(budget_text, "1s")
     feasible = {k: e["decode"]["avg_ts"] for k, e in backend.grid.items() if e["size"] + OVERHEAD_BYTES <= budget.memory_bytes}
     target = 0.95 * max(feasible.values())
-
-    class Plugin:
-        @hookimpl
-        def autotune_backends(self):
-            yield backend
-
-    manager = PluginManager()
-    manager.register(Plugin(), "replay")
+    manager = manager_with(backend)
     reporter = SilentReporter()
     model = Path(tempfile.mkdtemp()) / "m.gguf"
     model.write_bytes(b"GGUF" + seed.to_bytes(4, "little"))

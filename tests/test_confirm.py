@@ -7,15 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from autotune import hookimpl
 from autotune.backend import Artifact
 from autotune.budget import Budget
 from autotune.confirm import Finalist, decide
 from autotune.errors import NothingFits
-from autotune.plugins import PluginManager
 from autotune.study import TrialRecord
 from autotune.testing import FakeBackend
 from autotune.testing.conformance import example_hardware
+from autotune.testing.inline_plugin import manager_with
 from autotune.tuner import SilentReporter, TuneOptions, Tuner
 from autotune.workload import Workload
 
@@ -90,14 +89,7 @@ def test_confirmation_stage_on_the_noisy_fake_backend(tmp_path: Path, monkeypatc
     model.write_bytes(b"GGUF" + bytes(16))
     # q4_0 and q5_1 are equally fast here: a strict winner between them would be noise.
     backend = FakeBackend(noise=0.05, speed={"q5_1": 0.75})
-
-    class Plugin:
-        @hookimpl
-        def autotune_backends(self):
-            yield backend
-
-    manager = PluginManager()
-    manager.register(Plugin(), "fake")
+    manager = manager_with(backend)
     options = TuneOptions(trials=6, timeout_s=30, measure_quality=False, confirm_rounds=5, seed=3, objective="latency")
     result = Tuner(model, Budget.parse("400MB", "40ms"), Workload(prompt_tokens=8, gen_tokens=4, context=64, depth=0),
                    options, manager=manager, hardware=example_hardware(cores=4), reporter=SilentReporter()).run()

@@ -6,10 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from autotune import hookimpl
 from autotune.budget import Budget
-from autotune.plugins import PluginManager
 from autotune.testing.conformance import example_hardware
+from autotune.testing.inline_plugin import manager_with
 from autotune.testing.replay_backend import ReplayBackend, load_grid
 from autotune.tuner import SilentReporter, TuneOptions, Tuner
 from autotune.workload import Workload
@@ -30,14 +29,7 @@ def test_tuner_finds_the_fastest_feasible_point(tmp_path: Path, monkeypatch: pyt
     model = tmp_path / "m.gguf"
     model.write_bytes(b"GGUF")
     backend = ReplayBackend(GRIDS / "xeon-16c-llamabench" / "grid_125m.json")
-
-    class Plugin:
-        @hookimpl
-        def autotune_backends(self):
-            yield backend
-
-    manager = PluginManager()
-    manager.register(Plugin(), "replay")
+    manager = manager_with(backend)
     budget = Budget.parse("200MB", "10ms")  # F16 (250 MB file) cannot fit
     options = TuneOptions(trials=20, timeout_s=30, measure_quality=False, confirm_rounds=0, objective="latency")
     workload = Workload(prompt_tokens=128, gen_tokens=64, context=512, depth=0)

@@ -7,12 +7,11 @@ from pathlib import Path
 import pytest
 from optuna.trial import TrialState
 
-from autotune import hookimpl
 from autotune.budget import Budget
 from autotune.errors import NothingFits
-from autotune.plugins import PluginManager
 from autotune.study import mark_abandoned, open_study
 from autotune.testing import FakeBackend
+from autotune.testing.inline_plugin import manager_with
 from autotune.testing.conformance import example_hardware
 from autotune.tuner import SilentReporter, TuneOptions, Tuner
 from autotune.workload import Workload
@@ -34,22 +33,10 @@ def model(tmp_path: Path) -> Path:
     return path
 
 
-def manager_with(backend: FakeBackend) -> PluginManager:
-    class Plugin:
-        @hookimpl
-        def autotune_backends(self):
-            yield backend
-
-    manager = PluginManager()
-    manager.load_builtins()
-    manager.register(Plugin(), "fake-plugin")
-    return manager
-
-
 def tune(model: Path, backend: FakeBackend, budget: Budget, reporter: SilentReporter | None = None, **options) -> object:
     defaults = dict(trials=6, timeout_s=30, measure_quality=False, confirm_rounds=0, seed=1)
     defaults.update(options)
-    return Tuner(model, budget, WORKLOAD, TuneOptions(**defaults), manager=manager_with(backend),
+    return Tuner(model, budget, WORKLOAD, TuneOptions(**defaults), manager=manager_with(backend, builtins=True),
                  hardware=example_hardware(cores=4), reporter=reporter or SilentReporter()).run()
 
 
@@ -151,16 +138,7 @@ class CannotRunThisModel(FakeBackend):
 
 
 def test_a_backend_that_cannot_run_the_model_is_tried_once(model: Path) -> None:
-    broken = CannotRunThisModel(name="broken")
-
-    class Plugin:
-        @hookimpl
-        def autotune_backends(self):
-            yield broken
-            yield FakeBackend()
-
-    manager = PluginManager()
-    manager.register(Plugin(), "two")
+    manager = manager_with(CannotRunThisModel(name="broken"), FakeBackend())
     reporter = SilentReporter()
     result = Tuner(model, Budget.parse("300MB", "30ms"), WORKLOAD,
                    TuneOptions(trials=5, timeout_s=30, measure_quality=False, confirm_rounds=0, seed=1),

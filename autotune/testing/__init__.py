@@ -2,5 +2,6 @@
 
 from .conformance import BackendConformance
 from .fake_backend import FakeBackend
+from .inline_plugin import InlineBackends, manager_with
 
-__all__ = ["BackendConformance", "FakeBackend"]
+__all__ = ["BackendConformance", "FakeBackend", "InlineBackends", "manager_with"]
