@@ -62,6 +62,20 @@ class QualityLoss:
     chunks: int
 
 
+def log_softmax_rows(logits: np.ndarray, block: int = 64) -> np.ndarray:
+    """Row-wise float32 log-softmax of a (tokens, vocab) logits array, for ``Backend.logprobs``.
+
+    Works on a private copy (runtimes reuse their output buffers) ``block`` rows at a time, so the
+    temporaries stay small even for a 262,144-entry vocabulary.
+    """
+    out = np.array(logits, dtype=np.float32)
+    for start in range(0, len(out), block):
+        rows = out[start:start + block]
+        rows -= rows.max(axis=1, keepdims=True)
+        rows -= np.log(np.exp(rows).sum(axis=1, keepdims=True))
+    return out
+
+
 def chunk_bounds(n_tokens: int, chunk_tokens: int) -> Iterator[tuple[int, int]]:
     """``(start, stop)`` of each chunk exactly as ``Backend.logprobs`` cuts ``n_tokens`` ids.
 

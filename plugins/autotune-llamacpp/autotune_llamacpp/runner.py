@@ -18,6 +18,7 @@ from autotune.errors import BackendUnavailable
 from autotune.measurement import Measurement, RunTimings, summarize
 from autotune.workload import Workload
 from autotune.workload import PROMPT_TEXT
+from autotune.quality import log_softmax_rows
 
 from .runtime_params import llama_kwargs
 
@@ -90,16 +91,6 @@ def measure_artifact(model_path: Path, params: Mapping[str, Any], workload: Work
     measurement = summarize(load_s, runs, deep, workload.deep_start or None)
     del llm
     return measurement  # the worker fills peak_rss_bytes (VmHWM of this process)
-
-
-def log_softmax_rows(logits: np.ndarray, block: int = 64) -> np.ndarray:
-    """Row-wise float32 log-softmax, computed ``block`` rows at a time to bound temporaries."""
-    out = np.array(logits, dtype=np.float32)  # a private copy: llama.cpp reuses its logits buffer
-    for start in range(0, len(out), block):
-        rows = out[start:start + block]
-        rows -= rows.max(axis=1, keepdims=True)
-        rows -= np.log(np.exp(rows).sum(axis=1, keepdims=True))
-    return out
 
 
 def iter_logprobs(model_path: Path, params: Mapping[str, Any], token_ids: list[int], chunk_tokens: int) -> Iterator[np.ndarray]:

@@ -23,6 +23,7 @@ import numpy as np
 from autotune.errors import AutotuneError, BackendUnavailable
 from autotune.measurement import Measurement, RunTimings, summarize
 from autotune.workload import Workload
+from autotune.quality import log_softmax_rows
 
 from .convert import genai_decoder_config
 from .session import load_genai_model, ort_session
@@ -99,13 +100,6 @@ def measure_model(model_dir: Path, params: Mapping[str, Any], workload: Workload
     measurement.context["genai_max_length"] = max_length
     del model
     return measurement
-
-
-def log_softmax_rows(logits: np.ndarray) -> np.ndarray:
-    """Row-wise float32 log-softmax."""
-    rows = np.asarray(logits, dtype=np.float32)
-    rows = rows - rows.max(axis=1, keepdims=True)
-    return rows - np.log(np.exp(rows).sum(axis=1, keepdims=True))
 
 
 _NUMPY_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(int64)": np.int64,

@@ -23,6 +23,7 @@ from autotune.errors import AutotuneError, BackendUnavailable
 from autotune.measurement import Measurement, RunTimings, summarize
 from autotune.workload import Workload
 from autotune.workload import PROMPT_TEXT
+from autotune.quality import log_softmax_rows
 
 from .convert import IR_FILE
 
@@ -171,16 +172,6 @@ def measure_ir(model_dir: Path, params: Mapping[str, Any], workload: Workload) -
     measurement = summarize(load_s, runs, deep, workload.deep_start or None)
     measurement.context["execution_devices"] = ",".join(compiled.get_property("EXECUTION_DEVICES"))
     return measurement
-
-
-def log_softmax_rows(logits: np.ndarray, block: int = 64) -> np.ndarray:
-    """Row-wise float32 log-softmax, ``block`` rows at a time to bound temporaries."""
-    out = np.array(logits, dtype=np.float32)  # a private copy: the request reuses its output buffer
-    for start in range(0, len(out), block):
-        rows = out[start:start + block]
-        rows -= rows.max(axis=1, keepdims=True)
-        rows -= np.log(np.exp(rows).sum(axis=1, keepdims=True))
-    return out
 
 
 def iter_logprobs(model_dir: Path, params: Mapping[str, Any], token_ids: list[int], chunk_tokens: int) -> Iterator[np.ndarray]:
