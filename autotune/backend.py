@@ -2,7 +2,8 @@
 
 A backend plugin returns ``Backend`` objects from ``autotune_backends``. The tuner calls, in order:
 
-1. ``availability()``: can this runtime run here at all (and why not)?
+1. ``availability()``: is the runtime installed (and why not)? Then ``self_test()``, in a worker:
+   does it really run on this CPU? (see ``autotune.selftest``)
 2. ``inspect(path)``: read a model in one of ``source_formats`` into a ``ModelSource``.
 3. ``search_space()`` / ``starting_points()``: what may be tuned, and where to start.
 4. ``predict()``: memory (and a latency lower bound) *before* anything is built or run, so
@@ -78,6 +79,18 @@ class Artifact:
     bits_per_weight: float
     size_bytes: int
     details: dict[str, Any] = field(default_factory=dict)
+    """Backend-specific facts; ``details["fallback"]`` says in words what was written instead of ``precision``."""
+
+    @property
+    def label(self) -> str:
+        """The precision as written: the requested type, and its fallback wherever one happened."""
+        return precision_label(self.precision, self.details)
+
+
+def precision_label(precision: str, details: Mapping[str, Any]) -> str:
+    """``Q2_K`` or, when tensors fell back to other types, ``Q2_K (24 of 30 tensors fell back to Q4_0/Q5_0: …)``."""
+    fallback = details.get("fallback")
+    return f"{precision} ({fallback})" if fallback else precision
 
 
 @dataclass(frozen=True)
@@ -101,6 +114,9 @@ class Backend(ABC):
     source_formats: ClassVar[frozenset[str]]
     artifact_params: ClassVar[tuple[str, ...]] = ()
     """Parameters that change the artifact (e.g. the quantization type); the rest are runtime settings."""
+    measures_this_machine: ClassVar[bool] = True
+    """False only for backends that answer from recorded figures (replay tables, test fakes) instead of running
+    here: those may tune under another machine's hardware description; real runtimes may not."""
 
     @abstractmethod
     def availability(self) -> Availability:
@@ -109,6 +125,29 @@ class Backend(ABC):
     def version(self) -> str | None:
         """The runtime's version, when available."""
         return self.availability().version
+
+    def self_test(self, workdir: Path) -> str | None:
+        """Run the runtime for real on a tiny model it makes or ships, in seconds; return what ran.
+
+        Called inside a fresh worker process (``autotune.selftest``), so a runtime that dies by a
+        signal on this CPU (SIGILL from a build for other CPU features, SIGSEGV) is caught there and
+        the backend is shown unavailable instead of being tuned. ``workdir`` is an empty scratch
+        folder. Return a short description (``"decoded 8 tokens of a tiny llama GGUF"``); raise when
+        the runtime misbehaves. Default: no self-test (None), so availability is import-only.
+        """
+        return None
+
+    def runtime_identity(self) -> str:
+        """What identifies the installed runtime build; self-test results are cached under it.
+
+        Default: the version. Override to add what a rebuild of the same version changes (the
+        shared library's size and modification time), so a rebuilt runtime is tested again.
+        """
+        return str(self.version())
+
+    def crash_advice(self, signal_name: str) -> str:
+        """What a user should do when this runtime's process dies by ``signal_name`` on this machine."""
+        return "reinstall the runtime built for this machine, then run `autotune plugins --refresh`"
 
     @abstractmethod
     def inspect(self, path: Path) -> ModelSource:

@@ -2,8 +2,10 @@
 
 The built-in probes (``autotune.probes.*``) and any plugin contribute facts through the
 ``autotune_hardware_facts`` hook. The result is cached in ``cache_dir()/probe.json`` while the
-machine has not rebooted (same boot id, kernel and host name) and the process may use the same
-CPUs; available memory is read fresh every time because it changes.
+machine has not rebooted (same boot id, kernel and host name). Only what cannot change under a
+running system comes from the cache: facts that change without the hardware changing (cgroup
+memory limit, available memory, CPU affinity and cgroup CPU quota) are read fresh on every call, so a
+cache written outside a memory-limited container never hides the container's limit inside it.
 
 ``AUTOTUNE_HARDWARE_JSON=<file>`` replaces probing with a saved ``Hardware`` JSON, for tests and
 for tuning on behalf of another machine.
@@ -15,12 +17,11 @@ import json
 import logging
 import os
 import platform
-import tempfile
 from pathlib import Path
 from typing import Any
 
-from .cache import cache_dir
-from .errors import AutotuneError
+from .cache import cache_dir, write_json_atomically
+from .errors import AutotuneError, ForeignHardware
 from .hardware import NOTABLE_FEATURES, Accelerator, CacheLevel, CpuInfo, Hardware, MemoryBandwidth, MemoryInfo
 from .plugins import PluginManager, get_plugin_manager
 
@@ -42,17 +43,45 @@ def probe(manager: PluginManager | None = None, *, refresh: bool = False, measur
     override = os.environ.get(HARDWARE_JSON_ENV)
     if override:
         return load_hardware(Path(override))
+    return probe_here(manager, refresh=refresh, measure_bandwidth=measure_bandwidth)
 
+
+def probe_here(manager: PluginManager | None = None, *, refresh: bool = False, measure_bandwidth: bool = True) -> Hardware:
+    """This machine's ``Hardware``, never a description from ``AUTOTUNE_HARDWARE_JSON`` (see ``probe``)."""
     key = cache_key()
     path = cache_dir() / CACHE_FILE
     if not refresh:
         cached = _read_cache(path, key)
         if cached is not None and (cached.memory.bandwidth_bytes_per_s is not None or not measure_bandwidth):
-            return _with_fresh_available_memory(cached)
+            return with_fresh_limits(cached)
 
     hardware = collect(manager or get_plugin_manager(), measure_bandwidth=measure_bandwidth)
     _write_cache(path, key, hardware)
     return hardware
+
+
+def ensure_this_machine(hardware: Hardware) -> None:
+    """Refuse to measure under another machine's name.
+
+    A measurement made here but labelled with another machine's fingerprint would be wrong twice: the
+    figures are this machine's, and with a shared study they would mix into the other machine's
+    evidence. Planning for a machine not at hand needs no measuring and is not done here.
+    """
+    here = probe_here(measure_bandwidth=False)
+    if here.fingerprint == hardware.fingerprint:
+        return
+    source = f"{HARDWARE_JSON_ENV} describes" if os.environ.get(HARDWARE_JSON_ENV) else "the hardware given describes"
+    remedy = f"unset {HARDWARE_JSON_ENV} to tune here" if os.environ.get(HARDWARE_JSON_ENV) else "probe() this machine"
+    raise ForeignHardware(
+        f"{source} another machine ({_identity(hardware)}, fingerprint {hardware.fingerprint[:8]}) than this one "
+        f"({_identity(here)}, fingerprint {here.fingerprint[:8]}); autotune measures only the machine it runs on — "
+        f"{remedy}, or run autotune on that machine")
+
+
+def _identity(hardware: Hardware) -> str:
+    cpu = hardware.cpu
+    gpus = f", {len(hardware.accelerators)} accelerator(s)" if hardware.accelerators else ""
+    return f"{cpu.brand or cpu.architecture}, {cpu.usable_cores} usable cores, {_binary(hardware.memory.limit_bytes)}{gpus}"
 
 
 def collect(manager: PluginManager, *, measure_bandwidth: bool = True) -> Hardware:
@@ -126,7 +155,7 @@ def hardware_from_dict(data: Any) -> Hardware:
 
 
 def cache_key() -> dict[str, Any]:
-    """What must not change for a cached probe to stay valid: boot, kernel, host and CPU affinity."""
+    """What must not change for a cached probe to stay valid: boot, kernel and host."""
     boot_id = _read_text(Path("/proc/sys/kernel/random/boot_id"))
     if boot_id is None:
         try:
@@ -135,14 +164,12 @@ def cache_key() -> dict[str, Any]:
             boot_id = str(psutil.boot_time())
         except (ImportError, OSError):
             boot_id = ""
-    affinity = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
     return {
         "version": CACHE_VERSION,
         "boot_id": boot_id,
         "host": platform.node(),
         "kernel": platform.release(),
         "machine": platform.machine(),
-        "affinity": affinity,
     }
 
 
@@ -239,15 +266,28 @@ def _minimal_memory() -> MemoryInfo:
                       swap_bytes=psutil.swap_memory().total, limit_bytes=virtual.total)
 
 
-def _with_fresh_available_memory(hardware: Hardware) -> Hardware:
-    from .probes.memory import available_memory_bytes
+def with_fresh_limits(hardware: Hardware) -> Hardware:
+    """``hardware`` with the facts that change under a running system read again now.
+
+    Memory limit (cgroup v1/v2), available memory, and usable cores (affinity, cgroup CPU quota) are
+    cheap to read (a few small files) and must never come from a cache: the same machine inside and
+    outside a container is the same hardware with different limits.
+    """
+    if os.environ.get(HARDWARE_JSON_ENV):
+        return hardware  # a description of a machine, not this one: nothing here to re-read
+    from .probes import cpu as cpu_probe, memory as memory_probe
 
     try:
-        available = available_memory_bytes()
-    except (OSError, KeyError, ValueError) as error:  # a cached value is better than no probe
-        log.debug("could not re-read available memory: %r", error)
+        fresh = memory_probe.this_memory()
+        usable = min(cpu_probe.usable_cores_here(), hardware.cpu.logical_cores)
+    except (OSError, KeyError, ValueError) as error:  # the cached facts are better than no probe
+        log.debug("could not re-read memory and CPU limits: %r", error)
         return hardware
-    return hardware.model_copy(update={"memory": hardware.memory.model_copy(update={"available_bytes": available})})
+    memory = hardware.memory.model_copy(update={
+        "total_bytes": fresh.total_bytes, "available_bytes": fresh.available_bytes, "swap_bytes": fresh.swap_bytes,
+        "cgroup_limit_bytes": fresh.cgroup_limit_bytes, "limit_bytes": fresh.limit_bytes})
+    cpu = hardware.cpu.model_copy(update={"usable_cores": usable})
+    return hardware.model_copy(update={"memory": memory, "cpu": cpu})
 
 
 def _read_cache(path: Path, key: dict[str, Any]) -> Hardware | None:
@@ -261,18 +301,8 @@ def _read_cache(path: Path, key: dict[str, Any]) -> Hardware | None:
 
 
 def _write_cache(path: Path, key: dict[str, Any], hardware: Hardware) -> None:
-    """Write atomically so a concurrent reader never sees half a file; failing to cache is not fatal."""
-    scratch: str | None = None
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handle, scratch = tempfile.mkstemp(prefix=".probe-", suffix=".json", dir=path.parent)
-        with os.fdopen(handle, "w") as file:
-            json.dump({"key": key, "hardware": hardware.model_dump(mode="json")}, file, indent=1)
-        os.replace(scratch, path)
-    except OSError as error:
-        log.debug("could not cache the probe in %s: %r", path, error)
-        if scratch is not None:
-            Path(scratch).unlink(missing_ok=True)
+    if not write_json_atomically(path, {"key": key, "hardware": hardware.model_dump(mode="json")}):
+        log.debug("could not cache the probe in %s", path)
 
 
 def _read_text(path: Path) -> str | None:
@@ -282,4 +312,5 @@ def _read_text(path: Path) -> str | None:
         return None
 
 
-__all__ = ["collect", "cache_key", "hardware_from_dict", "load_hardware", "os_description", "probe", "render_hardware"]
+__all__ = ["collect", "cache_key", "hardware_from_dict", "load_hardware", "os_description", "probe", "render_hardware",
+           "ensure_this_machine", "probe_here", "with_fresh_limits"]

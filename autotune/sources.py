@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
-from .backend import Backend
+from .backend import Availability, Backend
 from .cache import artifact_dir, building
 from .conversion import Conversion, find_path
 from .errors import AutotuneError
@@ -35,12 +35,17 @@ def convert_cached(conversion: Conversion, path: Path) -> Path:
 
 
 def resolve(path: Path, backends: Sequence[Backend], conversions: Sequence[Conversion],
-            warn: Callable[[str], None]) -> list[ResolvedBackend]:
-    """For each available backend, a ModelSource in a format it accepts; backends that cannot get one are skipped with a reason."""
+            warn: Callable[[str], None],
+            availability_of: Callable[[Backend], Availability] = lambda backend: backend.availability(),
+            ) -> list[ResolvedBackend]:
+    """For each available backend, a ModelSource in a format it accepts; backends that cannot get one are skipped with a reason.
+
+    ``availability_of`` decides which backends may run (the tuner passes the self-test's verdict).
+    """
     source_format = detect_format(path)
     resolved = []
     for backend in backends:
-        availability = backend.availability()
+        availability = availability_of(backend)
         if not availability.available:
             warn(f"backend {backend.name!r} skipped: {availability.reason}")
             continue

@@ -9,12 +9,16 @@ result with its reason, never a dead tuner.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import pickle
 import resource
+import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -24,6 +28,7 @@ from typing import Any, Callable
 import psutil
 
 POLL_S = 0.05
+PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 
 
 @dataclass
@@ -45,11 +50,13 @@ class WorkerResult:
     peak_rss_bytes: int | None = None
     wall_s: float = 0.0
     output_tail: str = ""
+    signal: str | None = None
+    """The signal the child died by (``SIGILL``, ``SIGSEGV``, ...), when it killed itself; never the guard's own kill."""
 
 
 def run_in_worker(task: WorkerTask, *, timeout_s: float, memory_limit_bytes: int | None = None, env: dict[str, str] | None = None) -> WorkerResult:
     """Run ``task`` in a fresh Python process with a timeout and a memory guard."""
-    with tempfile.TemporaryDirectory(prefix="autotune-worker-") as scratch:
+    with scratch_folder("worker") as scratch:
         result_path = Path(scratch) / "result.pickle"
         log_path = Path(scratch) / "output.log"
         child_env = dict(os.environ)
@@ -59,7 +66,7 @@ def run_in_worker(task: WorkerTask, *, timeout_s: float, memory_limit_bytes: int
         started = time.perf_counter()
         with log_path.open("wb") as log:
             process = subprocess.Popen(
-                [sys.executable, "-m", "autotune.worker", str(result_path)],
+                [sys.executable, "-m", "autotune.worker", str(result_path), str(os.getpid())],
                 stdin=subprocess.PIPE, stdout=log, stderr=subprocess.STDOUT, env=child_env,
             )
             assert process.stdin is not None
@@ -74,12 +81,15 @@ def run_in_worker(task: WorkerTask, *, timeout_s: float, memory_limit_bytes: int
             if result.peak_rss_bytes is None:
                 result.peak_rss_bytes = polled_peak
             return result
+        died_by = None
         if failure is None:
+            died_by = signal_name(process.returncode)
             failure = f"worker exited with status {process.returncode} ({_describe_exit(process.returncode)})"
             last = [line for line in tail.strip().splitlines() if line.strip()][-1:]
             if last:
                 failure += f": {last[0][:300]}"
-        return WorkerResult(ok=False, error=failure, peak_rss_bytes=polled_peak, wall_s=wall, output_tail=tail)
+        return WorkerResult(ok=False, error=failure, peak_rss_bytes=polled_peak, wall_s=wall, output_tail=tail,
+                            signal=died_by)
 
 
 def _supervise(process: subprocess.Popen[bytes], started: float, timeout_s: float, memory_limit: int | None) -> tuple[str | None, int]:
@@ -111,15 +121,19 @@ def _kill(process: subprocess.Popen[bytes]) -> None:
     process.wait()
 
 
-def _describe_exit(code: int | None) -> str:
-    if code is not None and code < 0:
-        import signal
+def signal_name(code: int | None) -> str | None:
+    """``SIGILL`` for a child that exited with status -4, None for a normal exit."""
+    if code is None or code >= 0:
+        return None
+    try:
+        return signal.Signals(-code).name
+    except ValueError:
+        return f"signal {-code}"
 
-        try:
-            return f"killed by {signal.Signals(-code).name}"
-        except ValueError:
-            return f"signal {-code}"
-    return "crashed before reporting a result"
+
+def _describe_exit(code: int | None) -> str:
+    name = signal_name(code)
+    return f"killed by {name}" if name else "crashed before reporting a result"
 
 
 def peak_rss_self() -> int:
@@ -140,7 +154,54 @@ def peak_rss_self() -> int:
     return int(peak if sys.platform == "darwin" else peak * 1024)
 
 
-def _child_main(result_path: str) -> int:
+def scratch_folder(kind: str) -> tempfile.TemporaryDirectory[str]:
+    """A private temporary folder named after this process, so a later run can tell it was orphaned."""
+    return tempfile.TemporaryDirectory(prefix=f"autotune-{kind}-{os.getpid()}-")
+
+
+def remove_orphaned_scratch() -> int:
+    """Delete scratch folders whose process is gone (a tuner or worker killed with kill -9); return how many."""
+    removed = 0
+    for path in Path(tempfile.gettempdir()).glob("autotune-*-*-*"):
+        parts = path.name.split("-")
+        if len(parts) < 4 or not parts[2].isdigit() or not path.is_dir() or psutil.pid_exists(int(parts[2])):
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+        removed += 1
+    return removed
+
+
+def _die_with(parent_pid: int) -> None:
+    """Make this worker die with its tuner: a kill -9 of the tuner must not leave it running unsupervised.
+
+    Linux delivers SIGKILL when the parent goes (``PR_SET_PDEATHSIG``); a watchdog thread covers other
+    systems and the moment before the request took effect.
+    """
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        except (OSError, AttributeError):
+            pass
+
+    def watch() -> None:
+        while True:
+            if os.getppid() != parent_pid:
+                os._exit(1)
+            time.sleep(0.5)
+
+    if os.getppid() != parent_pid:
+        os._exit(1)
+    threading.Thread(target=watch, name="autotune-parent-watch", daemon=True).start()
+
+
+def _child_main(result_path: str, parent_pid: int | None = None) -> int:
+    if parent_pid is not None:
+        _die_with(parent_pid)
+    try:
+        # A runtime that crashes is reported by its signal; a core dump of a multi-GB model helps nobody here.
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    except (ValueError, OSError):
+        pass
     task: WorkerTask = pickle.loads(sys.stdin.buffer.read())
     try:
         value = task.function(*task.args, **task.kwargs)
@@ -160,4 +221,4 @@ if __name__ == "__main__":
     # Run through the importable module, not this __main__ copy, so results pickle as autotune.worker classes.
     from autotune.worker import _child_main as child_main
 
-    sys.exit(child_main(sys.argv[1]))
+    sys.exit(child_main(sys.argv[1], int(sys.argv[2]) if len(sys.argv) > 2 else None))

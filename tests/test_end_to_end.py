@@ -14,9 +14,17 @@ from pathlib import Path
 import pytest
 
 from autotune.profile import load_profile
+from autotune.testing import skip_unless_runs_here
 
 pytestmark = pytest.mark.slow
 pytest.importorskip("llama_cpp", reason="the llama.cpp backend is installed by `make test`")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def llama_cpp_runs_here() -> None:
+    from autotune_llamacpp.backend import LlamaCppBackend
+
+    skip_unless_runs_here(LlamaCppBackend())
 
 SHORT = ["--backend", "llamacpp", "--context", "512", "--prompt-tokens", "64", "--gen-tokens", "16",
          "--eval-tokens", "256", "--confirm-rounds", "0"]

@@ -15,6 +15,7 @@ from autotune.hardware import Accelerator, CacheLevel, CpuInfo, Hardware, Hardwa
 from autotune.hookspecs import hookimpl
 from autotune.plugins import PluginManager, get_plugin_manager
 from autotune.probe import collect, probe, render_hardware
+from autotune.probes import cpu as cpu_probe
 from autotune.probes import memory as memory_probe
 from autotune.testing.conformance import example_hardware
 
@@ -131,14 +132,25 @@ def test_fingerprint_ignores_available_memory_and_bandwidth() -> None:
 
 def test_cache_round_trip(isolated_cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     fake = FakeProbe(standard_facts())
+    monkeypatch.setattr(memory_probe, "this_memory",
+                        lambda: MemoryInfo(total_bytes=128 * GIB, available_bytes=120 * GIB, limit_bytes=128 * GIB))
+    monkeypatch.setattr(cpu_probe, "usable_cores_here", lambda: 16)
     first = probe(manager_with(fake))
     assert fake.calls == 1 and (isolated_cache / "probe.json").exists()
 
-    monkeypatch.setattr(memory_probe, "available_memory_bytes", lambda: 7 * GIB)
+    # The same machine, now inside a container: a 600 MiB cgroup limit and 2 CPUs of quota.
+    monkeypatch.setattr(memory_probe, "this_memory",
+                        lambda: MemoryInfo(total_bytes=128 * GIB, available_bytes=500 * 2**20,
+                                           cgroup_limit_bytes=600 * 2**20, limit_bytes=600 * 2**20))
+    monkeypatch.setattr(cpu_probe, "usable_cores_here", lambda: 2)
     again = probe(manager_with(fake))
     assert fake.calls == 1  # served from the cache
-    assert again.memory.available_bytes == 7 * GIB  # but available memory is read fresh
-    assert again.fingerprint == first.fingerprint and again.accelerators == first.accelerators
+    # but what changes under a running system is read fresh, never from the cache
+    assert again.memory.cgroup_limit_bytes == again.memory.limit_bytes == 600 * 2**20
+    assert again.memory.available_bytes == 500 * 2**20 and again.cpu.usable_cores == 2
+    assert again.memory.bandwidth_bytes_per_s == first.memory.bandwidth_bytes_per_s == 150e9
+    assert again.accelerators == first.accelerators
+    assert again.fingerprint != first.fingerprint  # a 600 MiB, 2-core device measures differently
 
     probe(manager_with(fake), refresh=True)
     assert fake.calls == 2

@@ -14,6 +14,7 @@ from autotune.probes import cpu
 FIXTURES = Path(__file__).parent / "fixtures" / "hardware"
 XEON = FIXTURES / "xeon-16c-h200"
 EPYC = FIXTURES / "epyc-2c-kvm"
+XEON_AMX = FIXTURES / "xeon-2c-amx-kvm"
 
 
 
@@ -63,6 +64,17 @@ def test_xeon_capture(tmp_path: Path) -> None:
     assert [(c.level, c.type) for c in info.caches] == [(1, "Data"), (1, "Instruction"), (2, "Unified"), (3, "Unified")]
     assert info.numa_nodes == 1
     assert info.frequency_mhz == 2100.0
+
+
+def test_xeon_amx_guest_capture_matches_the_probe_taken_there(tmp_path: Path) -> None:
+    info = probe_capture(XEON_AMX, tmp_path)
+    assert {"amx_tile", "amx_int8", "amx_bf16", "avx_vnni", "avx512_vnni", "avx512_bf16", "avx512_fp16"} <= set(info.features)
+    assert info.features == cpu.canonical_features(lscpu_flags(XEON_AMX))
+    assert (info.physical_cores, info.logical_cores, info.usable_cores) == (2, 2, 2)
+    # The `autotune probe --json` captured on that machine says the same, cache for cache.
+    there = json.loads((XEON_AMX / "autotune_probe.json").read_text())["cpu"]
+    assert info.model_dump(exclude={"frequency_mhz"}) == {k: v for k, v in there.items() if k != "frequency_mhz"}
+    assert next(c for c in info.caches if c.level == 2).size_bytes == 2 * 2**20  # per core, not lscpu's sum
 
 
 def test_epyc_capture(tmp_path: Path) -> None:

@@ -3,5 +3,6 @@
 from .conformance import BackendConformance
 from .fake_backend import FakeBackend
 from .inline_plugin import InlineBackends, manager_with
+from .runs_here import skip_unless_runs_here
 
-__all__ = ["BackendConformance", "FakeBackend", "InlineBackends", "manager_with"]
+__all__ = ["BackendConformance", "FakeBackend", "InlineBackends", "manager_with", "skip_unless_runs_here"]

@@ -29,6 +29,7 @@ from ..measurement import Measurement
 from ..model_source import ModelSource
 from ..trial import measure, prepare_artifact
 from ..workload import Workload
+from .runs_here import skip_unless_runs_here
 
 
 def example_hardware(cores: int = 2, memory_gib: int = 24) -> Hardware:
@@ -59,6 +60,12 @@ class BackendConformance:
     @pytest.fixture
     def backend(self) -> Backend:
         raise NotImplementedError("override the `backend` fixture")
+
+    @pytest.fixture(autouse=True)
+    def _runs_here(self, backend: Backend) -> None:
+        """Every conformance test skips, saying why, where the runtime is missing or fails its self-test."""
+        if backend.measures_this_machine:
+            skip_unless_runs_here(backend)
 
     @pytest.fixture
     def model_path(self, tmp_path: Path) -> Path:

@@ -37,6 +37,7 @@ class FakeBackend(Backend):
     name: ClassVar[str] = "fake"
     source_formats: ClassVar[frozenset[str]] = frozenset({"gguf"})
     artifact_params: ClassVar[tuple[str, ...]] = ("quant",)
+    measures_this_machine: ClassVar[bool] = False  # its figures are formulas, not from running here
 
     def __init__(
         self,

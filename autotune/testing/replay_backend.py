@@ -42,6 +42,7 @@ class ReplayBackend(Backend):
     name: ClassVar[str] = "replay"
     source_formats: ClassVar[frozenset[str]] = frozenset({"gguf"})
     artifact_params: ClassVar[tuple[str, ...]] = ("quant",)
+    measures_this_machine: ClassVar[bool] = False  # it answers from a measured table, not from running here
 
     def __init__(self, grid: Path, noise: float = 0.0) -> None:
         self.grid = load_grid(grid)

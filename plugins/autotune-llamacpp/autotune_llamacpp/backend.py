@@ -30,7 +30,7 @@ from autotune.measurement import Measurement
 from autotune.model_source import ModelSource, cached_content_hash
 from autotune.workload import Workload
 
-from . import memory_model, runner, runtime_info
+from . import memory_model, runner, runtime_info, selftest
 from .gguf_info import GgufInfo, read_gguf_info
 from .quant_types import reachable_types
 from .quantize import describe_file, quantize
@@ -59,6 +59,15 @@ class LlamaCppBackend(Backend):
 
     def availability(self) -> Availability:
         return runtime_info.availability()
+
+    def self_test(self, workdir: Path) -> str | None:
+        return selftest.decode_tiny_model(workdir)
+
+    def runtime_identity(self) -> str:
+        return selftest.build_identity()
+
+    def crash_advice(self, signal_name: str) -> str:
+        return selftest.crash_advice(signal_name)
 
     def header(self, path: Path) -> GgufInfo:
         """The GGUF header of ``path``, memoised on (path, size, mtime)."""

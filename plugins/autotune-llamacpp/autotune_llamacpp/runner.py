@@ -51,7 +51,7 @@ def text_tokens(llm: Any, count: int) -> list[int]:
     return tokens[:count]
 
 
-def _greedy(llama_cpp: Any, llm: Any, n_vocab: int) -> int:
+def greedy(llama_cpp: Any, llm: Any, n_vocab: int) -> int:
     """Arg-max of the last evaluated position's logits, read in place from llama.cpp's buffer."""
     logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(llm.ctx, -1), shape=(n_vocab,))
     return int(logits.argmax())
@@ -63,13 +63,13 @@ def _timed_run(llama_cpp: Any, llm: Any, prompt: list[int], gen_tokens: int, n_v
     started = time.perf_counter()
     llm.eval(prompt)
     prefill_s = time.perf_counter() - started
-    token = _greedy(llama_cpp, llm, n_vocab)
+    token = greedy(llama_cpp, llm, n_vocab)
     ttft_s = time.perf_counter() - started
     token_s: list[float] = []
     for _ in range(gen_tokens):
         step = time.perf_counter()
         llm.eval([token])
-        token = _greedy(llama_cpp, llm, n_vocab)
+        token = greedy(llama_cpp, llm, n_vocab)
         token_s.append(time.perf_counter() - step)
     return RunTimings(prompt_tokens=len(prompt), prefill_s=prefill_s, ttft_s=ttft_s, token_s=token_s)
 

@@ -9,7 +9,7 @@ import pytest
 
 from autotune.backend import Categorical, IntRange
 from autotune.errors import AutotuneError
-from autotune.testing import BackendConformance
+from autotune.testing import BackendConformance, skip_unless_runs_here
 from autotune.testing.conformance import example_hardware
 from autotune.testing.tiny_gguf import make_tiny_gguf
 from autotune.trial import measure, prepare_artifact
@@ -35,6 +35,12 @@ def private_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture
 def backend() -> LlamaCppBackend:
     return LlamaCppBackend()
+
+
+@pytest.fixture
+def runs_here(backend: LlamaCppBackend) -> None:
+    """Tests that decode with llama.cpp skip, saying why, where its self-test fails (a SIGILL build)."""
+    skip_unless_runs_here(backend)
 
 
 @pytest.fixture
@@ -147,6 +153,7 @@ def test_tensor_plan_matches_what_llama_cpp_writes(backend: LlamaCppBackend, tmp
         assert written == plan_tensors(info, quant).types, quant
 
 
+@pytest.mark.usefixtures("runs_here")
 def test_predicted_memory_matches_the_worker_peak(backend: LlamaCppBackend, tiny_256: Path) -> None:
     source = backend.inspect(tiny_256)
     workload = Workload(prompt_tokens=32, gen_tokens=8, context=256, runs=1, depth=None)  # also a deep run
@@ -161,6 +168,7 @@ def test_predicted_memory_matches_the_worker_peak(backend: LlamaCppBackend, tiny
     assert abs(predicted - measured) / measured < MEMORY_TOLERANCE, (predicted / 2**20, measured / 2**20)
 
 
+@pytest.mark.usefixtures("runs_here")
 def test_thread_counts_agree_on_logprobs(backend: LlamaCppBackend, tiny_256: Path) -> None:
     tokens = backend.tokenize(backend.inspect(tiny_256), "The history of computing is the history of machines. " * 2)
     assert tokens[0] == 511  # the tiny model asks for BOS (<|endoftext|>, id 511)

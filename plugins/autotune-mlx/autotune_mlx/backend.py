@@ -29,7 +29,7 @@ from autotune.measurement import Measurement
 from autotune.model_source import ModelSource
 from autotune.workload import Workload
 
-from . import memory, runner
+from . import memory, runner, selftest
 from .convert import convert, kv_group_size
 from .quantization import ARTIFACT_PARAMS, BITS, GROUP_SIZES, QuantSpec
 from .runtime import INSTALL_HINT, has_mlx_lm, import_mlx, import_mlx_lm, matvec_flops_per_s, runtime_info
@@ -62,6 +62,9 @@ class MlxBackend(Backend):
             "CPU (the mlx[cpu] build: no Metal here, expect it to be slow)")
         details = {"device": device, "mlx": info.mlx_version, "mlx-lm": info.mlx_lm_version}
         return Availability(available=True, version=info.version, details=details)
+
+    def self_test(self, workdir: Path) -> str | None:
+        return selftest.run_matmuls()
 
     def inspect(self, path: Path) -> ModelSource:
         """An HF safetensors folder (a GGUF reaches here through autotune-hf's GGUF → HF conversion)."""

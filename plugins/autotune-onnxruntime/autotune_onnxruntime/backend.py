@@ -34,7 +34,7 @@ from autotune.measurement import Measurement
 from autotune.model_source import ModelSource, detect_format
 from autotune.workload import Workload
 
-from . import convert
+from . import convert, selftest
 from .convert import WEIGHT_ONLY, hf_to_onnx, weight_summary
 from .memory import predict_memory
 from .providers import BY_ORT, BY_SHORT, genai_can_use, usable_providers
@@ -78,6 +78,14 @@ class OnnxRuntimeBackend(Backend):
         if builder:
             return Availability(available=False, reason=builder, version=og.__version__)
         return Availability(available=True, version=og.__version__, details={"onnxruntime": ort.__version__})
+
+    def self_test(self, workdir: Path) -> str | None:
+        return selftest.run_quantized_graph()
+
+    def runtime_identity(self) -> str:
+        # The kernels are onnxruntime's; onnxruntime-genai's version alone would miss an onnxruntime upgrade.
+        availability = self.availability()
+        return f"genai {availability.version}, onnxruntime {availability.details.get('onnxruntime')}"
 
     def inspect(self, path: Path) -> ModelSource:
         from autotune_hf import inspect_hf_folder

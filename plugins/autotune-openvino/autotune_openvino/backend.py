@@ -24,6 +24,7 @@ from autotune.measurement import Measurement
 from autotune.model_source import ModelSource, cached_content_hash
 from autotune.workload import Workload
 
+from . import selftest
 from .convert import IR_FILE, missing_modules
 from .ir_info import IrInfo, read_ir_info
 from .runtime import DEEP_FILL_CHUNK, iter_logprobs, load_tokenizer, measure_ir
@@ -81,6 +82,9 @@ class OpenVINOBackend(Backend):
             return Availability(False, f"openvino failed to start: {error!r}; reinstall openvino")
         version = ov.get_version().split("-")[0]
         return Availability(True, version=version, details={"devices": ",".join(devices)})
+
+    def self_test(self, workdir: Path) -> str | None:
+        return selftest.run_tiny_model()
 
     def inspect(self, path: Path) -> ModelSource:
         xml = path / IR_FILE
