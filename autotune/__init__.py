@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version as _version
 
-from .backend import Artifact, Availability, Backend, Categorical, IntRange, Params, Prediction, SearchSpace
+from .backend import (Artifact, Availability, Backend, Categorical, IntRange, Params, Prediction, SearchSpace,
+                      precision_label)
 from .budget import Budget, parse_duration, parse_size
 from .conversion import Conversion
 from .errors import AutotuneError
@@ -29,5 +30,5 @@ __all__ = [
     "Categorical", "Conversion", "CpuInfo", "DeploymentProfile", "Exporter", "Hardware", "IntRange",
     "Measurement", "MemoryBandwidth", "MemoryInfo", "ModelSource", "Params", "Prediction", "RunTimings",
     "SearchSpace", "Workload", "hookimpl", "hookspec", "load_profile", "parse_duration", "parse_size",
-    "summarize", "__version__",
+    "summarize", "precision_label", "__version__",
 ]

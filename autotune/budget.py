@@ -1,57 +1,30 @@
 """Budgets: how much memory and time a deployment may use.
 
-Sizes use decimal units for ``KB``/``MB``/``GB``/``TB`` (and the bare ``K``/``M``/``G``/``T``) and
-binary units for ``KiB``/``MiB``/``GiB``/``TiB``: ``2GB`` is 2 000 000 000 bytes, ``2GiB`` is
-2 147 483 648. Durations accept ``ms``, ``s`` and ``us``.
+The sizes and durations in a budget are read by ``autotune.numbers`` (``2GB``, ``1.5GiB``, ``50ms``),
+which bounds every number a user types; ``parse_size`` and ``parse_duration`` are re-exported here.
 """
 
 from __future__ import annotations
 
-import re
-
 from pydantic import BaseModel, ConfigDict, Field
 
-from .errors import BudgetError
+from .errors import BudgetError, InputError
+from .numbers import DURATION_FORMS, SIZE_FORMS, parse_duration, parse_real, parse_size
 
-SIZE_FORMS = "2GB, 2G, 1.5GiB, 800MB, 512MiB (GB = 10^9 bytes, GiB = 2^30)"
-DURATION_FORMS = "50ms, 0.05s, 1s, 800us"
+__all__ = ["DURATION_FORMS", "SIZE_FORMS", "Budget", "format_bytes", "parse_duration", "parse_quality_loss",
+           "parse_size"]
 
-_SIZE_UNITS = {
-    "": 1, "b": 1,
-    "k": 10**3, "kb": 10**3, "m": 10**6, "mb": 10**6, "g": 10**9, "gb": 10**9, "t": 10**12, "tb": 10**12,
-    "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40,
-}
-_DURATION_UNITS = {"us": 1e-6, "ms": 1e-3, "s": 1.0}
-_NUMBER_AND_UNIT = re.compile(r"^\s*(\d+(?:\.\d+)?|\.\d+)\s*([a-zA-Z]*)\s*$")
+MAX_QUALITY_LOSS = 100.0
+"""Largest accepted mean KL divergence (nats): far beyond any usable model, so a larger value is a typo."""
 
 
-def _split(text: str, kind: str, forms: str) -> tuple[float, str]:
-    match = _NUMBER_AND_UNIT.match(str(text))
-    if not match:
-        raise BudgetError(f"cannot read {kind} {text!r}: use a positive number with a unit, e.g. {forms}")
-    return float(match.group(1)), match.group(2).lower()
-
-
-def parse_size(text: str) -> int:
-    """Parse a memory size such as ``2GB`` or ``512MiB`` into bytes (a bare number is bytes)."""
-    value, unit = _split(text, "size", SIZE_FORMS)
-    if unit not in _SIZE_UNITS:
-        raise BudgetError(f"unknown size unit in {text!r}: use one of {SIZE_FORMS}")
-    size = int(round(value * _SIZE_UNITS[unit]))
-    if size <= 0:
-        raise BudgetError(f"size {text!r} must be greater than zero, e.g. {SIZE_FORMS}")
-    return size
-
-
-def parse_duration(text: str) -> float:
-    """Parse a duration such as ``50ms`` or ``0.05s`` into seconds; a unit is required."""
-    value, unit = _split(text, "duration", DURATION_FORMS)
-    if unit not in _DURATION_UNITS:
-        raise BudgetError(f"unknown or missing time unit in {text!r}: use one of {DURATION_FORMS}")
-    seconds = value * _DURATION_UNITS[unit]
-    if seconds <= 0:
-        raise BudgetError(f"duration {text!r} must be greater than zero, e.g. {DURATION_FORMS}")
-    return seconds
+def parse_quality_loss(value: str | float) -> float:
+    """Read a quality-loss budget (mean KL divergence, ``0.05``) typed as text or given as a number."""
+    text = value if isinstance(value, str) else repr(float(value))
+    try:
+        return parse_real(text, at_least=0.0, at_most=MAX_QUALITY_LOSS, example="0.05")
+    except InputError as error:
+        raise BudgetError(f"quality loss (mean KL divergence): {error}") from None
 
 
 def format_bytes(size: float | None) -> str:
@@ -73,11 +46,12 @@ class Budget(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    # allow_inf_nan=False: infinity passes gt=0 and would be written to a profile as null.
     memory_bytes: int = Field(gt=0, description="peak resident memory of the serving process, bytes")
-    latency_ms: float = Field(gt=0, description="p95 inter-token decode latency, milliseconds")
-    ttft_ms: float | None = Field(default=None, gt=0, description="time to first token, milliseconds")
+    latency_ms: float = Field(gt=0, allow_inf_nan=False, description="p95 inter-token decode latency, milliseconds")
+    ttft_ms: float | None = Field(default=None, gt=0, allow_inf_nan=False, description="time to first token, milliseconds")
     max_quality_loss: float | None = Field(
-        default=None, ge=0, description="largest accepted mean KL divergence from the reference"
+        default=None, ge=0, allow_inf_nan=False, description="largest accepted mean KL divergence from the reference"
     )
 
     @classmethod
@@ -86,14 +60,14 @@ class Budget(BaseModel):
         memory: str,
         latency: str,
         ttft: str | None = None,
-        max_quality_loss: float | None = None,
+        max_quality_loss: float | str | None = None,
     ) -> "Budget":
-        """Build a budget from the user's strings (``"2GB"``, ``"50ms"``)."""
+        """Build a budget from the user's strings (``"2GB"``, ``"50ms"``); anything out of range raises ``BudgetError``."""
         return cls(
             memory_bytes=parse_size(memory),
             latency_ms=parse_duration(latency) * 1000,
-            ttft_ms=parse_duration(ttft) * 1000 if ttft else None,
-            max_quality_loss=max_quality_loss,
+            ttft_ms=parse_duration(ttft) * 1000 if ttft is not None else None,
+            max_quality_loss=parse_quality_loss(max_quality_loss) if max_quality_loss is not None else None,
         )
 
     def describe(self) -> str:

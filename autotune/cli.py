@@ -11,12 +11,15 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import NoReturn, Sequence
+from typing import Callable, NoReturn, Sequence, TypeVar
 
 from pydantic import ValidationError
 
-from .budget import DURATION_FORMS, SIZE_FORMS, Budget, parse_duration
-from .errors import AutotuneError
+from . import run_options
+from .errors import AutotuneError, InputError
+from .numbers import DURATION_FORMS, SIZE_FORMS, parse_duration, parse_size
+
+T = TypeVar("T")
 
 EPILOG = f"""Units: sizes accept {SIZE_FORMS}. Durations accept {DURATION_FORMS}.
 --latency is the p95 inter-token latency while decoding (time between generated tokens), at the start
@@ -27,21 +30,33 @@ class OneLineParser(argparse.ArgumentParser):
     """argparse that reports usage errors in one line (with where to find help), not a usage dump."""
 
     def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+        # Always "autotune: error:", whichever subcommand: one shape of line for scripts to match.
+        self.exit(2, f"autotune: error: {one_line(message)} (see `{self.prog} --help`)\n")
 
 
-VALUE_FLAGS = ("--budget", "--latency", "--ttft", "--timeout")
+def one_line(message: str) -> str:
+    """``message`` with line breaks and other control characters escaped, so an odd input cannot split the line."""
+    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in message)
+
+
+VALUE_FLAGS = ("--budget", "--latency", "--ttft", "--timeout", "--max-quality-loss", "--trials", "--prompt-tokens",
+               "--gen-tokens", "--context", "--depth", "--eval-tokens", "--confirm-rounds", "--seed")
+"""Options whose value may start with "-" (``-1GB``, ``-1``, ``-inf``): the value gets the option's own message."""
 
 
 def _join_negative_values(argv: Sequence[str]) -> list[str]:
-    """Keep ``--budget -1GB`` a value (argparse would read ``-1GB`` as an option) so it gets the budget's message."""
+    """Keep ``--budget -1GB`` a value (argparse would read ``-1GB`` as an option) so it gets the budget's message.
+
+    Only a single-dash token is joined: ``--budget --latency 50ms`` stays a missing value.
+    """
     joined: list[str] = []
     tokens = list(argv)
     index = 0
     while index < len(tokens):
         token = tokens[index]
-        if token in VALUE_FLAGS and index + 1 < len(tokens) and tokens[index + 1].startswith("-"):
-            joined.append(f"{token}={tokens[index + 1]}")
+        following = tokens[index + 1] if index + 1 < len(tokens) else ""
+        if token in VALUE_FLAGS and following.startswith("-") and not following.startswith("--"):
+            joined.append(f"{token}={following}")
             index += 2
             continue
         joined.append(token)
@@ -49,14 +64,20 @@ def _join_negative_values(argv: Sequence[str]) -> list[str]:
     return joined
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a number ≥ 1, got {text!r}")
-    return value
+def _typed(convert: Callable[[str], T]) -> Callable[[str], T]:
+    """An argparse type from a converter: its ``InputError`` message reaches the user after the option's name.
+
+    argparse shows the message of ``ArgumentTypeError`` only; for a ``ValueError`` it prints a generic
+    "invalid value", which would hide what is accepted.
+    """
+    def argparse_type(text: str) -> T:
+        try:
+            return convert(text)
+        except InputError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+
+    argparse_type.__name__ = convert.__name__
+    return argparse_type
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -69,33 +90,54 @@ def build_parser() -> argparse.ArgumentParser:
     probe.add_argument("--json", action="store_true", help="print the facts as JSON")
     probe.add_argument("--refresh", action="store_true", help="re-probe instead of using the cached result")
 
-    plugins = commands.add_parser("plugins", help="list plugins, their backends and whether each is available")
+    plugins = commands.add_parser("plugins", help="list plugins, their backends and whether each runs here (self-test)")
     plugins.add_argument("--json", action="store_true", help="print as JSON")
+    plugins.add_argument("--refresh", action="store_true", help="run the backends' self-tests again instead of "
+                         "using the results cached for this runtime build and machine")
+    plugins.add_argument("--check", action="store_true", help="exit with status 1 when an installed backend fails "
+                         "its self-test (the set-up runs this)")
 
     run = commands.add_parser("run", help="tune a model within memory and latency budgets and write a profile",
                               epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     run.add_argument("--model", help="a .gguf file, a model folder, or a bundled model: gemma3-270m (the default, "
                      "Gemma 3 270M Q4_K_M) or smollm2-135m (SmolLM2-135M-Instruct Q4_1)")
-    run.add_argument("--budget", required=True, help="peak memory budget, e.g. 2GB (10^9 bytes) or 1.5GiB (2^30)")
-    run.add_argument("--latency", required=True, help="p95 inter-token decode latency budget, e.g. 50ms")
-    run.add_argument("--ttft", help="time-to-first-token budget, e.g. 500ms (default: none)")
-    run.add_argument("--max-quality-loss", type=float, help="largest accepted mean KL divergence from the reference")
+    run.add_argument("--budget", required=True, type=_typed(parse_size),
+                     help="peak memory budget, e.g. 2GB (10^9 bytes) or 1.5GiB (2^30); at most 2^60 bytes")
+    run.add_argument("--latency", required=True, type=_typed(parse_duration),
+                     help="p95 inter-token decode latency budget, e.g. 50ms; at most 3600s")
+    run.add_argument("--ttft", type=_typed(parse_duration),
+                     help="time-to-first-token budget, e.g. 500ms; at most 3600s (default: none)")
+    run.add_argument("--max-quality-loss", type=_typed(run_options.quality_loss),
+                     help="largest accepted mean KL divergence from the reference, e.g. 0.05 "
+                     f"(0 to {run_options.MAX_QUALITY_LOSS:g})")
     run.add_argument("--objective", choices=("quality", "latency", "memory"), default="quality",
                      help="what picks the winner among feasible configurations (default: quality)")
     run.add_argument("--backend", action="append", default=[], help="tune only this backend (repeatable)")
-    run.add_argument("--trials", type=_positive_int, default=10, help="new configurations to measure (default: 10)")
-    run.add_argument("--timeout", default="300s", help="per-measurement timeout (default: 300s)")
-    run.add_argument("--prompt-tokens", type=_positive_int, default=128, help="prompt tokens per timed run (default: 128)")
-    run.add_argument("--gen-tokens", type=_positive_int, default=64, help="generated tokens per timed run (default: 64)")
-    run.add_argument("--context", type=_positive_int, default=2048, help="context window in tokens (default: 2048)")
-    run.add_argument("--depth", type=int, default=None,
-                     help="KV depth where decode latency is also measured (default: context - gen tokens; 0: start only)")
+    run.add_argument("--trials", type=_typed(run_options.trials), default=10,
+                     help=f"new configurations to measure, 1 to {run_options.MAX_TRIALS} (default: 10)")
+    run.add_argument("--timeout", type=_typed(run_options.timeout), default="300s",
+                     help=f"per-measurement timeout, {run_options.MIN_TIMEOUT_S:g}s to {run_options.MAX_TIMEOUT_S:g}s "
+                     "(default: 300s)")
+    run.add_argument("--prompt-tokens", type=_typed(run_options.prompt_tokens), default=128,
+                     help="prompt tokens per timed run (default: 128)")
+    run.add_argument("--gen-tokens", type=_typed(run_options.gen_tokens), default=64,
+                     help=f"generated tokens per timed run, at least {run_options.MIN_GEN_TOKENS} (default: 64)")
+    run.add_argument("--context", type=_typed(run_options.context), default=2048,
+                     help=f"context window in tokens, {run_options.MIN_CONTEXT} to {run_options.MAX_TOKENS} "
+                     "(default: 2048)")
+    run.add_argument("--depth", type=_typed(run_options.depth), default=None,
+                     help="KV depth where decode latency is also measured, 0 to context - gen tokens "
+                     "(default: context - gen tokens; 0: start only)")
     run.add_argument("--eval-text", type=Path, help="text to measure quality loss on (default: the bundled text)")
-    run.add_argument("--eval-tokens", type=_positive_int, default=1024, help="tokens of it to use (default: 1024)")
+    run.add_argument("--eval-tokens", type=_typed(run_options.eval_tokens), default=1024,
+                     help=f"tokens of it to use, at least {run_options.MIN_EVAL_TOKENS} (default: 1024)")
     run.add_argument("--no-quality", action="store_true", help="skip quality measurement (bits-per-weight proxy)")
-    run.add_argument("--confirm-rounds", type=int, default=5, help="interleaved confirmation rounds (≥5; 0 skips)")
+    run.add_argument("--confirm-rounds", type=_typed(run_options.confirm_rounds), default=5,
+                     help=f"interleaved confirmation rounds, {run_options.MIN_CONFIRM_ROUNDS} to "
+                     f"{run_options.MAX_CONFIRM_ROUNDS}; 0 skips (default: 5)")
     run.add_argument("--strict", action="store_true", help="require the p95 interval's upper end within --latency")
-    run.add_argument("--seed", type=int, default=0, help="search seed (default: 0)")
+    run.add_argument("--seed", type=_typed(run_options.seed), default=0,
+                     help=f"search seed, 0 to {run_options.MAX_SEED} (default: 0)")
     run.add_argument("--out", type=Path, default=Path("profiles"), help="folder for the profile (default: ./profiles)")
     run.add_argument("--storage", help="Optuna storage URL (default: a SQLite file in the cache; resumable)")
     run.add_argument("--json", action="store_true", help="print the profile JSON on stdout")
@@ -112,25 +154,35 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    """Read the command line as ``main`` does; a bad option exits (status 2) after printing one line."""
+    return build_parser().parse_args(_join_negative_values(argv))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``autotune`` console script."""
     logging.basicConfig(format="autotune: warning: %(message)s", level=logging.WARNING)
     # Converters (transformers, the genai builder) would draw progress bars and look for a hub; neither helps here.
     os.environ.setdefault("TQDM_DISABLE", "1")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    args = build_parser().parse_args(_join_negative_values(sys.argv[1:] if argv is None else argv))
+    try:
+        args = parse_args(sys.argv[1:] if argv is None else argv)
+    except SystemExit as exit:  # argparse has printed its one line (or the help): return its status like any other
+        return exit.code if isinstance(exit.code, int) else 2
     try:
         return COMMANDS[args.command](args)
     except AutotuneError as error:
         if os.environ.get("AUTOTUNE_DEBUG"):
             raise
-        print(f"autotune: error: {error}", file=sys.stderr)
+        print(f"autotune: error: {one_line(str(error))}", file=sys.stderr)
         return 2
     except ValidationError as error:
         if os.environ.get("AUTOTUNE_DEBUG"):
             raise
         first = error.errors()[0]
-        print(f"autotune: error: {first['msg'].removeprefix('Value error, ')}", file=sys.stderr)
+        where = ".".join(str(part) for part in first["loc"])
+        message = first["msg"].removeprefix("Value error, ")
+        print(f"autotune: error: {one_line(f'{where}: {message}' if where else message)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("autotune: interrupted; finished trials are saved — rerun the same command to continue", file=sys.stderr)
@@ -148,48 +200,61 @@ def cmd_probe(args: argparse.Namespace) -> int:
 
 def cmd_plugins(args: argparse.Namespace) -> int:
     from .plugins import get_plugin_manager
+    from .probe import probe_here
+    from .selftest import usable_all
 
     manager = get_plugin_manager()
     backends = manager.backends()
+    # Self-tests always concern this machine, whatever hardware description the environment names.
+    checks = usable_all(list(backends.values()), probe_here(manager, measure_bandwidth=False), refresh=args.refresh)
     rows = []
     for record in manager.records.values():
         rows.append({
             "name": record.name, "module": record.module, "version": record.version, "builtin": record.builtin,
             "error": record.error,
-            "backends": [{"name": b, **_availability(backends[b])} for b in record.backends if b in backends],
+            "backends": [_backend_row(b, *checks[b]) for b in record.backends if b in backends],
         })
+    crashed = [b for row in rows for b in row["backends"] if b["self_test"] and b["self_test"]["passed"] is False]
     if args.json:
         print(json.dumps({"plugins": rows, "warnings": manager.warnings}, indent=2))
-        return 0
-    for row in rows:
-        status = f"  [failed: {row['error']}]" if row["error"] else ""
-        print(f"{row['name']} {row['version'] or ''}{' (built-in)' if row['builtin'] else ''}{status}")
-        for backend in row["backends"]:
-            state = f"available ({backend['version']})" if backend["available"] else f"unavailable: {backend['reason']}"
-            print(f"    backend {backend['name']}: {state}")
-    exporters = manager.exporters()
-    print("exporters: " + ", ".join(sorted(exporters)))
+    else:
+        for row in rows:
+            status = f"  [failed: {row['error']}]" if row["error"] else ""
+            print(f"{row['name']} {row['version'] or ''}{' (built-in)' if row['builtin'] else ''}{status}")
+            for backend in row["backends"]:
+                print(f"    backend {backend['name']}: {_backend_state(backend)}")
+        print("exporters: " + ", ".join(sorted(manager.exporters())))
+    if args.check and crashed:
+        names = ", ".join(b["name"] for b in crashed)
+        print(f"autotune: error: the self-test of {names} failed on this machine (see above for why and what to do)",
+              file=sys.stderr)
+        return 1
     return 0
 
 
-def _availability(backend: object) -> dict[str, object]:
-    try:
-        a = backend.availability()  # type: ignore[attr-defined]
-        return {"available": a.available, "reason": a.reason, "version": a.version, "details": a.details}
-    except Exception as error:  # noqa: BLE001 - a broken backend is reported, not fatal
-        return {"available": False, "reason": f"availability check raised {error!r}", "version": None, "details": {}}
+def _backend_row(name: str, availability: object, self_test: object) -> dict[str, object]:
+    from dataclasses import asdict
+
+    a = availability
+    return {"name": name, "available": a.available, "reason": a.reason, "version": a.version,  # type: ignore[attr-defined]
+            "details": a.details, "self_test": asdict(self_test) if self_test is not None else None}  # type: ignore[attr-defined, call-overload]
+
+
+def _backend_state(backend: dict[str, object]) -> str:
+    test = backend["self_test"]
+    if not backend["available"]:
+        return f"UNAVAILABLE: {backend['reason']}"
+    if not isinstance(test, dict) or test["passed"] is None:
+        return f"available ({backend['version']}; no self-test)"
+    cached = ", cached" if test["cached"] else ""
+    return f"available ({backend['version']}); self-test passed: {test['summary']} ({test['seconds']:.1f} s{cached})"
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    budget = Budget.parse(args.budget, args.latency, args.ttft, args.max_quality_loss)
-    timeout_s = parse_duration(args.timeout)
-    from .workload import Workload
-
-    workload = Workload(prompt_tokens=args.prompt_tokens, gen_tokens=args.gen_tokens, context=args.context,
-                        depth=args.depth)
+    checked = run_options.check_run_options(args)  # every option, before anything is probed or measured
     from .run import run_command
 
-    return run_command(args, budget, workload, timeout_s)
+    return run_command(args, checked.budget, checked.workload, checked.timeout_s)
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -205,7 +270,16 @@ def cmd_export(args: argparse.Namespace) -> int:
     if args.format not in exporters:
         raise AutotuneError(f"no exporter {args.format!r} for a {profile.backend.name} profile; "
                             f"choose one of: {', '.join(sorted(exporters))}")
-    print(exporters[args.format].render(profile))
+    try:
+        text = exporters[args.format].render(profile)
+    except AutotuneError:
+        raise
+    except Exception as error:  # noqa: BLE001 - a plugin's exporter bug is one line, not a traceback
+        if os.environ.get("AUTOTUNE_DEBUG"):
+            raise
+        raise AutotuneError(f"exporter {args.format!r} could not render {args.profile}: {error!r}; "
+                            "check the profile with `autotune validate`, or report it to the exporter's plugin") from None
+    print(text)
     return 0
 
 

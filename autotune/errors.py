@@ -11,8 +11,12 @@ class AutotuneError(Exception):
     """Base of every error autotune raises deliberately."""
 
 
-class BudgetError(AutotuneError, ValueError):
-    """A budget, size or duration could not be parsed."""
+class InputError(AutotuneError, ValueError):
+    """A value the user typed (a number, an option, a path) is not accepted; the message says what is."""
+
+
+class BudgetError(InputError):
+    """A budget, size or duration could not be parsed or is out of range."""
 
 
 class PluginError(AutotuneError):
@@ -33,3 +37,11 @@ class BackendUnavailable(AutotuneError):
 
 class NothingFits(AutotuneError):
     """No measured configuration met the budgets."""
+
+
+class ForeignHardware(AutotuneError):
+    """The hardware description in use is not this machine's, so nothing may be measured under it."""
+
+
+class StorageError(AutotuneError):
+    """The study storage (``--storage``) cannot be opened: bad URL, missing driver, unreachable, refused."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, Iterable
 
 if TYPE_CHECKING:
     from .profile import DeploymentProfile
@@ -25,3 +25,19 @@ class Exporter:
     def applies_to(self, backend: str) -> bool:
         """True when this exporter can render a profile of ``backend``."""
         return not self.backends or backend in self.backends
+
+
+def render_exports(exporters: Iterable[Exporter], profile: "DeploymentProfile",
+                   warn: Callable[[str], None]) -> dict[str, str]:
+    """Every applicable exporter's text for ``profile``; an exporter that raises is named in a warning and left out.
+
+    A broken third-party exporter must never cost the profile the whole search produced.
+    """
+    rendered: dict[str, str] = {}
+    for exporter in exporters:
+        try:
+            if exporter.applies_to(profile.backend.name):
+                rendered[exporter.name] = exporter.render(profile)
+        except Exception as error:  # noqa: BLE001 - any plugin failure is reported, never fatal
+            warn(f"exporter {exporter.name!r} failed and was left out of the profile: {error!r}")
+    return rendered

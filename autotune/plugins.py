@@ -67,13 +67,29 @@ class PluginManager:
     # -- registration -------------------------------------------------------------------------
 
     def register(self, plugin: ModuleType | object, name: str, *, version: str | None = None, builtin: bool = False) -> None:
-        """Register a plugin object or module under ``name`` (skipped when disabled)."""
+        """Register a plugin object or module under ``name`` (skipped when disabled).
+
+        A plugin pluggy refuses (a hook implementation with arguments the spec does not have) or
+        one with a misspelt ``autotune_*`` hook is named in one warning and left out; the others load.
+        """
         if name in disabled_plugins():
             return
-        self._pm.register(plugin, name=name)
         module = getattr(plugin, "__name__", type(plugin).__module__)
+        try:
+            self._pm.register(plugin, name=name)
+        except Exception as error:  # noqa: BLE001 - pluggy's PluginValidationError, or a duplicate name
+            self._fail(name, module, version, f"cannot be registered: {_one_line(error)}", builtin=builtin)
+            return
+        unknown = [impl.function.__name__ for caller in self._pm.hook.__dict__.values()
+                   if isinstance(caller, pluggy.HookCaller) and not caller.has_spec()
+                   for impl in caller.get_hookimpls() if impl.plugin_name == name and not impl.optionalhook]
+        if unknown:
+            self._pm.unregister(name=name)
+            known = ", ".join(sorted(n for n in dir(hookspecs) if n.startswith("autotune_")))
+            self._fail(name, module, version, f"implements {', '.join(unknown)}, which autotune does not have "
+                       f"(a misspelt hook? known hooks: {known})", builtin=builtin)
+            return
         self.records[name] = PluginRecord(name=name, module=module, version=version, builtin=builtin)
-        self._pm.check_pending()
 
     def load_builtins(self) -> None:
         """Register the built-in probes and exporters."""
@@ -174,6 +190,12 @@ class PluginManager:
                 continue
             found[exporter.name] = exporter
         return found
+
+
+def _one_line(error: BaseException) -> str:
+    """An exception as one short line (pluggy's validation messages span several)."""
+    text = " ".join(str(error).split())
+    return f"{type(error).__name__}: {text[:300]}"
 
 
 def get_plugin_manager(*, entrypoints: bool = True, builtins: bool = True) -> PluginManager:

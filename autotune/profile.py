@@ -13,6 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from .backend import precision_label
 from .budget import Budget
 from .errors import ProfileError
 from .measurement import Measurement
@@ -52,6 +53,11 @@ class ArtifactInfo(_Strict):
     bits_per_weight: float
     size_bytes: int
     details: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        """The precision as written, with its fallback when one happened (see ``autotune.precision_label``)."""
+        return precision_label(self.precision, self.details)
 
 
 class Predicted(_Strict):

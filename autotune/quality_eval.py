@@ -81,7 +81,7 @@ class QualityEvaluator:
         chunks = self.cache.get(*cache_args)
         if chunks is not None:
             return to_profile(summarize_quality(chunks), self.label, artifact.bits_per_weight)
-        self.reporter.info(f"scoring quality of {r.backend.name} {artifact.precision} on {len(self.tokens)} tokens "
+        self.reporter.info(f"scoring quality of {r.backend.name} {artifact.label} on {len(self.tokens)} tokens "
                            f"against {self.label}")
         result = run_in_worker(
             WorkerTask(quality_task, (self.reference.backend, self.ref_artifact, self.ref_params,
@@ -89,7 +89,7 @@ class QualityEvaluator:
             timeout_s=self.options.timeout_s * 4,
         )
         if not result.ok:
-            self.reporter.warn(f"quality of {r.backend.name} {artifact.precision} not measured: {result.error}")
+            self.reporter.warn(f"quality of {r.backend.name} {artifact.label} not measured: {result.error}")
             return None
         self.cache.put(*cache_args, result.value)
         return to_profile(summarize_quality(result.value), self.label, artifact.bits_per_weight)

@@ -5,10 +5,12 @@ from __future__ import annotations
 import argparse
 import re
 import sys
+from pathlib import Path
 
 from .budget import Budget, format_bytes
 from .console import ConsoleReporter, describe, ordered_by_objective, results_table
 from .default_model import model_path as resolve_model
+from .errors import InputError
 from .plot import write_pareto_plot
 from .plugins import get_plugin_manager
 from .probe import probe
@@ -23,17 +25,21 @@ def run_command(args: argparse.Namespace, budget: Budget, workload: Workload, ti
     manager = get_plugin_manager()
     hardware = probe(manager)
     model_path = resolve_model(args.model)
-    console.print(f"[bold]autotune[/bold] {model_path.name} on {hardware.cpu.brand or hardware.cpu.architecture} "
-                  f"({hardware.cpu.usable_cores} usable cores, {format_bytes(hardware.memory.limit_bytes)})")
-    console.print(f"budget: {budget.describe()}")
-    console.print(f"workload: {workload.prompt_tokens} prompt + {workload.gen_tokens} generated tokens, context "
-                  f"{workload.context}, decode also measured at depth {workload.deep_start}")
     options = TuneOptions(
         backends=args.backend, trials=args.trials, timeout_s=timeout_s, storage=args.storage, objective=args.objective,
         seed=args.seed, measure_quality=not args.no_quality, eval_text=args.eval_text, eval_tokens=args.eval_tokens,
         confirm_rounds=args.confirm_rounds, strict=args.strict,
     )
-    result = Tuner(model_path, budget, workload, options, manager=manager, hardware=hardware, reporter=reporter).run()
+    tuner = Tuner(model_path, budget, workload, options, manager=manager, hardware=hardware, reporter=reporter)
+    tuner.preflight()  # refuse what cannot be right (another machine's description) before printing anything
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", f"{model_path.name.removesuffix('.gguf')}-{hardware.fingerprint[:8]}")
+    profile_path, plot_path = prepare_out(args.out, stem)  # a bad --out fails now, not after the search
+    console.print(f"[bold]autotune[/bold] {model_path.name} on {hardware.cpu.brand or hardware.cpu.architecture} "
+                  f"({hardware.cpu.usable_cores} usable cores, {format_bytes(hardware.memory.limit_bytes)})")
+    console.print(f"budget: {tuner.budget.describe()}")
+    console.print(f"workload: {workload.prompt_tokens} prompt + {workload.gen_tokens} generated tokens, context "
+                  f"{workload.context}, decode also measured at depth {workload.deep_start}")
+    result = tuner.run()
     profile = result.profile
     measured = [r for r in result.records if r.status == "measured"]
     console.print()
@@ -58,13 +64,10 @@ def run_command(args: argparse.Namespace, budget: Budget, workload: Workload, ti
         console.print(line)
         for note in confirmation.notes:
             console.print(f"  [dim]{note}[/dim]")
-    args.out.mkdir(parents=True, exist_ok=True)
-    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", f"{model_path.name.removesuffix('.gguf')}-{hardware.fingerprint[:8]}")
-    profile_path = args.out / f"{stem}.json"
     profile_path.write_text(profile.to_json())
-    plot_path = write_pareto_plot(args.out / f"{stem}.pareto.png", measured, result.front, result.winner, budget)
+    plot_path = write_pareto_plot(plot_path, measured, result.front, result.winner, budget)
     m = profile.measured
-    console.print(f"[bold green]chosen:[/bold green] {describe(result.winner)}  ({profile.artifact.precision} written as "
+    console.print(f"[bold green]chosen:[/bold green] {describe(result.winner)}  ({profile.artifact.label} written as "
                   f"{profile.artifact.bits_per_weight:.2f} bits per weight)")
     console.print(f"  {m.decode_tps:.1f} tok/s, p95 {m.itl_p95_ms:.1f} ms (at depth {m.deep_depth or 0}: "
                   f"{m.deep_itl_p95_ms or m.itl_p95_ms:.1f} ms), TTFT {m.ttft_ms:.0f} ms, peak {format_bytes(m.peak_rss_bytes)} "
@@ -73,3 +76,23 @@ def run_command(args: argparse.Namespace, budget: Budget, workload: Workload, ti
     if args.json:
         sys.stdout.write(profile.to_json() + "\n")
     return 0
+
+
+def prepare_out(folder: Path, stem: str) -> tuple[Path, Path]:
+    """Create the ``--out`` folder and name the profile and plot in it, before anything is measured.
+
+    A folder that cannot be made, or a folder already standing where a file will be written, would
+    otherwise only fail after the whole search.
+    """
+    accepted = "name a folder for the profile (it is created if missing)"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except (OSError, ValueError) as error:
+        reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
+        raise InputError(f"--out {str(folder)!r} cannot be created: {reason}; {accepted}") from None
+    profile_path, plot_path = folder / f"{stem}.json", folder / f"{stem}.pareto.png"
+    for path in (profile_path, plot_path):
+        if path.is_dir():
+            raise InputError(f"--out {str(folder)!r} holds a folder named {path.name!r} where the profile goes; "
+                             "remove it or choose another --out")
+    return profile_path, plot_path

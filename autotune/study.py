@@ -22,6 +22,7 @@ from optuna.trial import TrialState
 from .backend import Backend, Categorical, IntRange, Params, SearchSpace
 from .budget import Budget
 from .cache import cache_dir
+from .errors import StorageError
 from .measurement import Measurement
 from .profile import Quality
 from .workload import Workload
@@ -52,15 +53,56 @@ def config_key(backend: str, params: Params) -> str:
     return json.dumps({"backend": backend, "params": params}, sort_keys=True, default=str)
 
 
+STORAGE_FORMS = "sqlite:///path/to/studies.db or postgresql+psycopg://user@host:5432/dbname"
+
+
+def redact_url(url: str) -> str:
+    """A storage URL with its password masked, for profiles, logs and messages."""
+    try:
+        from sqlalchemy.engine import make_url
+
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001 - an unreadable URL is shown without anything after the scheme's user part
+        scheme, sep, rest = url.partition("://")
+        return f"{scheme}{sep}***@{rest.rpartition('@')[2]}" if "@" in rest else url
+
+
+def open_storage(url: str | None) -> optuna.storages.RDBStorage:
+    """The study storage at ``url`` (default: SQLite in the cache); any failure is one ``StorageError`` line."""
+    import sqlalchemy.exc
+
+    url = url or default_storage()
+    shown = redact_url(url)
+    try:
+        if url.startswith("sqlite:///"):
+            Path(url.removeprefix("sqlite:///")).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}})
+        return optuna.storages.RDBStorage(url)
+    except ImportError as error:
+        driver = error.name or "its driver"
+        raise StorageError(f"--storage {shown}: the database driver {driver!r} is not installed; for PostgreSQL "
+                           "install it with `pip install 'psycopg[binary]'`") from None
+    except sqlalchemy.exc.NoSuchModuleError:
+        raise StorageError(f"--storage {shown}: unknown database kind; use {STORAGE_FORMS}") from None
+    except sqlalchemy.exc.ArgumentError:
+        raise StorageError(f"cannot read --storage {shown!r} as a database URL; use {STORAGE_FORMS}") from None
+    except sqlalchemy.exc.OperationalError as error:
+        detail = " ".join(str(error.orig).split())[:200]
+        raise StorageError(f"cannot open --storage {shown}: {detail}; check that the server runs, the address and "
+                           "the credentials, and that the file's folder is writable") from None
+    except sqlalchemy.exc.SQLAlchemyError as error:
+        raise StorageError(f"--storage {shown} failed: {type(error).__name__}: {' '.join(str(error).split())[:200]}") from None
+    except OSError as error:
+        raise StorageError(f"cannot create the storage file for --storage {shown}: {error.strerror}") from None
+    except RuntimeError as error:  # optuna: the schema was written by a newer version
+        raise StorageError(f"--storage {shown} holds studies in a newer schema than this autotune's optuna reads "
+                           f"({' '.join(str(error).split())[:200]}); upgrade autotune or use another storage") from None
+
+
 def open_study(name: str, storage: str | None, seed: int | None) -> optuna.Study:
     """Create or load the study (multi-objective, constrained TPE)."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    url = storage or default_storage()
-    if url.startswith("sqlite:///"):
-        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-        rdb = optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}})
-    else:
-        rdb = optuna.storages.RDBStorage(url)
+    rdb = open_storage(storage)
     # Constraints reach the sampler through trial.set_constraint (see Tuner._tell).
     sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=4)
     return optuna.create_study(study_name=name, storage=rdb, sampler=sampler, load_if_exists=True,
@@ -121,6 +163,8 @@ class TrialRecord:
     quality: dict[str, Any] | None = None
     violations: dict[str, float] = field(default_factory=dict)
     reason: str | None = None
+    cause: str | None = None
+    """The kind of failure or skip, for counting (``killed by SIGILL``, ``timed out``, ``memory``, ``latency``)."""
     label: str | None = None
     """The backend's compact description of the configuration (``Backend.describe``)."""
 

@@ -34,28 +34,37 @@ def artifact_key(backend: Backend, source: ModelSource, params: Params) -> dict[
 
 
 def prepare_artifact(backend: Backend, source: ModelSource, params: Params) -> tuple[Artifact, bool]:
-    """Return the cached artifact for ``params``, building it once. The flag says whether it was built now."""
+    """Return the cached artifact for ``params``, building it once. The flag says whether it was built now.
+
+    An artifact that is the source itself (a GGUF used as is) is recorded as "the source", never by
+    path: the same content tuned under another name, folder or working directory must point at the
+    file the user gave this time, absolute.
+    """
     final = artifact_dir(backend.name, artifact_key(backend, source, params))
     record = final / ARTIFACT_RECORD
     if record.exists():
-        return _read_artifact(final), False
+        return _read_artifact(final, source), False
     with building(final) as workdir:
         artifact = backend.prepare(source, backend.canonical_params(params), workdir)
-        try:
-            relative = artifact.path.resolve().relative_to(workdir.resolve())
-        except ValueError:
-            relative = None  # the backend chose to use a file outside the cache (e.g. the source itself)
         stored = asdict(artifact)
-        stored["path"] = str(relative) if relative is not None else str(artifact.path)
-        stored["relative"] = relative is not None
+        resolved = artifact.path.resolve()
+        if resolved == Path(source.path).resolve():
+            stored["path"], stored["location"] = "", "source"
+        elif resolved.is_relative_to(workdir.resolve()):
+            stored["path"], stored["location"] = str(resolved.relative_to(workdir.resolve())), "cache"
+        else:  # the backend chose a file of its own outside the cache
+            stored["path"], stored["location"] = str(resolved), "absolute"
         (workdir / ARTIFACT_RECORD).write_text(json.dumps(stored, indent=2, default=str))
-    return _read_artifact(final), True
+    return _read_artifact(final, source), True
 
 
-def _read_artifact(folder: Path) -> Artifact:
+def _read_artifact(folder: Path, source: ModelSource) -> Artifact:
     stored = json.loads((folder / ARTIFACT_RECORD).read_text())
-    relative = stored.pop("relative")
-    stored["path"] = folder / stored["path"] if relative else Path(stored["path"])
+    location = stored.pop("location", None)
+    if location is None:  # written before locations were recorded: "relative" to the cache or as given
+        location = "cache" if stored.pop("relative", False) else "absolute"
+    stored["path"] = {"source": Path(source.path).resolve(), "cache": folder / stored["path"],
+                      "absolute": Path(stored["path"])}[location]
     return Artifact(**stored)
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import random
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Protocol, Sequence
@@ -15,19 +16,23 @@ import optuna
 from optuna.trial import TrialState
 
 from . import __version__
-from .backend import Categorical, Params, SearchSpace
+from .backend import Backend, Categorical, Params, SearchSpace
 from .budget import Budget, format_bytes
 from .errors import AutotuneError, BackendUnavailable, NothingFits, PluginError
+from .exporter import render_exports
 from .hardware import Hardware
 from .model_source import cached_content_hash, detect_format
 from .plugins import PluginManager
+from .probe import ensure_this_machine
+from .selftest import crash_message, usable, usable_all
 from .profile import (Alternative, ArtifactInfo, BackendInfo, DeploymentProfile, ModelInfo, Predicted, Quality)
 from .quality_eval import QualityEvaluator, has_logprobs
 from .selection import best_per_backend, choose, pareto_front
 from .sources import ResolvedBackend, resolve
-from .study import (RECORD_ATTR, TrialRecord, claim, config_key, enqueue, mark_abandoned, open_study, records,
+from .study import (RECORD_ATTR, open_storage, redact_url, TrialRecord, claim, config_key, enqueue, mark_abandoned, open_study, records,
                     study_name, suggest_params, violations)
 from .trial import busy_warning, machine_context, measure, prepare_artifact
+from .worker import remove_orphaned_scratch
 from .workload import Workload
 
 PREDICTION_MARGIN = 0.10
@@ -125,13 +130,33 @@ class Tuner:
         self.rng = random.Random(options.seed)
         self._last_competitors: tuple[str, ...] = ()
         self.dropped: dict[str, str] = {}
-        """Backends that said they cannot run this model (BackendUnavailable from prepare), with why."""
+        """Backends dropped for this run (they cannot run this model, or their runtime crashes here), with why."""
+        self.crashes: dict[str, Counter[str]] = {}
+        """Per backend, how many of its workers died by each signal in this run."""
+        self.measured_ok: set[str] = set()
+        """Backends with at least one successful measurement in this study."""
 
     # -- set-up -------------------------------------------------------------------------------
 
+    def preflight(self) -> None:
+        """Checks that need no measuring, so a run that cannot be right stops before it starts.
+
+        Unknown backend names and a hardware description of another machine are refused; a memory
+        budget above what this machine lets autotune use is capped there. ``run()`` calls it too.
+        """
+        backends = select_backends(self.manager, self.options.backends)
+        if any(b.measures_this_machine for b in backends):
+            ensure_this_machine(self.hardware)
+        self._cap_budget_at_the_machine()
+        open_storage(self.options.storage)  # a bad --storage fails now, not after the self-tests and conversions
+        remove_orphaned_scratch()  # left by a tuner or worker killed with kill -9
+
     def _resolve(self) -> list[ResolvedBackend]:
         backends = select_backends(self.manager, self.options.backends)
-        resolved = resolve(self.model_path, backends, self.manager.conversions(), self.reporter.warn)
+        # "Runs here", not "imports here": self-tests in workers, side by side, before any conversion.
+        checks = usable_all([b for b in backends if b.measures_this_machine], self.hardware)
+        resolved = resolve(self.model_path, backends, self.manager.conversions(), self.reporter.warn,
+                           lambda b: checks[b.name][0] if b.name in checks else b.availability())
         if not resolved:
             raise AutotuneError(
                 f"no installed backend can run {self.model_path}; see the warnings above and `autotune plugins`"
@@ -149,7 +174,7 @@ class Tuner:
             if backend.name in tuned or model_format not in backend.source_formats or not has_logprobs(backend):
                 continue
             try:
-                if backend.availability().available:
+                if usable(backend, self.hardware)[0].available:
                     pool.append(ResolvedBackend(backend, backend.inspect(self.model_path), []))
             except Exception as error:  # noqa: BLE001 - a reference candidate must not end the run
                 self.reporter.warn(f"backend {backend.name!r} cannot serve as the quality reference: {error!r}")
@@ -160,8 +185,19 @@ class Tuner:
 
     # -- the loop -----------------------------------------------------------------------------
 
+    def _cap_budget_at_the_machine(self) -> None:
+        """A memory budget above what this process may use is capped there, with a warning."""
+        limit = self.hardware.memory.limit_bytes
+        if self.budget.memory_bytes > limit:  # capped once: a second call finds it equal
+            why = "its cgroup limit" if self.hardware.memory.cgroup_limit_bytes == limit else "its memory"
+            self.reporter.warn(f"the memory budget {format_bytes(self.budget.memory_bytes)} is above the "
+                               f"{format_bytes(limit)} this machine lets autotune use ({why}); tuning within "
+                               f"{format_bytes(limit)}")
+            self.budget = self.budget.model_copy(update={"memory_bytes": limit})
+
     def run(self) -> TuneResult:
         """Search, then choose, confirm and build the profile."""
+        self.preflight()
         resolved = self._resolve()
         by_name = {r.backend.name: r for r in resolved}
         spaces = self._spaces(resolved)
@@ -176,6 +212,7 @@ class Tuner:
         if abandoned:
             self.reporter.warn(f"{abandoned} trial(s) of an interrupted run were marked failed")
         previous = records(study)
+        self.measured_ok.update(r.backend for r in previous if r.status == "measured")
         if previous:
             self.reporter.info(f"resuming study {name}: {len(previous)} finished trial(s) reused, not re-measured")
         for r in resolved:
@@ -253,12 +290,12 @@ class Tuner:
             return record
         record.prediction = asdict(prediction)
         if prediction.memory_bytes > self.budget.memory_bytes * (1 + PREDICTION_MARGIN):
-            record.status = "predicted-infeasible"
+            record.status, record.cause = "predicted-infeasible", "memory"
             record.reason = (f"predicted memory {format_bytes(prediction.memory_bytes)} exceeds the "
                              f"{format_bytes(self.budget.memory_bytes)} budget; not run")
             return record
         if prediction.latency_lower_bound_ms and prediction.latency_lower_bound_ms > self.budget.latency_ms:
-            record.status = "predicted-infeasible"
+            record.status, record.cause = "predicted-infeasible", "latency"
             record.reason = (f"predicted latency of at least {prediction.latency_lower_bound_ms:.1f} ms exceeds the "
                              f"{self.budget.latency_ms:g} ms budget; not run")
             return record
@@ -266,20 +303,20 @@ class Tuner:
             started = time.perf_counter()
             artifact, built = prepare_artifact(backend, source, params)
             if built:
-                self.reporter.info(f"built {artifact.precision} for {backend.name} in {time.perf_counter() - started:.1f} s "
+                self.reporter.info(f"built {artifact.label} for {backend.name} in {time.perf_counter() - started:.1f} s "
                                    f"({format_bytes(artifact.size_bytes)}, {artifact.bits_per_weight:.2f} bits/weight)")
         except BackendUnavailable as error:
-            record.reason = f"prepare failed: {error}"
+            record.reason, record.cause = f"prepare failed: {error}", "cannot run this model"
             self.dropped[backend.name] = str(error)
             self.reporter.warn(f"backend {backend.name!r} dropped for this model: {error}")
             return record
         except AutotuneError as error:
-            record.reason = f"prepare failed: {error}"
+            record.reason, record.cause = f"prepare failed: {error}", "prepare failed"
             return record
         except Exception as error:  # noqa: BLE001 - a backend bug must not end the run
-            record.reason = f"prepare failed: {error!r}"
+            record.reason, record.cause = f"prepare failed: {error!r}", "prepare failed"
             return record
-        record.precision = artifact.precision
+        record.precision = artifact.label  # the fallback shows wherever the precision does
         record.bits_per_weight = artifact.bits_per_weight
         record.artifact = {**asdict(artifact), "path": str(artifact.path)}
         context = machine_context()
@@ -293,9 +330,13 @@ class Tuner:
                          memory_limit_bytes=memory_guard(self.budget, self.hardware))
         if not result.ok:
             record.reason = f"measurement failed: {result.error}"
+            record.cause = f"killed by {result.signal}" if result.signal else _failure_cause(result.error or "")
             if result.peak_rss_bytes:
                 record.reason += f" (peak resident memory {format_bytes(result.peak_rss_bytes)})"
+            if result.signal:
+                self._note_crash(backend, result.signal)
             return record
+        self.measured_ok.add(backend.name)
         measurement = result.value
         quality: Quality | None = None
         if self.quality is not None:
@@ -305,6 +346,22 @@ class Tuner:
         record.violations = violations(measurement, self.budget, quality)
         record.status = "measured"
         return record
+
+    def _note_crash(self, backend: Backend, signal_name: str) -> None:
+        """Drop a backend whose runtime dies by a signal in its first configuration, or by one signal twice.
+
+        A crash before any success is the runtime failing on this machine, not a bad configuration:
+        handing it the remaining trials would only spend them all on the same crash.
+        """
+        crashes = self.crashes.setdefault(backend.name, Counter())
+        crashes[signal_name] += 1
+        first = backend.name not in self.measured_ok and sum(crashes.values()) == 1
+        if not first and crashes[signal_name] < 2:
+            return
+        where = "in its first configuration" if first else f"in {crashes[signal_name]} configurations"
+        why = crash_message(backend, signal_name, self.hardware, where)
+        self.dropped[backend.name] = why
+        self.reporter.warn(f"backend {backend.name!r} dropped for this run: {why}")
 
     def _tell(self, study: optuna.Study, trial: optuna.Trial, record: TrialRecord) -> None:
         trial.set_user_attr(RECORD_ATTR, record.to_json())
@@ -327,7 +384,7 @@ class Tuner:
         all_records = records(study)
         feasible = [r for r in all_records if r.feasible]
         if not feasible:
-            raise NothingFits(nothing_fits_message(all_records, self.budget))
+            raise NothingFits(nothing_fits_message(all_records, self.budget, self.dropped))
         front = pareto_front(feasible)
         winner = choose(front, self.options.objective)
         notes: list[str] = []
@@ -338,13 +395,15 @@ class Tuner:
             winner, confirmation, confirm_notes = confirm_finalists(
                 winner, feasible, by_name, self.budget, self.workload, self.hardware, self.options, self.reporter)
             notes.extend(confirm_notes)
-        profile = self._profile(winner, front, feasible, by_name, name, all_records, new, confirmation)
+        # Failed trials include those of interrupted runs, which left no record behind.
+        failed = len(study.get_trials(deepcopy=False, states=(TrialState.FAIL,)))
+        profile = self._profile(winner, front, feasible, by_name, name, all_records, new, confirmation, failed)
         return TuneResult(profile=profile, records=all_records, front=front, winner=winner, study_name=name,
                           new_measurements=new, notes=notes)
 
     def _profile(self, winner: TrialRecord, front: list[TrialRecord], feasible: list[TrialRecord],
                  by_name: dict[str, ResolvedBackend], name: str, all_records: list[TrialRecord], new: int,
-                 confirmation: object) -> DeploymentProfile:
+                 confirmation: object, failed: int) -> DeploymentProfile:
         r = by_name[winner.backend]
         measured = winner.measured
         assert measured is not None and measured.peak_rss_bytes is not None and winner.artifact and winner.prediction
@@ -382,23 +441,54 @@ class Tuner:
             alternatives=[Alternative(backend=a.backend, params=a.params, precision=a.precision or "",
                                       measured=a.measured, quality=a.quality_report, trial=a.number)  # type: ignore[arg-type]
                           for a in alternatives.values()],
-            study={"name": name, "storage": self.options.storage or "default (cache sqlite)",
+            study={"name": name, "storage": redact_url(self.options.storage) if self.options.storage else "default (cache sqlite)",
                    "trials_total": len(all_records), "measured_now": new,
                    "measured": sum(rec.status == "measured" for rec in all_records),
                    "predicted_infeasible": sum(rec.status == "predicted-infeasible" for rec in all_records),
-                   "failed": sum(rec.status == "failed" for rec in all_records),
+                   "failed": failed,
                    "feasible": len(feasible), "conversions": {rb.backend.name: rb.conversions for rb in by_name.values()},
                    "best_per_backend": {name: rec.number for name, rec in per_backend.items()},
                    "dropped_backends": dict(self.dropped)},
         )
-        exports = {e.name: e.render(profile) for e in self.manager.exporters().values() if e.applies_to(winner.backend)}
+        exports = render_exports(self.manager.exporters().values(), profile, self.reporter.warn)
         return profile.model_copy(update={"exports": exports})
 
 
-def nothing_fits_message(all_records: Sequence[TrialRecord], budget: Budget) -> str:
-    """One paragraph: which constraint failed by how much for the closest configurations, and what to relax."""
-    measured = [r for r in all_records if r.status == "measured"]
+def _failure_cause(error: str) -> str:
+    """A failed measurement's kind, for counting which failure dominates."""
+    for cause in ("timed out", "memory guard"):
+        if cause in error:
+            return "killed by the memory guard" if cause == "memory guard" else cause
+    return "measurement failed"
+
+
+def failure_causes(all_records: Sequence[TrialRecord]) -> dict[str, tuple[str, int, int]]:
+    """Per backend with failures: its most frequent failure cause, an example reason, how many, of how many trials."""
+    summary: dict[str, tuple[str, int, int]] = {}
+    for backend in dict.fromkeys(r.backend for r in all_records):
+        tried = [r for r in all_records if r.backend == backend and r.status != "predicted-infeasible"]
+        failed = [r for r in tried if r.status == "failed"]
+        if not failed:
+            continue
+        counts = Counter(r.cause or r.reason or "unknown" for r in failed)
+        cause, count = counts.most_common(1)[0]
+        example = next(r.reason for r in failed if (r.cause or r.reason or "unknown") == cause)
+        summary[backend] = (example or cause, count, len(tried))
+    return summary
+
+
+def nothing_fits_message(all_records: Sequence[TrialRecord], budget: Budget, dropped: dict[str, str] | None = None) -> str:
+    """One paragraph: the real cause per backend first, then which budget failed by how much and what to relax."""
     lines = [f"No configuration met the budget ({budget.describe()})."]
+    dropped = dropped or {}
+    causes = failure_causes(all_records)
+    for backend in dict.fromkeys([*dropped, *causes]):
+        if backend in dropped:
+            lines.append(f"Backend {backend} was dropped: {dropped[backend]}.")
+        else:
+            reason, count, tried = causes[backend]
+            lines.append(f"Backend {backend}: {count} of {tried} trial(s) failed, most often: {reason}.")
+    measured = [r for r in all_records if r.status == "measured"]
     if measured:
         by_memory = min(measured, key=lambda r: r.measured.peak_rss_bytes)  # type: ignore[union-attr]
         by_latency = min(measured, key=lambda r: r.measured.worst_itl_p95_ms)  # type: ignore[union-attr]
@@ -412,16 +502,22 @@ def nothing_fits_message(all_records: Sequence[TrialRecord], budget: Budget) -> 
             f"Lowest measured p95 latency: {m_lat.worst_itl_p95_ms:.1f} ms ({by_latency.backend} {by_latency.precision}, "
             f"{m_lat.worst_itl_p95_ms / budget.latency_ms:.1f}× the latency budget)."
         )
-        suggest_mem = max(m_mem.peak_rss_bytes, min(r.measured.peak_rss_bytes for r in measured if r.measured))
-        lines.append(f"Relax to at least --budget {suggest_mem / 1e6 * 1.1:.0f}MB and --latency "
+        lines.append(f"Relax to at least --budget {m_mem.peak_rss_bytes / 1e6 * 1.1:.0f}MB and --latency "
                      f"{m_lat.worst_itl_p95_ms * 1.1:.0f}ms, or try a smaller model.")
-    skipped = [r for r in all_records if r.status == "predicted-infeasible"]
-    if skipped:
-        smallest = min(int(r.prediction["memory_bytes"]) for r in skipped if r.prediction)
-        lines.append(f"{len(skipped)} configuration(s) were skipped unmeasured: predicted memory of at least "
+    skipped = [r for r in all_records if r.status == "predicted-infeasible" and r.prediction]
+    # Memory- and latency-skipped configurations apart: each has its own figure and its own suggestion.
+    by_memory_skip = [r for r in skipped if r.cause == "memory" or (r.cause is None and "memory" in (r.reason or ""))]
+    by_latency_skip = [r for r in skipped if r not in by_memory_skip]
+    if by_memory_skip:
+        smallest = min(int(r.prediction["memory_bytes"]) for r in by_memory_skip)  # type: ignore[index]
+        lines.append(f"{len(by_memory_skip)} configuration(s) were skipped unmeasured for memory: predicted at least "
                      f"{format_bytes(smallest)} against a {format_bytes(budget.memory_bytes)} budget"
                      f" — relax to at least --budget {smallest / 1e6 * 1.1:.0f}MB.")
-    failed = [r for r in all_records if r.status == "failed"]
-    if failed:
-        lines.append(f"{len(failed)} trial(s) failed; first reason: {failed[0].reason}")
+    bounds = [r.prediction.get("latency_lower_bound_ms") for r in by_latency_skip if r.prediction]
+    bounds = [b for b in bounds if b]
+    if bounds:
+        fastest = min(bounds)
+        lines.append(f"{len(by_latency_skip)} configuration(s) were skipped unmeasured for latency: predicted at least "
+                     f"{fastest:.1f} ms per token against a {budget.latency_ms:g} ms budget"
+                     f" — relax to at least --latency {fastest * 1.1:.0f}ms.")
     return " ".join(lines)

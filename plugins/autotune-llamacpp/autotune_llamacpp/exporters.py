@@ -64,7 +64,7 @@ def _modelfile_string(value: str) -> str:
 def render_ollama(profile: "DeploymentProfile") -> str:
     """An Ollama Modelfile: ``FROM`` the artifact plus the runner parameters Ollama accepts."""
     s = _settings(profile)
-    lines = [f"# Ollama Modelfile from an autotune profile (llama.cpp, {profile.artifact.precision})."]
+    lines = [f"# Ollama Modelfile from an autotune profile (llama.cpp, {profile.artifact.label})."]
     quantized_kv = s["type_k"] != "f16" or s["type_v"] != "f16"
     if s["flash_attn"] or quantized_kv:
         # Flash attention and the KV-cache type are server-wide settings in Ollama, not Modelfile parameters.

@@ -26,9 +26,12 @@ def describe_file(path: Path, requested: str, source: GgufInfo, seconds: float |
     details: dict[str, object] = {"requested": requested, "tensor_types": written.tensor_type_counts()}
     if requested in DEFAULT_TENSOR_TYPE:  # a mix autotune knows: count tensors written off its choice
         plan = plan_tensors(source, requested)
-        details["fallback_tensors"] = sum(
-            1 for t in written.tensors if t.name in plan.requested and t.type_name != plan.requested[t.name]
-        )
+        off_plan = [t for t in written.tensors if t.name in plan.requested and t.type_name != plan.requested[t.name]]
+        details["fallback_tensors"] = len(off_plan)
+        if off_plan:
+            types = "/".join(sorted({t.type_name for t in off_plan}))
+            details["fallback"] = (f"{len(off_plan)} of {len(plan.requested)} tensors fell back to {types}: "
+                                   "their rows do not divide into the type's blocks")
     if seconds is not None:
         details["quantize_s"] = round(seconds, 3)
     details.update(extra or {})

@@ -65,7 +65,7 @@ def render_python(profile: "DeploymentProfile") -> str:
         del kwargs["prefill_step_size"]
     arguments = "".join(f", {name}={value!r}" for name, value in kwargs.items())
     return (
-        f"# MLX ({profile.artifact.precision}) as measured by autotune.\n"
+        f"# MLX ({profile.artifact.label}) as measured by autotune.\n"
         "from mlx_lm import generate, load\n\n"
         f"model, tokenizer = load({str(profile.artifact.path)!r})\n"
         f"text = generate(model, tokenizer, prompt={DEFAULT_PROMPT!r}{arguments})\n"

@@ -33,7 +33,7 @@ def render_python(profile: "DeploymentProfile") -> str:
     overlay = json.dumps(genai_overlay(profile.params))
     provider_line = f"config.append_provider({provider!r})\n" if provider else ""
     return (
-        f"# onnxruntime-genai with the settings autotune measured ({profile.artifact.precision}, "
+        f"# onnxruntime-genai with the settings autotune measured ({profile.artifact.label}, "
         f"{profile.measured.decode_tps:.1f} tok/s, p95 ITL {profile.measured.itl_p95_ms:.1f} ms)\n"
         "import onnxruntime_genai as og\n"
         "\n"

@@ -73,7 +73,7 @@ if __name__ == "__main__":
 def render_python(profile: "DeploymentProfile") -> str:
     """A self-contained script compiling the tuned IR with the tuned properties and generating greedily."""
     title = (f"Run {profile.model.path} with OpenVINO as tuned by autotune "
-             f"({profile.artifact.precision}, measured {profile.measured.decode_tps:.1f} tok/s).")
+             f"({profile.artifact.label}, measured {profile.measured.decode_tps:.1f} tok/s).")
     return PYTHON_TEMPLATE.format(
         title=title.replace('"""', "'''"), model_dir=str(profile.artifact.path),
         device=str(profile.params.get("device", "CPU")), properties=compile_properties(profile.params), ir_file=IR_FILE,
