@@ -180,8 +180,23 @@ class Tuner:
                 self.reporter.warn(f"backend {backend.name!r} cannot serve as the quality reference: {error!r}")
         return pool
 
-    def _spaces(self, resolved: Sequence[ResolvedBackend]) -> dict[str, SearchSpace]:
-        return {r.backend.name: r.backend.search_space(r.source, self.hardware, self.workload) for r in resolved}
+    def _plan(self, resolved: Sequence[ResolvedBackend]) -> tuple[list[ResolvedBackend], dict[str, SearchSpace],
+                                                                   dict[str, list[Params]]]:
+        """Each backend's search space and starting points; a backend whose plugin raises here is skipped."""
+        kept, spaces, starts = [], {}, {}
+        for r in resolved:
+            try:
+                spaces[r.backend.name] = r.backend.search_space(r.source, self.hardware, self.workload)
+                starts[r.backend.name] = [r.backend.canonical_params(p) for p in
+                                          r.backend.starting_points(r.source, self.hardware, self.workload)]
+            except Exception as error:  # noqa: BLE001 - a plugin's bug costs its backend, never the run
+                self.reporter.warn(f"backend {r.backend.name!r} skipped: its plugin raised {error!r} while declaring "
+                                   "its search space")
+                continue
+            kept.append(r)
+        if not kept:
+            raise AutotuneError("no backend could declare a search space; see the warnings above")
+        return kept, spaces, starts
 
     # -- the loop -----------------------------------------------------------------------------
 
@@ -198,9 +213,8 @@ class Tuner:
     def run(self) -> TuneResult:
         """Search, then choose, confirm and build the profile."""
         self.preflight()
-        resolved = self._resolve()
+        resolved, spaces, starts = self._plan(self._resolve())
         by_name = {r.backend.name: r for r in resolved}
-        spaces = self._spaces(resolved)
         model_format = detect_format(self.model_path)
         model_sha = cached_content_hash(self.model_path)
         name = study_name(model_sha, self.model_path.name.removesuffix(".gguf"), self.hardware.fingerprint,
@@ -215,9 +229,9 @@ class Tuner:
         self.measured_ok.update(r.backend for r in previous if r.status == "measured")
         if previous:
             self.reporter.info(f"resuming study {name}: {len(previous)} finished trial(s) reused, not re-measured")
-        for r in resolved:
-            for params in r.backend.starting_points(r.source, self.hardware, self.workload):
-                enqueue(study, r.backend.name, params)
+        for backend_name, points in starts.items():
+            for params in points:
+                enqueue(study, backend_name, params)
 
         self.quality = QualityEvaluator.create(self._reference_pool(resolved, model_format), model_format,
                                                self.hardware, self.workload, self.options, self.reporter) \
@@ -240,7 +254,13 @@ class Tuner:
                 self._enqueue_unseen(study, by_name, spaces, done)
                 continue
             r = by_name[backend_name]
-            params = r.backend.canonical_params(suggest_params(trial, r.backend, spaces[backend_name]))
+            try:
+                params = r.backend.canonical_params(suggest_params(trial, r.backend, spaces[backend_name]))
+            except Exception as error:  # noqa: BLE001 - a plugin's bug costs its backend, never the run
+                self.dropped[backend_name] = f"its plugin raised {error!r} in canonical_params"
+                self.reporter.warn(f"backend {backend_name!r} dropped for this run: {self.dropped[backend_name]}")
+                study.tell(trial, state=TrialState.PRUNED)
+                continue
             key = config_key(backend_name, params)
             if key in done:
                 # Never re-measure: tell Optuna this point is known and steer it elsewhere.
@@ -274,19 +294,29 @@ class Tuner:
                     params[dim_name] = self.rng.choice(list(dim.choices))
                 else:
                     params[dim_name] = self.rng.randrange(dim.low, dim.high + 1, dim.step)
-            if config_key(backend, by_name[backend].backend.canonical_params(params)) not in done:
+            try:
+                key = config_key(backend, by_name[backend].backend.canonical_params(params))
+            except Exception:  # noqa: BLE001 - the loop drops the backend when it asks for this configuration
+                key = None
+            if key not in done:
                 enqueue(study, backend, params)
                 return
 
     def _run_trial(self, number: int, r: ResolvedBackend, params: Params) -> TrialRecord:
         backend, source = r.backend, r.source
-        record = TrialRecord(number=number, status="failed", backend=backend.name, params=params,
-                             label=backend.describe(params))
+        try:
+            label = backend.describe(params)
+        except Exception:  # noqa: BLE001 - a label is cosmetic; the core's own spelling will do
+            label = Backend.describe(backend, params)
+        record = TrialRecord(number=number, status="failed", backend=backend.name, params=params, label=label)
         label = f"{backend.name} {record.label}"
         try:
             prediction = backend.predict(source, params, self.workload, self.hardware)
         except AutotuneError as error:
-            record.reason = f"cannot predict: {error}"
+            record.reason, record.cause = f"cannot predict: {error}", "cannot predict"
+            return record
+        except Exception as error:  # noqa: BLE001 - a backend bug must not end the run
+            record.reason, record.cause = f"cannot predict: the plugin raised {error!r}", "cannot predict"
             return record
         record.prediction = asdict(prediction)
         if prediction.memory_bytes > self.budget.memory_bytes * (1 + PREDICTION_MARGIN):

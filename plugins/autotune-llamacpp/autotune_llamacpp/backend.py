@@ -67,7 +67,7 @@ class LlamaCppBackend(Backend):
         return selftest.build_identity()
 
     def crash_advice(self, signal_name: str) -> str:
-        return selftest.crash_advice(signal_name)
+        return selftest.crash_advice(signal_name, self.availability().details.get("cpu_features", ""))
 
     def header(self, path: Path) -> GgufInfo:
         """The GGUF header of ``path``, memoised on (path, size, mtime)."""

@@ -52,11 +52,15 @@ def build_identity() -> str:
     return ";".join(parts) or str(package)
 
 
-def crash_advice(signal_name: str) -> str:
-    """What to do when llama.cpp dies by a signal here."""
+def crash_advice(signal_name: str, build_features: str) -> str:
+    """What to do when llama.cpp dies by a signal here; ``build_features`` is what the build says it compiled."""
+    rebuild = (f"rebuild llama-cpp-python for this CPU without the faulting kernels — in an autotune checkout "
+               f"`scripts/install-llama-cpp-python.sh .venv/bin/pip` (native build minus AMX), or {REBUILD} — "
+               "then run `autotune plugins --refresh`")
+    if "amx" in build_features.split() or any(f.startswith("amx") for f in build_features.split()):
+        # Measured on a Xeon KVM guest: this build died with SIGILL (tilezero) on Gemma and SIGSEGV on a tiny Q4_0.
+        return f"this build compiled llama.cpp's AMX kernels ({build_features}), which fault on Xeon guests; {rebuild}"
     if signal_name == "SIGILL":
-        return (f"rebuild llama-cpp-python for this CPU without the faulting kernels — in an autotune checkout "
-                f"`scripts/install-llama-cpp-python.sh .venv/bin/pip` (native build minus AMX), or {REBUILD} — "
-                "then run `autotune plugins --refresh`")
+        return rebuild
     return (f"reinstall llama-cpp-python built on this machine ({REBUILD}), then run `autotune plugins --refresh`; "
             "if it still crashes, report it to llama-cpp-python with the output of `autotune plugins --json`")
