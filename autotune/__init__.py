@@ -1,6 +1,20 @@
 """autotune: measured answers to "which runtime, quantization and settings for this model on this device?".
 
-The public API is re-exported here; modules are private implementation details.
+The public API is re-exported here (plus ``autotune.errors``, ``autotune.hookspecs`` and ``autotune.testing``);
+other modules are implementation details. ``autotune.tune(model, budget)`` is the library entry point.
+
+Layout, in the order a run meets it (one concept per module):
+
+* the machine: ``probe`` (facts from ``probes/*`` plugins, volatile limits read fresh) → ``hardware``;
+  ``selftest`` (does each runtime really run here, in a worker);
+* the question: ``budget``/``numbers`` (parsing), ``workload``, ``options`` (``TuneOptions``);
+* the plugins: ``hookspecs`` (the tutorial), ``plugins`` (failure-isolated manager), ``backend`` (the contract),
+  ``protocol`` (the measurement protocol, written once), ``physics`` (KV cache, bandwidth bound);
+* the run: ``tuner`` (the loop, ``tune()``) → ``sources`` (which backends, from which model) → ``study``
+  (Optuna storage and trial records) → ``pipeline`` (one trial) → ``trial``/``worker`` (artifacts, isolated
+  measurement) → ``quality``/``quality_eval`` → ``judgment`` (every budget decision) → ``selection`` and
+  ``confirm`` (choosing) → ``assemble`` (the profile) → ``profile``/``exporter`` (the output);
+* the CLI: ``cli`` (thin), ``run``/``run_options``/``console``/``plot``.
 """
 
 from __future__ import annotations
@@ -17,8 +31,24 @@ from .hardware import Accelerator, CacheLevel, CpuInfo, Hardware, MemoryBandwidt
 from .hookspecs import hookimpl, hookspec
 from .measurement import Measurement, RunTimings, summarize
 from .model_source import ModelSource
+from .physics import decode_latency_lower_bound_ms, kv_cache_bytes
 from .profile import DeploymentProfile, load_profile
+from .protocol import SPREAD_LIMIT, DecodeSession, logprob_chunks, measure_session, prompt_text_tokens
+from .options import Objective, TuneOptions
+from .reporting import Reporter, SilentReporter
 from .workload import Workload
+
+_LAZY = {"tune": "tuner", "Tuner": "tuner", "TuneResult": "assemble"}
+"""Loaded on first use: the tuning loop imports Optuna, which a plugin's worker process never needs."""
+
+
+def __getattr__(name: str) -> object:
+    if name in _LAZY:
+        from importlib import import_module
+
+        return getattr(import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 try:
     __version__ = _version("autotune")
@@ -27,8 +57,10 @@ except PackageNotFoundError:  # running from a source tree that was not installe
 
 __all__ = [
     "Accelerator", "Artifact", "AutotuneError", "Availability", "Backend", "Budget", "CacheLevel",
-    "Categorical", "Conversion", "CpuInfo", "DeploymentProfile", "Exporter", "Hardware", "IntRange",
-    "Measurement", "MemoryBandwidth", "MemoryInfo", "ModelSource", "Params", "Prediction", "RunTimings",
-    "SearchSpace", "Workload", "hookimpl", "hookspec", "load_profile", "parse_duration", "parse_size",
-    "summarize", "precision_label", "__version__",
+    "Categorical", "Conversion", "CpuInfo", "DecodeSession", "DeploymentProfile", "Exporter", "Hardware",
+    "IntRange", "Measurement", "MemoryBandwidth", "MemoryInfo", "ModelSource", "Params", "Prediction",
+    "RunTimings", "SPREAD_LIMIT", "SearchSpace", "Workload", "decode_latency_lower_bound_ms", "hookimpl",
+    "hookspec", "kv_cache_bytes", "load_profile", "logprob_chunks", "measure_session", "parse_duration",
+    "parse_size", "prompt_text_tokens", "summarize", "precision_label", "__version__",
+    "Objective", "Reporter", "SilentReporter", "TuneOptions", "TuneResult", "Tuner", "tune",
 ]

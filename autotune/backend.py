@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Iterator, Mapping, Union
 
 import numpy as np
+from pydantic import BaseModel
 
 from .hardware import Hardware
 from .measurement import Measurement
@@ -88,7 +89,7 @@ class Artifact:
 
 
 def precision_label(precision: str, details: Mapping[str, Any]) -> str:
-    """``Q2_K`` or, when tensors fell back to other types, ``Q2_K (24 of 30 tensors fell back to Q4_0/Q5_0: …)``."""
+    """``Q2_K``, or ``Q2_K (24/30 tensors fell back to Q4_0/Q5_0)`` when tensors were written in other types."""
     fallback = details.get("fallback")
     return f"{precision} ({fallback})" if fallback else precision
 
@@ -114,6 +115,9 @@ class Backend(ABC):
     source_formats: ClassVar[frozenset[str]]
     artifact_params: ClassVar[tuple[str, ...]] = ()
     """Parameters that change the artifact (e.g. the quantization type); the rest are runtime settings."""
+    params_model: ClassVar[type[BaseModel] | None] = None
+    """A pydantic model of this backend's parameters (types and bounds). Profiles are validated with it and
+    exporters render from it, so a profile that validates always exports. None: parameters are unchecked."""
     measures_this_machine: ClassVar[bool] = True
     """False only for backends that answer from recorded figures (replay tables, test fakes) instead of running
     here: those may tune under another machine's hardware description; real runtimes may not."""
@@ -209,3 +213,8 @@ class Backend(ABC):
     def describe(self, params: Mapping[str, Any]) -> str:
         """A compact human label for a configuration."""
         return " ".join(f"{k}={v}" for k, v in params.items())
+
+
+def has_logprobs(backend: Backend) -> bool:
+    """True when the backend overrides ``Backend.logprobs`` (it can score quality or be the reference)."""
+    return type(backend).logprobs is not Backend.logprobs

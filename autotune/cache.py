@@ -52,20 +52,25 @@ def building(final: Path) -> Iterator[Path]:
         raise
 
 
-def write_json_atomically(path: Path, data: object) -> bool:
-    """Write ``data`` as JSON so that a concurrent reader never sees half a file; False when it could not.
+def write_text_atomically(path: Path, text: str) -> bool:
+    """Write ``text`` so that a concurrent reader never sees half a file; False when it could not.
 
     A cache that cannot be written is not an error: the value is computed again next time.
     """
     scratch: str | None = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        handle, scratch = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=".json", dir=path.parent)
+        handle, scratch = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=path.suffix, dir=path.parent)
         with os.fdopen(handle, "w") as file:
-            json.dump(data, file, indent=1)
+            file.write(text)
         os.replace(scratch, path)
         return True
     except OSError:
         if scratch is not None:
             Path(scratch).unlink(missing_ok=True)
         return False
+
+
+def write_json_atomically(path: Path, data: object) -> bool:
+    """``write_text_atomically`` of ``data`` as indented JSON."""
+    return write_text_atomically(path, json.dumps(data, indent=1))

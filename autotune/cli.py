@@ -16,7 +16,7 @@ from typing import Callable, NoReturn, Sequence, TypeVar
 from pydantic import ValidationError
 
 from . import run_options
-from .errors import AutotuneError, InputError
+from .errors import AutotuneError, InputError, one_line
 from .numbers import DURATION_FORMS, SIZE_FORMS, parse_duration, parse_size
 
 T = TypeVar("T")
@@ -32,11 +32,6 @@ class OneLineParser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         # Always "autotune: error:", whichever subcommand: one shape of line for scripts to match.
         self.exit(2, f"autotune: error: {one_line(message)} (see `{self.prog} --help`)\n")
-
-
-def one_line(message: str) -> str:
-    """``message`` with line breaks and other control characters escaped, so an odd input cannot split the line."""
-    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in message)
 
 
 VALUE_FLAGS = ("--budget", "--latency", "--ttft", "--timeout", "--max-quality-loss", "--trials", "--prompt-tokens",
@@ -162,9 +157,6 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``autotune`` console script."""
     logging.basicConfig(format="autotune: warning: %(message)s", level=logging.WARNING)
-    # Converters (transformers, the genai builder) would draw progress bars and look for a hub; neither helps here.
-    os.environ.setdefault("TQDM_DISABLE", "1")
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     try:
         args = parse_args(sys.argv[1:] if argv is None else argv)
     except SystemExit as exit:  # argparse has printed its one line (or the help): return its status like any other
@@ -261,8 +253,10 @@ def cmd_export(args: argparse.Namespace) -> int:
     from .plugins import get_plugin_manager
     from .profile import load_profile
 
-    profile = load_profile(args.profile)
-    exporters = {n: e for n, e in get_plugin_manager().exporters().items() if e.applies_to(profile.backend.name)}
+    manager = get_plugin_manager()
+    # The same checks as `autotune validate` (params included), so what validates exports.
+    profile = load_profile(args.profile, manager.backends())
+    exporters = {n: e for n, e in manager.exporters().items() if e.applies_to(profile.backend.name)}
     if not args.format:
         for name, exporter in sorted(exporters.items()):
             print(f"{name}: {exporter.description}")
@@ -294,10 +288,15 @@ def cmd_schema(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from .profile import load_profile
+    from .plugins import get_plugin_manager
+    from .profile import load_profile, params_unchecked
 
-    profile = load_profile(args.profile)
-    print(f"{args.profile}: valid autotune profile (schema {profile.schema_version}, backend {profile.backend.name})")
+    backends = get_plugin_manager().backends()
+    profile = load_profile(args.profile, backends)
+    unchecked = params_unchecked(profile.backend.name, backends)
+    params = f"params not checked: {unchecked}" if unchecked else "params checked"
+    print(one_line(f"{args.profile}: valid autotune profile (schema {profile.schema_version}, "
+                   f"backend {profile.backend.name}, {params})"))
     return 0
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Sequence
+from typing import Sequence
 
 from .backend import Artifact, Params
 from .budget import Budget
@@ -20,13 +20,14 @@ from .hardware import Hardware
 from .measurement import Measurement
 from .profile import Confirmation
 from .sources import ResolvedBackend
-from .stats import bootstrap_interval, budget_status, paired_ratio, rank_finalists
+from .judgment import confirmed_status, eligible
+from .stats import bootstrap_interval, paired_ratio, rank_finalists
 from .study import TrialRecord, config_key, quality_loss
 from .trial import measure, prepare_artifact
+from .options import TuneOptions
+from .reporting import Reporter
 from .workload import Workload
 
-if TYPE_CHECKING:
-    from .tuner import Reporter, TuneOptions
 
 NOISE_BAND = 0.15
 """Feasible configurations whose p95 latency is within this fraction of the winner's are re-measured too."""
@@ -56,10 +57,10 @@ def pick_challengers(winner: TrialRecord, feasible: Sequence[TrialRecord]) -> li
 
 
 def confirm_finalists(winner: TrialRecord, feasible: Sequence[TrialRecord], by_name: dict[str, ResolvedBackend],
-                      budget: Budget, workload: Workload, hardware: Hardware, options: "TuneOptions",
-                      reporter: "Reporter") -> tuple[TrialRecord, Confirmation, list[str]]:
+                      budget: Budget, workload: Workload, hardware: Hardware, options: TuneOptions,
+                      reporter: Reporter) -> tuple[TrialRecord, Confirmation, list[str]]:
     """Run the interleaved rounds; return the confirmed winner, its Confirmation and notes."""
-    rounds = max(options.confirm_rounds, 5)
+    rounds = options.confirm_rounds  # TuneOptions guarantees at least MIN_CONFIRM_ROUNDS
     r = by_name[winner.backend]
     candidates = [winner, *pick_challengers(winner, feasible)]
     finalists = [Finalist(label=f"#{c.number}", backend=c.backend, params=c.params,
@@ -104,20 +105,20 @@ def decide(finalists: list[Finalist], baseline: Finalist, budget: Budget, strict
             notes.append(f"{f.label} dropped from confirmation: {len(f.failures)} failed round(s): {f.failures[:1]}")
     if not complete:
         raise NothingFits("every finalist failed during confirmation; see the notes and rerun")
-    status = {f.label: budget_status(f.itl_p95_ms, budget.latency_ms) for f in complete}
-    eligible = [f for f in complete if status[f.label] != "over" and (not strict or status[f.label] == "within")]
-    if not eligible:
+    status = {f.label: confirmed_status(f.itl_p95_ms, budget) for f in complete}
+    contenders = [f for f in complete if eligible(status[f.label], strict)]
+    if not contenders:
         worst = "marginal or over" if strict else "over"
         raise NothingFits(
             f"no finalist's confirmed p95 latency is within the {budget.latency_ms:g} ms budget ({worst} in the "
             f"interleaved rounds: " + ", ".join(f"{f.label} median {sorted(f.itl_p95_ms)[len(f.itl_p95_ms) // 2]:.1f} ms"
                                                for f in complete) + "); relax --latency" + (" or drop --strict" if strict else "")
         )
-    ranking = rank_finalists({f.label: f.decode_tps for f in eligible}, higher_is_better=True)
+    ranking = rank_finalists({f.label: f.decode_tps for f in contenders}, higher_is_better=True)
     best_label = ranking[0].name
     tied_labels = [r.name for r in ranking[1:] if r.tied_with_best]
-    by_label = {f.label: f for f in eligible}
-    if len(eligible) == 1:
+    by_label = {f.label: f for f in contenders}
+    if len(contenders) == 1:
         verdict = "single finalist"
         chosen = by_label[best_label]
     elif tied_labels:

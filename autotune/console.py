@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Sequence
 
 from rich.console import Console
 from rich.table import Table
 
-from .budget import format_bytes
+from .budget import Budget, format_bytes
+from .hardware import Hardware
 from .study import TrialRecord, quality_loss
+from .workload import Workload
 
 
 def settings(record: TrialRecord) -> str:
@@ -39,6 +42,13 @@ class ConsoleReporter:
         # soft_wrap: long lines stay whole when stderr is a file or a pipe (logs, CI, tests).
         self.console = console or Console(stderr=True, highlight=False, soft_wrap=True,
                                           width=None if sys.stderr.isatty() else 160)
+
+    def begin(self, model_path: Path, hardware: Hardware, budget: Budget, workload: Workload) -> None:
+        self.console.print(f"[bold]autotune[/bold] {model_path.name} on {hardware.cpu.brand or hardware.cpu.architecture} "
+                           f"({hardware.cpu.usable_cores} usable cores, {format_bytes(hardware.memory.limit_bytes)})")
+        self.console.print(f"budget: {budget.describe()}")
+        self.console.print(f"workload: {workload.prompt_tokens} prompt + {workload.gen_tokens} generated tokens, "
+                           f"context {workload.context}, decode also measured at depth {workload.deep_start}")
 
     def info(self, message: str) -> None:
         self.console.print(f"  [dim]{message}[/dim]")

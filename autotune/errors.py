@@ -45,3 +45,15 @@ class ForeignHardware(AutotuneError):
 
 class StorageError(AutotuneError):
     """The study storage (``--storage``) cannot be opened: bad URL, missing driver, unreachable, refused."""
+
+
+def one_line(text: str) -> str:
+    """``text`` with line breaks and other control characters escaped, so an odd input cannot split the line.
+
+    For error messages, and for profile text (paths, labels) that exporters put in a comment or title line.
+    """
+    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
+
+
+class ConversionFailed(AutotuneError):
+    """A format conversion (gguf → hf, hf → onnx, ...) failed; the backends needing it are skipped."""

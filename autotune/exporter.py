@@ -14,7 +14,9 @@ class Exporter:
     """A named output format, e.g. ``llama-server`` (a shell command) or ``ollama`` (a Modelfile).
 
     ``backends`` lists the backends whose profiles it can render; empty means every backend.
-    ``render`` returns the text; it must quote paths so the result is safe to paste into a shell.
+    ``render`` returns the text; it must quote paths so the result is safe to paste into a shell. It reads
+    ``profile.params`` through the backend's ``params_model`` (``autotune.profile.validate_params``), never as a
+    raw dict, so it renders every profile ``autotune validate`` accepts and refuses others with a ``ProfileError``.
     """
 
     name: str

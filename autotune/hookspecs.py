@@ -42,7 +42,7 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 
 
 @hookspec
-def autotune_hardware_facts() -> Iterable["HardwareFact"]:
+def autotune_hardware_facts(measure_bandwidth: bool) -> Iterable["HardwareFact"]:
     """Yield facts about this machine: ``CpuInfo``, ``MemoryInfo``, ``MemoryBandwidth``, ``Accelerator``.
 
     The built-in probes contribute the CPU, memory, bandwidth and NVIDIA/Apple GPUs this way.
@@ -50,6 +50,9 @@ def autotune_hardware_facts() -> Iterable["HardwareFact"]:
     providers). Accelerators from all plugins are kept (duplicates by kind+name dropped); for
     ``CpuInfo`` and ``MemoryInfo`` the first one yielded wins, so mark an implementation
     ``tryfirst=True`` to override the built-in CPU or memory probe.
+
+    ``measure_bandwidth`` is False when the caller wants the facts fast (identity only): skip any
+    benchmark then. Implementations that measure nothing may leave the argument out.
     """
     yield from ()
 

@@ -23,7 +23,8 @@ class Measurement(BaseModel):
     """Figures of one configuration, from a warm-up and several timed runs in one worker process.
 
     Latencies are inter-token latencies (ITL) while decoding; ``ttft_ms`` is separate.
-    ``spread`` is the relative spread of decode speed across runs ((max - min) / median).
+    ``spread`` is the relative spread of decode speed across runs ((max - min) / median);
+    ``extra_runs`` of the ``runs`` were added because the first ones spread too wide (``autotune.protocol``).
     ``deep_*`` figures are decode latencies measured with the KV cache filled to ``deep_depth``.
     """
 
@@ -38,6 +39,7 @@ class Measurement(BaseModel):
     peak_rss_bytes: int | None = None
     runs: int
     spread: float
+    extra_runs: int = Field(default=0, description="timed runs added by the spread check (0 in records from before it)")
     decode_tps_runs: list[float] = Field(default_factory=list)
     deep_depth: int | None = None
     deep_itl_p50_ms: float | None = None
@@ -61,6 +63,11 @@ def percentile(values: Sequence[float], q: float) -> float:
     return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
 
 
+def relative_spread(values: Sequence[float]) -> float:
+    """(max - min) / median of a non-empty sequence: 0 when all agree."""
+    return (max(values) - min(values)) / statistics.median(values)
+
+
 def summarize(load_s: float, runs: Sequence[RunTimings], deep: RunTimings | None = None, deep_depth: int | None = None) -> Measurement:
     """Reduce raw runs to a Measurement: medians across runs, percentiles across all decode steps."""
     if not runs:
@@ -76,7 +83,7 @@ def summarize(load_s: float, runs: Sequence[RunTimings], deep: RunTimings | None
         decode_tps=median_tps,
         prefill_tps=statistics.median(run.prompt_tokens / run.prefill_s for run in runs),
         runs=len(runs),
-        spread=(max(decode_tps_runs) - min(decode_tps_runs)) / median_tps,
+        spread=relative_spread(decode_tps_runs),
         decode_tps_runs=decode_tps_runs,
     )
     if deep is not None:

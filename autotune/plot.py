@@ -12,12 +12,11 @@ from .study import TrialRecord
 def write_pareto_plot(path: Path, measured: Sequence[TrialRecord], front: Sequence[TrialRecord],
                       winner: TrialRecord, budget: Budget) -> Path:
     """Write a PNG of every measured configuration, the feasible front highlighted."""
-    import matplotlib
+    # A bare Figure renders with the Agg canvas on savefig: no pyplot, no global backend switched.
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")  # no display needed
-    import matplotlib.pyplot as plt
-
-    figure, axes = plt.subplots(figsize=(8, 5.5), dpi=110)
+    figure = Figure(figsize=(8, 5.5), dpi=110)
+    axes = figure.subplots()
     front_keys = {r.key for r in front}
     memory_scale = max(r.objectives()[2] for r in measured)
     for record in measured:
@@ -43,5 +42,4 @@ def write_pareto_plot(path: Path, measured: Sequence[TrialRecord], front: Sequen
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path)
-    plt.close(figure)
     return path

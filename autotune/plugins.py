@@ -153,9 +153,9 @@ class PluginManager:
             for item in items:
                 yield name, item
 
-    def hardware_facts(self) -> list[HardwareFact]:
-        """All hardware facts from all plugins, in plugin order."""
-        return [fact for _, fact in self._collect("autotune_hardware_facts")]
+    def hardware_facts(self, *, measure_bandwidth: bool = True) -> list[HardwareFact]:
+        """All hardware facts from all plugins, in plugin order (``measure_bandwidth=False`` skips slow benchmarks)."""
+        return [fact for _, fact in self._collect("autotune_hardware_facts", measure_bandwidth=measure_bandwidth)]
 
     def backends(self) -> dict[str, Backend]:
         """Backends by name; a duplicate name is reported and the later one skipped."""

@@ -91,13 +91,7 @@ def collect(manager: PluginManager, *, measure_bandwidth: bool = True) -> Hardwa
     plugins are kept, one per (kind, name, index). Without CPU or memory facts (every probe
     failed or was disabled) psutil's minimal facts stand in and a warning says so.
     """
-    from .probes.bandwidth import bandwidth_skipped
-
-    if measure_bandwidth:
-        facts = manager.hardware_facts()
-    else:
-        with bandwidth_skipped():
-            facts = manager.hardware_facts()
+    facts = manager.hardware_facts(measure_bandwidth=measure_bandwidth)
     # The manager records each failure once, so a reused manager's earlier failures count too.
     warnings = [w for w in manager.warnings if "autotune_hardware_facts" in w]
 

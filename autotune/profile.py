@@ -7,19 +7,38 @@ a test fails when it is out of date.
 from __future__ import annotations
 
 import json
+import math
+import os
+import re
+import reprlib
+import stat
+import sys
 from datetime import datetime, timezone
+from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Annotated, Any, Mapping, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic_core import PydanticCustomError
 
 from .backend import precision_label
 from .budget import Budget
-from .errors import ProfileError
+from .errors import ProfileError, one_line
 from .measurement import Measurement
 from .workload import Workload
 
+if TYPE_CHECKING:
+    from .backend import Backend
+
 SCHEMA_VERSION = 1
+MAX_PROFILE_BYTES = 16 * 2**20
+"""Largest profile file read: real ones are a few kilobytes; this keeps an endless or huge file from filling memory."""
+MAX_DEPTH = 64
+"""Deepest nesting of JSON arrays and objects read (real profiles nest about five levels): deeper structures
+would exhaust Python's recursion limit in validation, printing or export."""
+MAX_THREADS = 4096
+"""Upper bound of the backends' thread-count parameters: more than any machine has, and a number every runtime takes."""
+HINT = "pass a profile written by `autotune run`"
 
 
 class _Strict(BaseModel):
@@ -152,24 +171,237 @@ def schema_text() -> str:
     return json.dumps(profile_schema(), indent=2, sort_keys=True) + "\n"
 
 
-def load_profile(path: Path) -> DeploymentProfile:
-    """Read and validate a profile; a bad file gives one line naming the bad field."""
+P = TypeVar("P", bound=BaseModel)
+T = TypeVar("T")
+
+
+def _whole_number(value: Any) -> Any:
+    """Refuse a float or a bool where an integer is expected: ``512.0`` and ``true`` are not ``512`` and ``1``.
+
+    Strict pydantic still matches ``512.0`` against ``Literal[512]``; a profile that says ``512.0`` was not
+    written by autotune, so it is refused like any other float for an integer.
+    """
+    if isinstance(value, (bool, float)):
+        raise PydanticCustomError("int_type", "Input should be a valid integer")
+    return value
+
+
+IntChoice = Annotated[T, BeforeValidator(_whole_number)]
+"""An integer ``Literal`` (``IntChoice[Literal[256, 512]]``) that takes integers only, for backends' params models."""
+
+
+def shown(value: Any, width: int = 60) -> str:
+    """``value`` as it is spelt in JSON (``null``, ``true``, ``"2; touch x"``), cut to ``width`` characters.
+
+    Unprintable characters are escaped, so the value cannot split or garble the one-line message it goes into.
+    """
     try:
-        data = json.loads(Path(path).read_text())
+        text = json.dumps(value, ensure_ascii=False, default=repr)
+    except (TypeError, ValueError, RecursionError):  # non-string keys, cycles, deep structures from Python callers
+        text = reprlib.repr(value)
+    text = one_line(text)
+    return text if len(text) <= width else text[:width - 1] + "…"
+
+
+def _accepted(schema: Mapping[str, Any]) -> str:
+    """What a JSON Schema of one parameter accepts, in words: ``an integer from 1 to 4096 or null``."""
+    if "anyOf" in schema:
+        return " or ".join(_accepted(part) for part in schema["anyOf"])
+    if "const" in schema:
+        return json.dumps(schema["const"])
+    if "enum" in schema:
+        choices = [json.dumps(choice) for choice in schema["enum"]]
+        return choices[0] if len(choices) == 1 else f"one of {', '.join(choices)}"
+    kind = schema.get("type")
+    if kind == "integer":
+        low, high = schema.get("minimum"), schema.get("maximum")
+        if low is not None and high is not None:
+            return f"an integer from {low} to {high}"
+        return f"an integer ≥ {low}" if low is not None else f"an integer ≤ {high}" if high is not None else "an integer"
+    if kind == "string" and "pattern" in schema:
+        return f"a name matching {schema['pattern']}"
+    return {"boolean": "true or false", "null": "null", "string": "a string", "number": "a number"}.get(str(kind), str(kind))
+
+
+@lru_cache(maxsize=None)
+def _field_schemas(model: type[BaseModel]) -> dict[str, dict[str, Any]]:
+    """The JSON Schema of each of ``model``'s fields (computed once per model)."""
+    return dict(model.model_json_schema().get("properties", {}))
+
+
+def params_problem(model: type[BaseModel], error: ValidationError, backend: str) -> str:
+    """One line for the first parameter ``model`` refused: which one, what it must be and what it was."""
+    first = error.errors()[0]
+    more = f" (and {error.error_count() - 1} more)" if error.error_count() > 1 else ""
+    names = ", ".join(model.model_fields)
+    if not first["loc"]:
+        return f"the {backend} parameters must be a JSON object of {names}, not {shown(first['input'])}"
+    name = str(first["loc"][0])
+    if first["type"] == "extra_forbidden":
+        return f"the {backend} backend has no parameter {name!r} (its parameters: {names}){more}"
+    accepted = _accepted(_field_schemas(model).get(name, {}))
+    if first["type"] == "missing":
+        return f"the {backend} parameter {name!r} is missing; it must be {accepted}{more}"
+    return f"the {backend} parameter {name!r} must be {accepted}, not {shown(first['input'])}{more}"
+
+
+def validate_params(model: type[P], params: P | Mapping[str, Any], backend: str) -> P:
+    """``params`` checked and typed by a backend's ``params_model``; ``ProfileError`` names the bad parameter.
+
+    Both ``autotune validate`` and every exporter go through this, so a profile that validates always exports.
+    An object of ``model`` (already validated) is returned as it is.
+    """
+    if isinstance(params, model):
+        return params
+    try:
+        return model.model_validate(dict(params) if isinstance(params, Mapping) else params)
+    except ValidationError as error:
+        raise ProfileError(params_problem(model, error, backend)) from None
+
+
+def params_unchecked(backend: str, backends: Mapping[str, "Backend"]) -> str | None:
+    """Why a profile of ``backend`` cannot have its params checked here (None: they can)."""
+    if backend not in backends:
+        return f"backend {backend} not installed"
+    if backends[backend].params_model is None:
+        return f"backend {backend} declares no parameter model"
+    return None
+
+
+def check_params(profile: DeploymentProfile, backends: Mapping[str, "Backend"]) -> None:
+    """Validate ``profile.params`` with its backend's ``params_model`` when that backend is in ``backends``."""
+    found = backends.get(profile.backend.name)
+    model = found.params_model if found is not None else None
+    if model is not None:
+        validate_params(model, profile.params, profile.backend.name)
+
+
+def _refuse_odd_kind(mode: int, path: Path) -> None:
+    """Refuse anything but a regular file: a folder, a FIFO (waits for a writer), a device (``/dev/zero`` is endless)."""
+    if stat.S_ISDIR(mode):
+        raise ProfileError(f"{path} is a folder, not a profile file; pass the .json file `autotune run` wrote")
+    if not stat.S_ISREG(mode):
+        raise ProfileError(f"{path} is not a regular file (a pipe, device or socket); pass a profile file")
+
+
+def _read_bounded(path: Path) -> bytes:
+    """The bytes of a regular file of at most ``MAX_PROFILE_BYTES``; anything else is one ``ProfileError``.
+
+    The kind of file is checked before it is opened (opening some devices has effects) and again on the open
+    file (it may have been replaced in between); it is opened without blocking, so a FIFO cannot hang the check.
+    """
+    try:
+        _refuse_odd_kind(os.stat(path).st_mode, path)
+        descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
     except FileNotFoundError:
         raise ProfileError(f"profile not found: {path}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ProfileError(f"{path} is not JSON ({error}); pass a profile written by `autotune run`") from None
-    if not isinstance(data, dict) or "schema_version" not in data:
-        raise ProfileError(f"{path} is not an autotune profile (no schema_version); pass a profile written by `autotune run`")
-    if data["schema_version"] != SCHEMA_VERSION:
-        raise ProfileError(
-            f"{path} has schema_version {data['schema_version']!r}; this autotune reads version {SCHEMA_VERSION}"
-        )
+    except (OSError, ValueError) as error:  # permission, a path through a file, a name too long, a NUL byte
+        raise ProfileError(f"cannot read profile {path}: {getattr(error, 'strerror', None) or error}") from None
+    with os.fdopen(descriptor, "rb") as file:
+        _refuse_odd_kind(os.fstat(file.fileno()).st_mode, path)
+        try:
+            data = file.read(MAX_PROFILE_BYTES + 1)  # bounded even when the size in stat is wrong (procfs says 0)
+        except OSError as error:
+            raise ProfileError(f"cannot read profile {path}: {error.strerror or error}") from None
+    if len(data) > MAX_PROFILE_BYTES:
+        raise ProfileError(f"{path} is larger than {MAX_PROFILE_BYTES // 2**20} MiB, far more than any profile; {HINT}")
+    return data
+
+
+def _refuse_constant(name: str) -> Any:
+    """``json.loads`` hook for ``NaN``/``Infinity``: not JSON, and never written by autotune (it writes null)."""
+    raise ProfileError(f"{name} is not a JSON number; profiles hold finite numbers only")
+
+
+def _finite_float(text: str) -> float:
+    """``json.loads`` hook for numbers with a fraction or exponent: ``1e400`` would become infinity."""
+    value = float(text)
+    if math.isinf(value):
+        raise ProfileError(f"the number {shown(text, 30)} is too large; profiles hold finite numbers only")
+    return value
+
+
+TOO_DEEP = f"nests arrays or objects deeper than {MAX_DEPTH} levels"
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _check_shape(data: Any) -> str | None:
+    """What makes parsed JSON unusable although it parsed (None: nothing): too deep, or an unpaired surrogate.
+
+    Walks without recursion, so the check itself cannot run out of stack.
+    """
+    pending: list[tuple[Any, int]] = [(data, 1)]
+    while pending:
+        value, depth = pending.pop()
+        if isinstance(value, (dict, list)):
+            if depth > MAX_DEPTH:
+                return TOO_DEEP
+            items = list(value.items()) if isinstance(value, dict) else [(None, item) for item in value]
+            for key, item in items:
+                if isinstance(key, str) and _SURROGATE.search(key):
+                    return f"has a key with an unpaired surrogate escape ({shown(key, 30)}), which is not text"
+                pending.append((item, depth + 1))
+        elif isinstance(value, str) and _SURROGATE.search(value):
+            return f"has a string with an unpaired surrogate escape ({shown(value, 30)}), which is not text"
+    return None
+
+
+def read_profile_json(path: Path) -> Any:
+    """The JSON value in a profile file, read safely: every odd file (see ``_read_bounded``) is one ``ProfileError``."""
+    raw = _read_bounded(path)
     try:
-        return DeploymentProfile.model_validate(data)
+        # Bytes, so that UTF-8 (with or without a BOM), UTF-16 and UTF-32 files are all read.
+        data = json.loads(raw, parse_constant=_refuse_constant, parse_float=_finite_float)
+    except ProfileError as error:
+        raise ProfileError(f"{path}: {error}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ProfileError(f"{path} is not JSON ({error}); {HINT}") from None
+    except RecursionError:
+        raise ProfileError(f"{path} {TOO_DEEP}; {HINT}") from None
+    except ValueError:  # the only other one: an integer of more digits than Python converts
+        raise ProfileError(f"{path} holds an integer of more than {sys.get_int_max_str_digits()} digits; {HINT}") from None
+    return data
+
+
+def profile_from_data(data: Any, where: str | Path,
+                      backends: Mapping[str, "Backend"] | None = None) -> DeploymentProfile:
+    """Validate parsed profile JSON: its shape, schema version, schema, then ``params`` with the backend's model.
+
+    ``where`` names the file in messages. The params are checked when the profile's backend is in ``backends``
+    (by default the installed ones), so a profile this accepts renders with every applicable exporter.
+    """
+    problem = _check_shape(data)
+    if problem:
+        raise ProfileError(f"{where} {problem}; {HINT}")
+    if not isinstance(data, dict):
+        kind = "a JSON array" if isinstance(data, list) else "a single JSON value"
+        raise ProfileError(f"{where} is not an autotune profile ({kind}, not an object); {HINT}")
+    if "schema_version" not in data:
+        raise ProfileError(f"{where} is not an autotune profile (no schema_version); {HINT}")
+    version = data["schema_version"]
+    if type(version) is not int or version != SCHEMA_VERSION:  # noqa: E721 - true and 1.0 are not version 1
+        raise ProfileError(f"{where} has schema_version {shown(version, 30)}; this autotune reads version {SCHEMA_VERSION}")
+    try:
+        profile = DeploymentProfile.model_validate(data)
     except ValidationError as error:
         first = error.errors()[0]
-        where = ".".join(str(part) for part in first["loc"]) or "(top level)"
+        field = ".".join(str(part) for part in first["loc"]) or "(top level)"
         more = f" (and {error.error_count() - 1} more)" if error.error_count() > 1 else ""
-        raise ProfileError(f"{path}: invalid field {where!r}: {first['msg']}{more}") from None
+        raise ProfileError(f"{where}: invalid field {field!r}: {first['msg']}{more}") from None
+    if backends is None:
+        from .plugins import get_plugin_manager
+
+        backends = get_plugin_manager().backends()
+    try:
+        check_params(profile, backends)
+    except ProfileError as error:
+        raise ProfileError(f"{where}: {error}") from None
+    return profile
+
+
+def load_profile(path: Path, backends: Mapping[str, "Backend"] | None = None) -> DeploymentProfile:
+    """Read and validate a profile file; anything wrong with it, its shape or its kind is one ``ProfileError``.
+
+    See ``read_profile_json`` (the file) and ``profile_from_data`` (the contents, ``params`` included).
+    """
+    return profile_from_data(read_profile_json(path), path, backends)

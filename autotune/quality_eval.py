@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Sequence
+from typing import Sequence
 
-from .backend import Artifact, Backend, Params
+from .backend import Artifact, Params, has_logprobs
 from .errors import AutotuneError
 from .hardware import Hardware
 from .profile import Quality
@@ -12,15 +12,10 @@ from .quality import QualityCache, eval_text_hash, load_eval_text, quality_task,
 from .sources import ResolvedBackend
 from .trial import artifact_key, prepare_artifact
 from .worker import WorkerTask, run_in_worker
+from .options import TuneOptions
+from .reporting import Reporter
 from .workload import Workload
 
-if TYPE_CHECKING:
-    from .tuner import Reporter, TuneOptions
-
-
-def has_logprobs(backend: Backend) -> bool:
-    """True when the backend overrides ``Backend.logprobs``."""
-    return type(backend).logprobs is not Backend.logprobs
 
 
 class QualityEvaluator:
@@ -33,7 +28,7 @@ class QualityEvaluator:
     """
 
     def __init__(self, reference: ResolvedBackend, ref_params: Params, ref_artifact: Artifact, tokens: list[int],
-                 text_hash: str, options: "TuneOptions", reporter: "Reporter") -> None:
+                 text_hash: str, options: TuneOptions, reporter: Reporter) -> None:
         self.reference = reference
         self.ref_params = ref_params
         self.ref_artifact = ref_artifact
@@ -46,7 +41,7 @@ class QualityEvaluator:
 
     @classmethod
     def create(cls, resolved: Sequence[ResolvedBackend], model_format: str, hardware: Hardware, workload: Workload,
-               options: "TuneOptions", reporter: "Reporter") -> "QualityEvaluator | None":
+               options: TuneOptions, reporter: Reporter) -> "QualityEvaluator | None":
         """Set up the reference, or say why quality will not be measured (the proxy is used then)."""
         native = [r for r in resolved if not r.conversions and r.source.format == model_format and has_logprobs(r.backend)]
         if not native:
@@ -99,7 +94,7 @@ MIN_CHUNKS = 4
 """Intervals are bootstrapped over chunks: fewer than this many would make them meaningless."""
 
 
-def chunk_size(options: "TuneOptions") -> int:
+def chunk_size(options: TuneOptions) -> int:
     """The chunk length: ``options.chunk_tokens``, shortened so the text yields at least ``MIN_CHUNKS`` chunks."""
     return max(16, min(options.chunk_tokens, options.eval_tokens // MIN_CHUNKS))
 

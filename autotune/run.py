@@ -14,7 +14,8 @@ from .errors import InputError
 from .plot import write_pareto_plot
 from .plugins import get_plugin_manager
 from .probe import probe
-from .tuner import TuneOptions, Tuner
+from .options import TuneOptions
+from .tuner import tune
 from .workload import Workload
 
 
@@ -26,20 +27,14 @@ def run_command(args: argparse.Namespace, budget: Budget, workload: Workload, ti
     hardware = probe(manager)
     model_path = resolve_model(args.model)
     options = TuneOptions(
-        backends=args.backend, trials=args.trials, timeout_s=timeout_s, storage=args.storage, objective=args.objective,
+        backends=tuple(args.backend), trials=args.trials, timeout_s=timeout_s, storage=args.storage, objective=args.objective,
         seed=args.seed, measure_quality=not args.no_quality, eval_text=args.eval_text, eval_tokens=args.eval_tokens,
         confirm_rounds=args.confirm_rounds, strict=args.strict,
     )
-    tuner = Tuner(model_path, budget, workload, options, manager=manager, hardware=hardware, reporter=reporter)
-    tuner.preflight()  # refuse what cannot be right (another machine's description) before printing anything
     stem = re.sub(r"[^A-Za-z0-9._-]+", "_", f"{model_path.name.removesuffix('.gguf')}-{hardware.fingerprint[:8]}")
     profile_path, plot_path = prepare_out(args.out, stem)  # a bad --out fails now, not after the search
-    console.print(f"[bold]autotune[/bold] {model_path.name} on {hardware.cpu.brand or hardware.cpu.architecture} "
-                  f"({hardware.cpu.usable_cores} usable cores, {format_bytes(hardware.memory.limit_bytes)})")
-    console.print(f"budget: {tuner.budget.describe()}")
-    console.print(f"workload: {workload.prompt_tokens} prompt + {workload.gen_tokens} generated tokens, context "
-                  f"{workload.context}, decode also measured at depth {workload.deep_start}")
-    result = tuner.run()
+    # The header is printed by the reporter once the run passed its preflight (another machine's hardware refused).
+    result = tune(model_path, budget, workload, options, manager=manager, hardware=hardware, reporter=reporter)
     profile = result.profile
     measured = [r for r in result.records if r.status == "measured"]
     console.print()

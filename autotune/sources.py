@@ -1,4 +1,4 @@
-"""Getting each backend a model it can read: inspect directly, or convert through plugin conversions."""
+"""Which backends a run tunes, and from what: self-tested, each given a model it can read (directly or converted)."""
 
 from __future__ import annotations
 
@@ -6,11 +6,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
-from .backend import Availability, Backend
+from .backend import Availability, Backend, Params, SearchSpace, has_logprobs
 from .cache import artifact_dir, building
 from .conversion import Conversion, find_path
-from .errors import AutotuneError
+from .errors import AutotuneError, ConversionFailed, PluginError
+from .hardware import Hardware
 from .model_source import ModelSource, cached_content_hash, detect_format
+from .plugins import PluginManager
+from .selftest import usable, usable_all
+from .worker import WorkerTask, run_in_worker
+from .workload import Workload
 
 
 @dataclass
@@ -22,15 +27,28 @@ class ResolvedBackend:
     conversions: list[str]
 
 
-def convert_cached(conversion: Conversion, path: Path) -> Path:
-    """Run a conversion once per input content; later calls return the cached output."""
+CONVERSION_TIMEOUT_S = 3600.0
+"""A conversion (tracing a model, building ONNX) takes minutes on 2 cores; an hour means it hangs."""
+
+
+def convert_cached(conversion: Conversion, path: Path, memory_limit_bytes: int | None = None) -> Path:
+    """Run a conversion once per input content, in a worker; later calls return the cached output.
+
+    In a worker because converters load whole models (PyTorch, transformers): their memory is
+    returned to the system when the worker ends, a runaway allocation meets the memory guard
+    instead of the tuner, and a crash becomes a reason instead of a dead tuner.
+    """
     key = {"conversion": conversion.name, "source": cached_content_hash(path)}
     final = artifact_dir("conversions", key)
     marker = final / "output-path.txt"
     if not marker.exists():
         with building(final) as workdir:
-            output = conversion.convert(path, workdir)
-            (workdir / "output-path.txt").write_text(str(Path(output).resolve().relative_to(workdir.resolve())))
+            result = run_in_worker(WorkerTask(conversion.convert, (path, workdir)), timeout_s=CONVERSION_TIMEOUT_S,
+                                   memory_limit_bytes=memory_limit_bytes)
+            if not result.ok:
+                raise ConversionFailed(f"conversion {conversion.name} failed: {result.error}")
+            output = Path(result.value)
+            (workdir / "output-path.txt").write_text(str(output.resolve().relative_to(workdir.resolve())))
     return final / marker.read_text().strip()
 
 
@@ -64,3 +82,76 @@ def resolve(path: Path, backends: Sequence[Backend], conversions: Sequence[Conve
         except Exception as error:  # noqa: BLE001 - a converter's failure must not end the run
             warn(f"backend {backend.name!r} skipped: conversion failed: {error!r}")
     return resolved
+
+
+@dataclass
+class BackendPlan:
+    """The backends a run tunes, each with its model source, search space and starting points."""
+
+    resolved: list[ResolvedBackend]
+    spaces: dict[str, SearchSpace]
+    starts: dict[str, list[Params]]
+
+    @property
+    def by_name(self) -> dict[str, ResolvedBackend]:
+        """The resolved backends by name."""
+        return {r.backend.name: r for r in self.resolved}
+
+
+def select_backends(manager: PluginManager, names: Sequence[str]) -> list[Backend]:
+    """The backends to tune: the named ones (error on unknown names), or all installed."""
+    available = manager.backends()
+    if not names:
+        return list(available.values())
+    unknown = [n for n in names if n not in available]
+    if unknown:
+        known = ", ".join(sorted(available)) or "none installed"
+        raise PluginError(f"unknown backend {', '.join(map(repr, unknown))} (installed: {known}); see `autotune plugins`")
+    return [available[n] for n in dict.fromkeys(names)]
+
+
+def plan_backends(model_path: Path, backends: Sequence[Backend], manager: PluginManager, hardware: Hardware,
+                  workload: Workload, warn: Callable[[str], None]) -> BackendPlan:
+    """Self-test, resolve and plan the backends; a backend that cannot take part is skipped with a warning.
+
+    "Runs here", not "imports here": the self-tests run in workers, side by side, before any conversion.
+    """
+    checks = usable_all([b for b in backends if b.measures_this_machine], hardware)
+    resolved = resolve(model_path, backends, manager.conversions(), warn,
+                       lambda b: checks[b.name][0] if b.name in checks else b.availability())
+    if not resolved:
+        raise AutotuneError(f"no installed backend can run {model_path}; see the warnings above and `autotune plugins`")
+    plan = BackendPlan([], {}, {})
+    for r in resolved:
+        try:
+            plan.spaces[r.backend.name] = r.backend.search_space(r.source, hardware, workload)
+            plan.starts[r.backend.name] = [r.backend.canonical_params(p)
+                                           for p in r.backend.starting_points(r.source, hardware, workload)]
+        except Exception as error:  # noqa: BLE001 - a plugin's bug costs its backend, never the run
+            warn(f"backend {r.backend.name!r} skipped: its plugin raised {error!r} while declaring its search space")
+            plan.spaces.pop(r.backend.name, None)
+            continue
+        plan.resolved.append(r)
+    if not plan.resolved:
+        raise AutotuneError("no backend could declare a search space; see the warnings above")
+    return plan
+
+
+def reference_pool(model_path: Path, resolved: Sequence[ResolvedBackend], manager: PluginManager,
+                   hardware: Hardware, warn: Callable[[str], None]) -> list[ResolvedBackend]:
+    """Backends that may score quality: the tuned ones, plus any installed one reading the source natively.
+
+    ``--backend mlx`` on a GGUF still gets its quality measured against the GGUF run by llama.cpp.
+    """
+    model_format = detect_format(model_path)
+    pool = list(resolved)
+    tuned = {r.backend.name for r in resolved}
+    for backend in manager.backends().values():
+        if backend.name in tuned or model_format not in backend.source_formats or not has_logprobs(backend):
+            continue
+        try:
+            if usable(backend, hardware)[0].available:
+                pool.append(ResolvedBackend(backend, backend.inspect(model_path), []))
+        except Exception as error:  # noqa: BLE001 - a reference candidate must not end the run
+            warn(f"backend {backend.name!r} cannot serve as the quality reference: {error!r}")
+    return pool

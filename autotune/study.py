@@ -10,10 +10,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import random
 import socket
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Literal, Sequence
 
 import optuna
 import psutil
@@ -23,11 +24,14 @@ from .backend import Backend, Categorical, IntRange, Params, SearchSpace
 from .budget import Budget
 from .cache import cache_dir
 from .errors import StorageError
+from .judgment import within
 from .measurement import Measurement
 from .profile import Quality
 from .workload import Workload
 
 RECORD_ATTR = "autotune_record"
+TrialStatus = Literal["measured", "predicted-infeasible", "failed"]
+"""measured: figures exist; predicted-infeasible: skipped on a prediction over budget; failed: with a reason."""
 OBJECTIVE_NAMES = ("quality_loss", "itl_p95_ms", "peak_rss_bytes")
 """All minimised. quality_loss is the mean KL divergence from the reference when measured."""
 
@@ -152,7 +156,7 @@ class TrialRecord:
     """Everything one trial produced, JSON-serialisable."""
 
     number: int
-    status: str  # measured | predicted-infeasible | failed
+    status: TrialStatus
     backend: str
     params: Params
     precision: str | None = None
@@ -182,7 +186,8 @@ class TrialRecord:
 
     @property
     def feasible(self) -> bool:
-        return self.status == "measured" and all(v <= 0 for v in self.violations.values())
+        """Measured, and within every budget (see ``judgment.within``)."""
+        return self.status == "measured" and within(self.violations)
 
     def objectives(self) -> tuple[float, float, float]:
         """The minimised objective values (quality loss, worst p95 ITL, peak memory)."""
@@ -202,21 +207,6 @@ def quality_loss(record: TrialRecord) -> float:
     return 16.0 - (record.bits_per_weight or 0.0)
 
 
-def violations(measurement: Measurement, budget: Budget, quality: Quality | None) -> dict[str, float]:
-    """Relative excess over each budget (≤ 0: within budget)."""
-    assert measurement.peak_rss_bytes is not None
-    found = {
-        "memory": measurement.peak_rss_bytes / budget.memory_bytes - 1,
-        "latency": measurement.worst_itl_p95_ms / budget.latency_ms - 1,
-    }
-    if budget.ttft_ms is not None:
-        found["ttft"] = measurement.ttft_ms / budget.ttft_ms - 1
-    if budget.max_quality_loss is not None and quality is not None and quality.kl_divergence is not None:
-        found["quality"] = quality.kl_divergence.value / budget.max_quality_loss - 1 if budget.max_quality_loss else (
-            1.0 if quality.kl_divergence.value > 0 else 0.0)
-    return found
-
-
 def records(study: optuna.Study) -> list[TrialRecord]:
     """Every finished trial's record, in trial order."""
     found = []
@@ -225,3 +215,36 @@ def records(study: optuna.Study) -> list[TrialRecord]:
         if data and trial.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL):
             found.append(TrialRecord(**data))
     return found
+
+
+def tell(study: optuna.Study, trial: optuna.Trial, record: TrialRecord) -> None:
+    """Store the full record on the trial, then give Optuna its objectives and budget constraints."""
+    trial.set_user_attr(RECORD_ATTR, record.to_json())
+    if record.status == "measured":
+        for constraint, excess in record.violations.items():
+            trial.set_constraint(constraint, excess)  # ≤ 0: within budget (judgment.violations)
+        study.tell(trial, values=list(record.objectives()))
+    else:
+        study.tell(trial, state=TrialState.PRUNED if record.status == "predicted-infeasible" else TrialState.FAIL)
+
+
+def enqueue_unseen(study: optuna.Study, backends: dict[str, Any], spaces: dict[str, SearchSpace],
+                   done: dict[str, TrialRecord], dropped: dict[str, str], rng: random.Random) -> None:
+    """After a repeat, queue a random configuration not tried yet (small spaces exhaust quickly).
+
+    ``backends`` maps names to resolved backends (anything with a ``backend`` attribute).
+    """
+    live = sorted(set(backends) - set(dropped))
+    for _ in range(64 if live else 0):
+        name = rng.choice(live)
+        params: Params = {}
+        for dim_name, dim in spaces[name].items():
+            params[dim_name] = (rng.choice(list(dim.choices)) if isinstance(dim, Categorical)
+                                else rng.randrange(dim.low, dim.high + 1, dim.step))
+        try:
+            key = config_key(name, backends[name].backend.canonical_params(params))
+        except Exception:  # noqa: BLE001 - the loop drops the backend when it asks for this configuration
+            key = None
+        if key not in done:
+            enqueue(study, name, params)
+            return

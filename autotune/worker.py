@@ -28,6 +28,9 @@ from typing import Any, Callable
 import psutil
 
 POLL_S = 0.05
+WORKER_ENV = {"TQDM_DISABLE": "1", "HF_HUB_OFFLINE": "1"}
+"""Every worker runs offline (no model hub is consulted for local models) and without progress bars,
+which converters and runtimes would otherwise draw into the captured output."""
 PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 
 
@@ -62,7 +65,7 @@ def run_in_worker(task: WorkerTask, *, timeout_s: float, memory_limit_bytes: int
         child_env = dict(os.environ)
         # The child must import what the parent imported (test modules, source checkouts).
         child_env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
-        child_env.update(env or {})
+        child_env.update({**WORKER_ENV, **(env or {})})
         started = time.perf_counter()
         with log_path.open("wb") as log:
             process = subprocess.Popen(
@@ -207,7 +210,11 @@ def _child_main(result_path: str, parent_pid: int | None = None) -> int:
         value = task.function(*task.args, **task.kwargs)
         result = WorkerResult(ok=True, value=value, peak_rss_bytes=peak_rss_self())
     except BaseException as error:  # noqa: BLE001 - report everything, including KeyboardInterrupt
-        detail = "".join(traceback.format_exception_only(type(error), error)).strip()
+        from autotune.errors import AutotuneError
+
+        # autotune's own errors carry a message written for the user; anything else gets its type too.
+        detail = str(error) if isinstance(error, AutotuneError) else \
+            "".join(traceback.format_exception_only(type(error), error)).strip()
         traceback.print_exc()
         result = WorkerResult(ok=False, error=detail, peak_rss_bytes=peak_rss_self())
     tmp = result_path + ".tmp"

@@ -18,7 +18,7 @@ from autotune.default_model import model_path
 from autotune.quality_eval import QualityEvaluator
 from autotune.sources import ResolvedBackend
 from autotune.trial import measure
-from autotune.tuner import SilentReporter, TuneOptions
+from autotune import SilentReporter, TuneOptions
 from autotune.workload import Workload
 
 sys.path.insert(0, str(Path(__file__).parent))

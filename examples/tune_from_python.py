@@ -9,21 +9,18 @@ from __future__ import annotations
 
 import sys
 
-from autotune import Budget, Workload
+import autotune
 from autotune.default_model import model_path
-from autotune.plugins import get_plugin_manager
-from autotune.probe import probe
-from autotune.tuner import SilentReporter, TuneOptions, Tuner
 
 
 def main() -> int:
-    manager = get_plugin_manager()
-    hardware = probe(manager)
     model = model_path(sys.argv[1] if len(sys.argv) > 1 else "smollm2-135m")
-    budget = Budget.parse("600MB", "20ms")
-    workload = Workload(prompt_tokens=128, gen_tokens=32, context=1024)
-    options = TuneOptions(backends=["llamacpp"], trials=4, confirm_rounds=0, eval_tokens=512)
-    result = Tuner(model, budget, workload, options, manager=manager, hardware=hardware, reporter=SilentReporter()).run()
+    result = autotune.tune(
+        model,
+        autotune.Budget.parse("600MB", "20ms"),
+        autotune.Workload(prompt_tokens=128, gen_tokens=32, context=1024),
+        autotune.TuneOptions(backends=("llamacpp",), trials=4, confirm_rounds=0, eval_tokens=512),
+    )  # this machine's probe, the installed plugins, a reporter that keeps its messages
     profile = result.profile
     print(f"{profile.backend.name} {profile.artifact.precision} {profile.params}")
     print(f"{profile.measured.decode_tps:.1f} tok/s, p95 {profile.measured.worst_itl_p95_ms:.1f} ms, "

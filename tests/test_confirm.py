@@ -15,7 +15,7 @@ from autotune.study import TrialRecord
 from autotune.testing import FakeBackend
 from autotune.testing.conformance import example_hardware
 from autotune.testing.inline_plugin import manager_with
-from autotune.tuner import SilentReporter, TuneOptions, Tuner
+from autotune import SilentReporter, TuneOptions, Tuner
 from autotune.workload import Workload
 
 ARTIFACT = Artifact(path=Path("/x"), format="gguf", precision="q4_0", bits_per_weight=4.5, size_bytes=1)

@@ -21,7 +21,7 @@ from autotune.testing import FakeBackend
 from autotune.testing.conformance import example_hardware
 from autotune.testing.inline_plugin import InlineBackends, manager_with
 from autotune.trial import prepare_artifact
-from autotune.tuner import SilentReporter, TuneOptions, Tuner
+from autotune import SilentReporter, TuneOptions, Tuner
 from autotune.workload import Workload
 
 WORKLOAD = Workload(prompt_tokens=16, gen_tokens=8, context=256, runs=3, depth=0)
@@ -183,8 +183,8 @@ def test_the_artifact_is_the_file_tuned_this_time_absolute(tmp_path: Path, monke
 
 
 def test_fallbacks_show_wherever_the_precision_shows() -> None:
-    details = {"fallback": "24 of 30 tensors fell back to Q4_0/Q5_0: their rows do not divide into the type's blocks"}
-    assert precision_label("Q2_K", details).startswith("Q2_K (24 of 30 tensors fell back to Q4_0/Q5_0")
+    details = {"fallback": "24/30 tensors fell back to Q4_0/Q5_0"}
+    assert precision_label("Q2_K", details) == "Q2_K (24/30 tensors fell back to Q4_0/Q5_0)"
     assert precision_label("Q4_K_M", {}) == "Q4_K_M"
     artifact = Artifact(path=Path("x"), format="gguf", precision="Q2_K", bits_per_weight=4.6, size_bytes=1, details=details)
     assert artifact.label == precision_label("Q2_K", details)

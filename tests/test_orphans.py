@@ -20,7 +20,7 @@ from pathlib import Path
 from autotune.budget import Budget
 from autotune.testing import FakeBackend, manager_with
 from autotune.testing.conformance import example_hardware
-from autotune.tuner import SilentReporter, TuneOptions, Tuner
+from autotune import SilentReporter, TuneOptions, Tuner
 from autotune.workload import Workload
 
 model = Path({model!r})

@@ -214,7 +214,7 @@ def test_every_chunk_starts_with_bos() -> None:
 
 def test_short_evaluations_still_give_several_chunks() -> None:
     from autotune.quality_eval import MIN_CHUNKS, chunk_size
-    from autotune.tuner import TuneOptions
+    from autotune import TuneOptions
 
     assert chunk_size(TuneOptions(eval_tokens=1024, chunk_tokens=256)) == 256
     assert 256 // chunk_size(TuneOptions(eval_tokens=256, chunk_tokens=256)) >= MIN_CHUNKS

@@ -13,7 +13,7 @@ from autotune.study import mark_abandoned, open_study
 from autotune.testing import FakeBackend
 from autotune.testing.inline_plugin import manager_with
 from autotune.testing.conformance import example_hardware
-from autotune.tuner import SilentReporter, TuneOptions, Tuner
+from autotune import SilentReporter, TuneOptions, Tuner
 from autotune.workload import Workload
 
 MiB = 2**20

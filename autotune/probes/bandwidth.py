@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import threading
 import time
-from contextlib import contextmanager
-from contextvars import ContextVar
 from typing import Callable, Iterator, TypeVar
 
 import numpy as np
@@ -28,19 +26,6 @@ MIN_REPEATS = 2
 
 T = TypeVar("T")
 
-_enabled: ContextVar[bool] = ContextVar("autotune_measure_bandwidth", default=True)
-
-
-@contextmanager
-def bandwidth_skipped() -> Iterator[None]:
-    """Within this block the built-in bandwidth probe yields nothing (``probe(measure_bandwidth=False)``)."""
-    token = _enabled.set(False)
-    try:
-        yield
-    finally:
-        _enabled.reset(token)
-
-
 def working_set_bytes(largest_cache: int | None, available: int | None) -> int:
     """Bytes copied per pass (source plus destination): four times the largest cache, so nearly all
     of it comes from DRAM, within 64–512 MiB and never more than 1/8 of the available memory."""
@@ -51,7 +36,7 @@ def working_set_bytes(largest_cache: int | None, available: int | None) -> int:
     return max(size, 2 * 2**20)
 
 
-def measure_bandwidth(threads: int, working_set: int = MIN_WORKING_SET,
+def measure_copy_bandwidth(threads: int, working_set: int = MIN_WORKING_SET,
                       phase_seconds: float = PHASE_SECONDS) -> MemoryBandwidth:
     """Measure copy bandwidth with one thread and with ``threads`` threads; best pass of each.
 
@@ -134,12 +119,12 @@ def _best_rate(run: Callable[[], tuple[float, float]], bytes_moved: int, seconds
 
 
 @hookimpl
-def autotune_hardware_facts() -> Iterator[HardwareFact]:
-    """Contribute a measured ``MemoryBandwidth`` (unless skipped with ``bandwidth_skipped()``)."""
-    if not _enabled.get():
+def autotune_hardware_facts(measure_bandwidth: bool) -> Iterator[HardwareFact]:
+    """Contribute a measured ``MemoryBandwidth`` (about 0.3 s), unless the caller asked to skip it."""
+    if not measure_bandwidth:
         return
     from .cpu import largest_cache_bytes_here, usable_cores_here
     from .memory import available_memory_bytes
 
     size = working_set_bytes(largest_cache_bytes_here(), available_memory_bytes())
-    yield measure_bandwidth(usable_cores_here(), size)
+    yield measure_copy_bandwidth(usable_cores_here(), size)

@@ -30,6 +30,8 @@ from ..model_source import ModelSource
 from ..trial import measure, prepare_artifact
 from ..workload import Workload
 from .runs_here import skip_unless_runs_here
+from ..probe import probe_here
+from ..selftest import run_self_test
 
 
 def example_hardware(cores: int = 2, memory_gib: int = 24) -> Hardware:
@@ -52,6 +54,26 @@ def _in_space(params: Params, space: dict[str, object]) -> bool:
         if isinstance(dimension, IntRange) and not (dimension.low <= value <= dimension.high):  # type: ignore[operator]
             return False
     return True
+
+
+def search_configurations(backend: Backend, source: ModelSource, hardware: Hardware, workload: Workload) -> list[Params]:
+    """Every kind of configuration the search hands out: the starting points, the untuned one, their canonical
+    forms, and the first starting point with each dimension set to each of its choices (or range bounds)."""
+    starts = backend.starting_points(source, hardware, workload)
+    configurations = [*starts, backend.untuned_params(source, hardware, workload)]
+    for name, dimension in backend.search_space(source, hardware, workload).items():
+        choices = dimension.choices if isinstance(dimension, Categorical) else (dimension.low, dimension.high)
+        configurations += [{**starts[0], name: choice} for choice in choices]
+    return configurations + [backend.canonical_params(p) for p in configurations]
+
+
+def assert_params_model_accepts(backend: Backend, configurations: list[Params]) -> None:
+    """Each configuration passes ``backend.params_model``: a profile of any of them validates and exports."""
+    from ..profile import validate_params
+
+    assert backend.params_model is not None, f"backend {backend.name} declares no params_model"
+    for params in configurations:
+        validate_params(backend.params_model, params, backend.name)  # ProfileError names the parameter
 
 
 class BackendConformance:
@@ -103,6 +125,17 @@ class BackendConformance:
         assert isinstance(availability, Availability)
         assert availability.available, availability.reason
 
+    def test_self_test_passes_in_a_worker_and_is_cached(self, backend: Backend, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setenv("AUTOTUNE_CACHE", str(tmp_path / "selftest-cache"))
+        hardware = probe_here(measure_bandwidth=False)
+        result = run_self_test(backend, hardware)
+        assert result.passed is not False, result.summary
+        if result.passed:  # a backend without a self-test (None) is import-only: nothing to cache
+            assert result.summary and not result.cached
+            again = run_self_test(backend, hardware)
+            assert again.cached and again.summary == result.summary
+
     def test_inspect(self, backend: Backend, source: ModelSource, model_path: Path) -> None:
         assert source.format in backend.source_formats
         assert len(source.sha256) == 64
@@ -116,6 +149,12 @@ class BackendConformance:
         assert starts and all(_in_space(p, space) for p in starts)
         assert _in_space(backend.untuned_params(source, hardware, workload), space)
         assert set(backend.artifact_params) <= set(space)
+
+    def test_params_model_accepts_what_the_search_produces(self, backend: Backend, source: ModelSource,
+                                                           hardware: Hardware, workload: Workload) -> None:
+        if backend.params_model is None:
+            pytest.skip(f"backend {backend.name} declares no params_model: its profiles' params are not checked")
+        assert_params_model_accepts(backend, search_configurations(backend, source, hardware, workload))
 
     def test_predict(self, backend: Backend, source: ModelSource, params: Params, workload: Workload,
                      hardware: Hardware) -> None:
@@ -133,7 +172,9 @@ class BackendConformance:
         assert result.ok, result.error
         m = result.value
         assert isinstance(m, Measurement)
-        assert m.runs == workload.runs
+        # The spread check may have added one batch of runs (autotune.protocol).
+        assert m.extra_runs in (0, workload.runs) and m.runs == workload.runs + m.extra_runs
+        assert len(m.decode_tps_runs) == m.runs
         assert m.decode_tps > 0 and m.prefill_tps > 0 and m.ttft_ms > 0
         assert 0 < m.itl_p50_ms <= m.itl_p95_ms
         assert m.peak_rss_bytes and m.peak_rss_bytes > 0

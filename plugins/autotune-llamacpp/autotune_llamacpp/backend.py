@@ -22,7 +22,9 @@ from pathlib import Path
 from typing import Any, ClassVar, Iterator, Mapping
 
 import numpy as np
+from pydantic import BaseModel
 
+from autotune import measure_session
 from autotune.backend import Artifact, Availability, Backend, Categorical, IntRange, Params, Prediction, SearchSpace
 from autotune.errors import AutotuneError, ModelSourceError
 from autotune.hardware import Hardware
@@ -34,7 +36,8 @@ from . import memory_model, runner, runtime_info, selftest
 from .gguf_info import GgufInfo, read_gguf_info
 from .quant_types import reachable_types
 from .quantize import describe_file, quantize
-from .runtime_params import KV_TYPES, LLAMA_CPP_PYTHON_DEFAULTS, kv_cache_types
+from .params import KV_TYPES, LLAMA_CPP_PYTHON_DEFAULTS, LlamaCppParams
+from .runtime_params import kv_cache_types
 from .tensor_plan import as_is, plan_tensors
 
 N_BATCH_CHOICES = (256, 512, 2048)
@@ -47,6 +50,7 @@ class LlamaCppBackend(Backend):
     name: ClassVar[str] = "llamacpp"
     source_formats: ClassVar[frozenset[str]] = frozenset({"gguf"})
     artifact_params: ClassVar[tuple[str, ...]] = ("quant",)
+    params_model: ClassVar[type[BaseModel] | None] = LlamaCppParams
 
     def __init__(self) -> None:
         self._headers: dict[tuple[str, int, int], GgufInfo] = {}
@@ -154,7 +158,8 @@ class LlamaCppBackend(Backend):
         # The source's own type means the file as it is; other types are planned like llama.cpp does.
         plan = as_is(info) if quant == self.quant_choices(source)[0] else plan_tensors(info, quant)
         estimate = memory_model.estimate(info, plan, params, workload, hardware)
-        return Prediction(memory_bytes=estimate.total, breakdown=estimate.breakdown())
+        bound = memory_model.latency_lower_bound_ms(info, plan, params, workload, hardware)
+        return Prediction(memory_bytes=estimate.total, latency_lower_bound_ms=bound, breakdown=estimate.breakdown())
 
     def prepare(self, source: ModelSource, params: Params, workdir: Path) -> Artifact:
         quant = str(params["quant"]).upper()
@@ -175,7 +180,7 @@ class LlamaCppBackend(Backend):
         return describe_file(destination, quant, info, seconds=seconds, extra=extra)
 
     def measure(self, artifact: Artifact, params: Params, workload: Workload) -> Measurement:
-        return runner.measure_artifact(artifact.path, params, workload)
+        return measure_session(lambda: runner.LlamaSession(artifact.path, params, workload.context), workload)
 
     def logprobs(self, artifact: Artifact, params: Params, token_ids: list[int], chunk_tokens: int) -> Iterator[np.ndarray]:
         return runner.iter_logprobs(artifact.path, params, token_ids, chunk_tokens)
@@ -186,7 +191,7 @@ class LlamaCppBackend(Backend):
     def describe(self, params: Mapping[str, Any]) -> str:
         """E.g. ``Q4_0 t=2 b=512/512 fa=off kv=q8_0/f16 (V f16: needs fa) mmap``."""
         merged = {**LLAMA_CPP_PYTHON_DEFAULTS, **params}
-        type_k, type_v = kv_cache_types(merged)
+        type_k, type_v = kv_cache_types(str(merged["type_kv"]), bool(merged["flash_attn"]))
         kv = type_k if type_k == type_v else f"{type_k}/{type_v}"
         if type_k != type_v and not merged["flash_attn"]:
             kv += " (V f16: needs fa)"

@@ -11,9 +11,10 @@ from __future__ import annotations
 import shlex
 from typing import TYPE_CHECKING, Any
 
-from autotune.errors import AutotuneError
+from autotune.errors import ProfileError, one_line
 from autotune.exporter import Exporter
 
+from .params import llamacpp_params
 from .runtime_params import effective
 
 if TYPE_CHECKING:
@@ -23,7 +24,8 @@ BACKENDS = ("llamacpp",)
 
 
 def _settings(profile: "DeploymentProfile") -> dict[str, Any]:
-    return effective(profile.params, profile.workload.context)
+    """The measured settings, from the validated parameters (``ProfileError`` names a bad one)."""
+    return effective(llamacpp_params(profile.params), profile.workload.context)
 
 
 def _has_sliding_window(profile: "DeploymentProfile") -> bool:
@@ -54,7 +56,7 @@ def render_llama_server(profile: "DeploymentProfile") -> str:
 def _modelfile_string(value: str) -> str:
     """Quote a value the way Ollama's Modelfile parser reads it back (``"..."`` or ``\"\"\"...\"\"\"``)."""
     if '"""' in value or any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
-        raise AutotuneError(
+        raise ProfileError(
             f"the path {value!r} cannot be written in an Ollama Modelfile (it contains '\"\"\"' or a control "
             "character); move the model to a plainer path and export again"
         )
@@ -64,7 +66,7 @@ def _modelfile_string(value: str) -> str:
 def render_ollama(profile: "DeploymentProfile") -> str:
     """An Ollama Modelfile: ``FROM`` the artifact plus the runner parameters Ollama accepts."""
     s = _settings(profile)
-    lines = [f"# Ollama Modelfile from an autotune profile (llama.cpp, {profile.artifact.label})."]
+    lines = [f"# Ollama Modelfile from an autotune profile (llama.cpp, {one_line(profile.artifact.label)})."]
     quantized_kv = s["type_k"] != "f16" or s["type_v"] != "f16"
     if s["flash_attn"] or quantized_kv:
         # Flash attention and the KV-cache type are server-wide settings in Ollama, not Modelfile parameters.

@@ -48,6 +48,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+import autotune
 from autotune.hardware import Hardware
 from autotune.workload import Workload
 
@@ -153,9 +154,31 @@ def _offloaded(name: str, gpu_layers: int, n_layer: int) -> bool:
 
 def kv_cache_bytes(info: GgufInfo, context: int, type_k: str, type_v: str, gpu_layers: int = 0) -> int:
     """Bytes of the KV cache on the host: every layer holds the full context (``swa_full``)."""
-    host_layers = info.n_layer - min(gpu_layers, info.n_layer)
-    per_cell = info.n_head_kv * (info.head_dim_k * KV_BYTES_PER_VALUE[type_k] + info.head_dim_v * KV_BYTES_PER_VALUE[type_v])
-    return int(host_layers * context_cells(context) * per_cell)
+    return autotune.kv_cache_bytes(
+        layers=info.n_layer - min(gpu_layers, info.n_layer), kv_heads=info.n_head_kv, head_dim=info.head_dim_k,
+        context=context_cells(context), bytes_per_element=KV_BYTES_PER_VALUE[type_k],
+        value_bytes_per_element=KV_BYTES_PER_VALUE[type_v], value_head_dim=info.head_dim_v)
+
+
+def decode_read_bytes(info: GgufInfo, plan: TensorPlan) -> int:
+    """Weight bytes every decode step reads at least once, in their planned types.
+
+    Left out: the token embedding, of which a step looks up one row (unless there is no
+    ``output.weight`` and it doubles as the output projection), and MoE expert tensors
+    (``*_exps``), of which the router picks only some. A repacked copy replaces the original
+    in the kernels, so each tensor counts once.
+    """
+    tied = not any(tensor.name == "output.weight" for tensor in info.tensors)
+    return sum(tensor_bytes(tensor.shape, plan.types[tensor.name]) for tensor in info.tensors
+               if "_exps" not in tensor.name and (tied or tensor.name != "token_embd.weight"))
+
+
+def latency_lower_bound_ms(info: GgufInfo, plan: TensorPlan, params: Mapping[str, Any], workload: Workload,
+                           hardware: Hardware) -> float | None:
+    """The memory-bandwidth bound of one decode step on the CPU; None with layers offloaded to a GPU."""
+    if effective(params, workload.context)["n_gpu_layers"]:
+        return None  # the GPU's bandwidth is not what the probe measures
+    return autotune.decode_latency_lower_bound_ms(decode_read_bytes(info, plan), hardware)
 
 
 def largest_micro_batch(workload: Workload, n_ubatch: int) -> tuple[int, int]:

@@ -30,8 +30,8 @@ def describe_file(path: Path, requested: str, source: GgufInfo, seconds: float |
         details["fallback_tensors"] = len(off_plan)
         if off_plan:
             types = "/".join(sorted({t.type_name for t in off_plan}))
-            details["fallback"] = (f"{len(off_plan)} of {len(plan.requested)} tensors fell back to {types}: "
-                                   "their rows do not divide into the type's blocks")
+            # Rows not divisible by the type's block (256 for K-quants, 32 for Q4_0/Q8_0) fall back.
+            details["fallback"] = f"{len(off_plan)}/{len(plan.requested)} tensors fell back to {types}"
     if seconds is not None:
         details["quantize_s"] = round(seconds, 3)
     details.update(extra or {})

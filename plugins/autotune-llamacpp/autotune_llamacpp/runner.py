@@ -1,23 +1,18 @@
-"""Running a GGUF with llama-cpp-python: timed decoding, next-token log-probabilities, tokenization.
+"""Running a GGUF with llama-cpp-python: a decode session, next-token log-probabilities, tokenization.
 
-``measure_artifact`` runs inside autotune's worker process (llama_cpp is imported there). It
-drives the model the way a chat loop does — evaluate the prompt, greedily pick a token, feed
-it back one at a time — and times every step. EOS is ignored: decode speed does not depend on
-which token comes out, and stopping early would make runs incomparable.
+``LlamaSession`` runs inside autotune's worker process (llama_cpp is imported there);
+``autotune.measure_session`` drives and times it.
 """
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 import numpy as np
 
+from autotune import DecodeSession, logprob_chunks, prompt_text_tokens
 from autotune.errors import BackendUnavailable
-from autotune.measurement import Measurement, RunTimings, summarize
-from autotune.workload import Workload
-from autotune.workload import PROMPT_TEXT
 from autotune.quality import log_softmax_rows
 
 from .runtime_params import llama_kwargs
@@ -42,55 +37,35 @@ def load(model_path: Path, params: Mapping[str, Any], context: int, **overrides:
         raise BackendUnavailable(f"llama.cpp could not load {model_path} with {dict(params)}: {error}") from None
 
 
-def text_tokens(llm: Any, count: int) -> list[int]:
-    """The first ``count`` token ids of ``PROMPT_TEXT`` (repeated as needed), BOS as the model expects."""
-    tokens = llm.tokenize(PROMPT_TEXT.encode(), add_bos=True, special=False)
-    body = llm.tokenize(PROMPT_TEXT.encode(), add_bos=False, special=False)
-    while len(tokens) < count:
-        tokens.extend(body)
-    return tokens[:count]
-
-
 def greedy(llama_cpp: Any, llm: Any, n_vocab: int) -> int:
     """Arg-max of the last evaluated position's logits, read in place from llama.cpp's buffer."""
     logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(llm.ctx, -1), shape=(n_vocab,))
     return int(logits.argmax())
 
 
-def _timed_run(llama_cpp: Any, llm: Any, prompt: list[int], gen_tokens: int, n_vocab: int) -> RunTimings:
-    """Prefill ``prompt`` on an empty cache, pick a token, then decode ``gen_tokens`` tokens one at a time."""
-    llm.reset()  # n_tokens = 0; the next eval removes every cached position from 0 on
-    started = time.perf_counter()
-    llm.eval(prompt)
-    prefill_s = time.perf_counter() - started
-    token = greedy(llama_cpp, llm, n_vocab)
-    ttft_s = time.perf_counter() - started
-    token_s: list[float] = []
-    for _ in range(gen_tokens):
-        step = time.perf_counter()
-        llm.eval([token])
-        token = greedy(llama_cpp, llm, n_vocab)
-        token_s.append(time.perf_counter() - step)
-    return RunTimings(prompt_tokens=len(prompt), prefill_s=prefill_s, ttft_s=ttft_s, token_s=token_s)
+class LlamaSession(DecodeSession):
+    """One loaded GGUF for ``autotune.measure_session``: ``Llama.eval`` and greedy picks from llama.cpp's logits."""
 
+    def __init__(self, model_path: Path, params: Mapping[str, Any], context: int) -> None:
+        self.llama_cpp = import_llama_cpp()
+        self.llm = load(model_path, params, context)
+        self.n_vocab = self.llm.n_vocab()
 
-def measure_artifact(model_path: Path, params: Mapping[str, Any], workload: Workload) -> Measurement:
-    """Load, warm up once, then time ``workload.runs`` runs (and one deep run when ``deep_start`` > 0)."""
-    llama_cpp = import_llama_cpp()
-    started = time.perf_counter()
-    llm = load(model_path, params, workload.context)
-    load_s = time.perf_counter() - started
-    n_vocab = llm.n_vocab()
-    prompt = text_tokens(llm, workload.prompt_tokens)
-    _timed_run(llama_cpp, llm, prompt, workload.gen_tokens, n_vocab)  # warm-up: caches, page faults, thread pool
-    runs = [_timed_run(llama_cpp, llm, prompt, workload.gen_tokens, n_vocab) for _ in range(workload.runs)]
-    deep = None
-    if workload.deep_start > 0:
-        # The cache is filled in batches like a long prompt; only the decode steps after it matter.
-        deep = _timed_run(llama_cpp, llm, text_tokens(llm, workload.deep_start), workload.gen_tokens, n_vocab)
-    measurement = summarize(load_s, runs, deep, workload.deep_start or None)
-    del llm
-    return measurement  # the worker fills peak_rss_bytes (VmHWM of this process)
+    def prompt_tokens(self, count: int) -> list[int]:
+        return prompt_text_tokens(lambda text, bos: self.llm.tokenize(text.encode(), add_bos=bos, special=False), count)
+
+    def reset(self) -> None:
+        self.llm.reset()  # n_tokens = 0; the next eval removes every cached position from 0 on
+
+    def prefill(self, tokens: list[int]) -> None:
+        self.llm.eval(tokens)  # in n_batch batches: a deep fill goes in like a long prompt
+
+    def first_token(self) -> int:
+        return greedy(self.llama_cpp, self.llm, self.n_vocab)
+
+    def step(self, token: int) -> int:
+        self.llm.eval([token])
+        return greedy(self.llama_cpp, self.llm, self.n_vocab)
 
 
 def iter_logprobs(model_path: Path, params: Mapping[str, Any], token_ids: list[int], chunk_tokens: int) -> Iterator[np.ndarray]:
@@ -101,18 +76,14 @@ def iter_logprobs(model_path: Path, params: Mapping[str, Any], token_ids: list[i
     than one chunk × vocabulary is ever held (Gemma 3's vocabulary is 262,144).
     """
     llama_cpp = import_llama_cpp()
-    if chunk_tokens < 2:
-        raise ValueError("chunk_tokens must be at least 2")
+    chunks = logprob_chunks(token_ids, chunk_tokens)  # raises on a bad chunk size before anything is loaded
     # The whole chunk goes in one batch; the output buffer then holds chunk × vocab floats.
     llm = load(model_path, {**params, "n_batch": chunk_tokens}, chunk_tokens)
     n_vocab = llm.n_vocab()
     batch = llama_cpp.llama_batch_init(chunk_tokens, 0, 1)
     memory = llama_cpp.llama_get_memory(llm.ctx)
     try:
-        for start in range(0, len(token_ids) - 1, chunk_tokens):
-            chunk = token_ids[start:start + chunk_tokens]
-            if len(chunk) < 2:
-                break
+        for chunk in chunks:
             llama_cpp.llama_memory_clear(memory, True)
             batch.n_tokens = len(chunk)
             for i, token in enumerate(chunk):

@@ -15,7 +15,8 @@ from autotune.testing.tiny_gguf import make_tiny_gguf
 from autotune.trial import measure, prepare_artifact
 from autotune.workload import Workload
 from autotune_llamacpp import LlamaCppBackend
-from autotune_llamacpp.gguf_info import read_gguf_info
+from autotune_llamacpp.gguf_info import read_gguf_info, tensor_bytes
+from autotune_llamacpp.memory_model import decode_read_bytes
 from autotune_llamacpp.quant_types import CANDIDATES, reachable_types
 from autotune_llamacpp.runner import iter_logprobs
 from autotune_llamacpp.tensor_plan import plan_tensors
@@ -178,6 +179,23 @@ def test_thread_counts_agree_on_logprobs(backend: LlamaCppBackend, tiny_256: Pat
     assert all(c.dtype == np.float32 and c.shape[1] == 512 for c in one)
     for a, b in zip(one, two):
         np.testing.assert_allclose(a, b, atol=1e-3)
+
+
+def test_latency_bound_reads_every_matrix_but_the_looked_up_embedding(backend: LlamaCppBackend,
+                                                                     tiny_256: Path) -> None:
+    source, info = backend.inspect(tiny_256), read_gguf_info(tiny_256)
+    plan = plan_tensors(info, "Q4_0")
+    sizes = {t.name: tensor_bytes(t.shape, plan.types[t.name]) for t in info.tensors}
+    read = decode_read_bytes(info, plan)
+    assert read == sum(sizes.values()) - sizes["token_embd.weight"]  # output.weight is its own matrix here
+    params = {"quant": "Q4_0", "n_threads": 2}
+    workload = Workload(prompt_tokens=16, gen_tokens=8, context=256)
+    no_caches = example_hardware().model_copy(update={"cpu": example_hardware().cpu.model_copy(update={"caches": []})})
+    bound = backend.predict(source, params, workload, no_caches).latency_lower_bound_ms
+    assert bound == pytest.approx(read / (2 * 20e9) * 1000)
+    # The example machine's 2 MiB of L2 holds this model whole, and a GPU's bandwidth is not the probe's.
+    assert backend.predict(source, params, workload, example_hardware()).latency_lower_bound_ms is None
+    assert backend.predict(source, {**params, "n_gpu_layers": 3}, workload, no_caches).latency_lower_bound_ms is None
 
 
 def test_quantized_v_cache_needs_flash_attention(backend: LlamaCppBackend) -> None:

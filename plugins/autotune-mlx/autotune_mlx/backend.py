@@ -21,7 +21,9 @@ from pathlib import Path
 from typing import Any, ClassVar, Iterator, Mapping
 
 import numpy as np
+from pydantic import BaseModel
 
+import autotune
 from autotune.backend import Artifact, Availability, Backend, Categorical, Params, Prediction, SearchSpace
 from autotune.errors import AutotuneError, BackendUnavailable, ModelSourceError
 from autotune.hardware import Hardware
@@ -31,10 +33,10 @@ from autotune.workload import Workload
 
 from . import memory, runner, selftest
 from .convert import convert, kv_group_size
+from .params import KV_BITS, MlxParams, mlx_params
 from .quantization import ARTIFACT_PARAMS, BITS, GROUP_SIZES, QuantSpec
 from .runtime import INSTALL_HINT, has_mlx_lm, import_mlx, import_mlx_lm, matvec_flops_per_s, runtime_info
 
-KV_BITS = (16, 8, 4)
 PREFILL_STEPS = (256, 512, 1024, 2048)
 CPU_DTYPES = ("float32",)
 GPU_DTYPES = ("float16", "bfloat16")
@@ -46,6 +48,7 @@ class MlxBackend(Backend):
     name: ClassVar[str] = "mlx"
     source_formats: ClassVar[frozenset[str]] = frozenset({"hf"})
     artifact_params: ClassVar[tuple[str, ...]] = ARTIFACT_PARAMS
+    params_model: ClassVar[type[BaseModel] | None] = MlxParams
 
     # -- what is here ---------------------------------------------------------------------------
 
@@ -148,14 +151,12 @@ class MlxBackend(Backend):
             # Every decode step reads all weights from memory (the GPU's bandwidth is not what the probe measures)
             # and multiplies them with one vector: 2 FLOPs per weight at the measured matrix-vector speed. Half the
             # compute figure is used, so the bound stays below what any layer shape could achieve.
-            matmul_weights = int(source.parameters or 0)
-            if not shape.get("tie_word_embeddings", False):
-                matmul_weights -= int(shape["vocab_size"]) * int(shape["hidden_size"])  # lookups are not products
-            bounds = [0.5 * 2 * matmul_weights / matvec_flops_per_s() * 1000]
-            bandwidth = hardware.memory.bandwidth_bytes_per_s
-            if bandwidth:
-                bounds.append(weights / bandwidth * 1000)
-            bound = max(bounds)
+            matmul_weights, read = int(source.parameters or 0), weights
+            if not shape.get("tie_word_embeddings", False):  # lookups are not products, nor read whole
+                matmul_weights -= int(shape["vocab_size"]) * int(shape["hidden_size"])
+                read -= memory.lookup_bytes(_tensors(source.path), spec, shape["num_hidden_layers"])
+            bound = max(0.5 * 2 * matmul_weights / matvec_flops_per_s() * 1000,
+                        autotune.decode_latency_lower_bound_ms(read, hardware) or 0.0)
         return Prediction(memory_bytes=sum(breakdown.values()), latency_lower_bound_ms=bound, breakdown=breakdown)
 
     # -- building and measuring -----------------------------------------------------------------
@@ -166,15 +167,13 @@ class MlxBackend(Backend):
 
     def measure(self, artifact: Artifact, params: Params, workload: Workload) -> Measurement:
         """Load, warm up, time the runs (and the deep run) with mlx-lm's generation; add MLX's peak memory."""
-        settings = runner.RuntimeSettings(
-            kv_bits=int(params.get("kv_bits", 16)),
-            kv_group_size=artifact.details.get("kv_group_size"),
-            prefill_step_size=int(params.get("prefill_step_size", runner.DEFAULT_PREFILL_STEP)),
-        )
+        typed = mlx_params(params)
+        settings = runner.RuntimeSettings(kv_bits=typed.kv_bits, kv_group_size=artifact.details.get("kv_group_size"),
+                                          prefill_step_size=typed.prefill_step_size)
         if settings.kv_bits < 16 and settings.kv_group_size is None:
             raise AutotuneError("this model's head size is not a multiple of 32, so mlx-lm cannot quantize its KV "
                                 "cache; use kv_bits=16")
-        return runner.measure(artifact.path, settings, workload)
+        return autotune.measure_session(lambda: runner.MlxSession(artifact.path, settings, workload), workload)
 
     def logprobs(self, artifact: Artifact, params: Params, token_ids: list[int],
                  chunk_tokens: int) -> Iterator[np.ndarray]:
@@ -213,8 +212,9 @@ def _kv_group(source: ModelSource) -> int | None:
 
 
 def _settings(source: ModelSource, params: Params) -> runner.RuntimeSettings:
-    return runner.RuntimeSettings(kv_bits=int(params.get("kv_bits", 16)), kv_group_size=_kv_group(source),
-                                  prefill_step_size=int(params.get("prefill_step_size", runner.DEFAULT_PREFILL_STEP)))
+    typed = mlx_params(params)
+    return runner.RuntimeSettings(kv_bits=typed.kv_bits, kv_group_size=_kv_group(source),
+                                  prefill_step_size=typed.prefill_step_size)
 
 
 def _prefill_steps(workload: Workload) -> tuple[int, ...]:

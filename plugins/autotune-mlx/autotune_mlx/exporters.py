@@ -10,8 +10,10 @@ from __future__ import annotations
 import shlex
 from typing import TYPE_CHECKING, Any
 
+from autotune.errors import one_line
 from autotune.exporter import Exporter
 
+from .params import mlx_params
 from .runner import DEFAULT_PREFILL_STEP, RuntimeSettings
 
 if TYPE_CHECKING:
@@ -24,13 +26,10 @@ SERVER_PORT = 8080
 
 
 def settings(profile: "DeploymentProfile") -> RuntimeSettings:
-    """The runtime settings a profile measured."""
-    params = profile.params
-    return RuntimeSettings(
-        kv_bits=int(params.get("kv_bits", 16)),
-        kv_group_size=profile.artifact.details.get("kv_group_size"),
-        prefill_step_size=int(params.get("prefill_step_size", DEFAULT_PREFILL_STEP)),
-    )
+    """The runtime settings a profile measured, from its validated parameters (``ProfileError`` names a bad one)."""
+    params = mlx_params(profile.params)
+    return RuntimeSettings(kv_bits=params.kv_bits, kv_group_size=profile.artifact.details.get("kv_group_size"),
+                           prefill_step_size=params.prefill_step_size)
 
 
 def _flags(profile: "DeploymentProfile") -> list[str]:
@@ -65,7 +64,7 @@ def render_python(profile: "DeploymentProfile") -> str:
         del kwargs["prefill_step_size"]
     arguments = "".join(f", {name}={value!r}" for name, value in kwargs.items())
     return (
-        f"# MLX ({profile.artifact.label}) as measured by autotune.\n"
+        f"# MLX ({one_line(profile.artifact.label)}) as measured by autotune.\n"
         "from mlx_lm import generate, load\n\n"
         f"model, tokenizer = load({str(profile.artifact.path)!r})\n"
         f"text = generate(model, tokenizer, prompt={DEFAULT_PROMPT!r}{arguments})\n"

@@ -17,6 +17,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+import autotune
 from autotune_hf.folder import safetensors_header
 
 from .quantization import DTYPE_BYTES, QuantSpec
@@ -51,12 +52,17 @@ def weight_bytes(tensors: dict[str, list[int]], spec: QuantSpec, num_layers: int
 
 def kv_bytes(shape: dict[str, Any], tokens: int, dtype: str, kv_bits: int, kv_group: int | None) -> int:
     """KV cache bytes for ``tokens`` positions (keys and values, every layer)."""
-    allocated = math.ceil(tokens / KV_STEP) * KV_STEP
-    elements = 2 * shape["num_hidden_layers"] * shape["num_key_value_heads"] * shape["head_dim"] * allocated
-    if kv_bits >= 16 or kv_group is None:
-        return elements * DTYPE_BYTES[dtype]
-    # Packed values plus a scale and a bias per group, in the activation dtype.
-    return int(elements * (kv_bits / 8 + 2 * DTYPE_BYTES[dtype] / kv_group))
+    element: float = DTYPE_BYTES[dtype]
+    if kv_bits < 16 and kv_group is not None:
+        element = kv_bits / 8 + 2 * element / kv_group  # packed values plus a scale and a bias per group
+    return autotune.kv_cache_bytes(layers=shape["num_hidden_layers"], kv_heads=shape["num_key_value_heads"],
+                                   head_dim=shape["head_dim"], context=math.ceil(tokens / KV_STEP) * KV_STEP,
+                                   bytes_per_element=element)
+
+
+def lookup_bytes(tensors: dict[str, list[int]], spec: QuantSpec, num_layers: int) -> int:
+    """Bytes of the token embedding, of which a decode step reads only the rows it looks up."""
+    return weight_bytes({name: shape for name, shape in tensors.items() if "embed_tokens" in name}, spec, num_layers)
 
 
 def activation_bytes(shape: dict[str, Any], chunk: int, context: int, dtype: str) -> int:

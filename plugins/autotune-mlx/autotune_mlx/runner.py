@@ -1,24 +1,22 @@
-"""Loading an MLX artifact and timing generation the way mlx-lm generates (runs inside the worker).
+"""Loading an MLX artifact and stepping it the way mlx-lm generates (runs inside the worker).
 
 Tokens come from mlx-lm's own ``generate_step`` (what ``mlx_lm.generate`` and ``stream_generate``
 run): greedy, with the runtime settings passed through. It never stops at EOS (only
 ``stream_generate`` does), so every run decodes exactly the requested number of tokens.
 ``generate_step`` pipelines (it queues step n+1 before handing out token n) and each token is
-handed out through ``.item()``, which waits for its evaluation: the time between two tokens is
+handed out through ``.item()``, which waits for its evaluation: the time one step takes is
 the honest steady-state inter-token latency a user of mlx-lm sees.
 """
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
 
-from autotune.measurement import Measurement, RunTimings, summarize
-from autotune.workload import Workload
+from autotune import DecodeSession, Workload, logprob_chunks
 
 from .runtime import import_mlx, import_mlx_lm
 
@@ -54,57 +52,44 @@ def prompt_tokens(count: int, vocab_size: int, bos: int | None) -> list[int]:
     return tokens
 
 
-def timed_run(model: Any, prompt: list[int], decode_tokens: int, settings: RuntimeSettings) -> RunTimings:
-    """Prefill ``prompt`` into a fresh KV cache, then time ``decode_tokens`` greedy decode steps."""
-    mx = import_mlx()
-    from mlx_lm.generate import generate_step
+class MlxSession(DecodeSession):
+    """A loaded MLX folder for ``autotune.measure_session``, stepped through mlx-lm's own ``generate_step``."""
 
-    marks: dict[str, float] = {}
+    def __init__(self, path: Path, settings: RuntimeSettings, workload: Workload) -> None:
+        self.mx = import_mlx()
+        from mlx_lm.generate import generation_stream, wired_limit
 
-    def progress(done: int, total: int) -> None:
-        # Called with done == total right after the first token is evaluated: the prompt is in.
-        if done == total and "prefill" not in marks:
-            marks["prefill"] = time.perf_counter()
+        self.model, tokenizer = import_mlx_lm().load(str(path))  # lazy=False: every weight is evaluated here
+        self.vocab = int(self.model.args.vocab_size) if hasattr(self.model, "args") else int(tokenizer.vocab_size)
+        self.bos, self.settings, self.decode_tokens = tokenizer.bos_token_id, settings, workload.gen_tokens
+        # wired_limit keeps the weights resident on Metal, as mlx-lm's own generate does (a no-op on CPU).
+        self.wired = wired_limit(self.model, [generation_stream])
+        self.wired.__enter__()
+        self.steps: Iterator[tuple[int, Any]] = iter(())
+        self.first = 0
 
-    stamps: list[float] = []
-    started = time.perf_counter()
-    # The first token ends the prefill; each further one is a decode step.
-    steps = generate_step(mx.array(prompt), model, max_tokens=decode_tokens + 1,
-                          prompt_progress_callback=progress, **settings.generate_kwargs())
-    for _token, _logprobs in steps:
-        stamps.append(time.perf_counter())
-    ttft = stamps[0] - started
-    return RunTimings(
-        prompt_tokens=len(prompt),
-        prefill_s=min(marks.get("prefill", stamps[0]), stamps[0]) - started,
-        ttft_s=ttft,
-        token_s=[later - earlier for earlier, later in zip(stamps, stamps[1:])],
-    )
+    def prompt_tokens(self, count: int) -> list[int]:
+        return prompt_tokens(count, self.vocab, self.bos)
 
+    def prefill(self, tokens: list[int]) -> None:
+        from mlx_lm.generate import generate_step
 
-def measure(path: Path, settings: RuntimeSettings, workload: Workload) -> Measurement:
-    """Load the MLX folder, warm up, time ``workload.runs`` runs (and the deep run), summarise."""
-    mx = import_mlx()
-    mlx_lm = import_mlx_lm()
-    from mlx_lm.generate import generation_stream, wired_limit
+        # A fresh generator brings a fresh KV cache (the last run's goes with the old generator). Its
+        # first token ends the prefill (in prefill_step_size chunks); each further one is a decode step.
+        self.steps = generate_step(self.mx.array(tokens), self.model, max_tokens=self.decode_tokens + 1,
+                                   **self.settings.generate_kwargs())
+        self.first = next(self.steps)[0]
 
-    started = time.perf_counter()
-    model, tokenizer = mlx_lm.load(str(path))  # lazy=False: every weight is evaluated (in memory) here
-    load_s = time.perf_counter() - started
-    vocab = int(model.args.vocab_size) if hasattr(model, "args") else int(tokenizer.vocab_size)
-    bos = tokenizer.bos_token_id
-    prompt = prompt_tokens(workload.prompt_tokens, vocab, bos)
-    # wired_limit keeps the weights resident on Metal, as mlx-lm's own generate does (a no-op on CPU).
-    with wired_limit(model, [generation_stream]):
-        timed_run(model, prompt, workload.gen_tokens, settings)  # warm-up
-        runs = [timed_run(model, prompt, workload.gen_tokens, settings) for _ in range(workload.runs)]
-        deep = None
-        if workload.deep_start > 0:
-            deep = timed_run(model, prompt_tokens(workload.deep_start, vocab, bos), workload.gen_tokens, settings)
-    measurement = summarize(load_s, runs, deep, workload.deep_start if deep else None)
-    measurement.context["mlx_peak_memory_bytes"] = int(mx.get_peak_memory())
-    measurement.context["mlx_device"] = str(mx.default_device())
-    return measurement  # the worker fills peak_rss_bytes (VmHWM of this process)
+    def first_token(self) -> int:
+        return self.first
+
+    def step(self, token: int) -> int:
+        return next(self.steps)[0]  # generate_step feeds back its own greedy pick, which is ``token``
+
+    def close(self) -> dict[str, object]:
+        self.steps = iter(())  # the last generator leaves its stream context before the wired limit is restored
+        self.wired.__exit__(None, None, None)
+        return {"mlx_peak_memory_bytes": int(self.mx.get_peak_memory()), "mlx_device": str(self.mx.default_device())}
 
 
 def logprobs(path: Path, token_ids: list[int], chunk_tokens: int) -> Iterator[np.ndarray]:
@@ -112,10 +97,7 @@ def logprobs(path: Path, token_ids: list[int], chunk_tokens: int) -> Iterator[np
     mx = import_mlx()
     mlx_lm = import_mlx_lm()
     model, _tokenizer = mlx_lm.load(str(path))
-    for start in range(0, len(token_ids) - 1, chunk_tokens):
-        chunk = token_ids[start:start + chunk_tokens]
-        if len(chunk) < 2:
-            break
+    for chunk in logprob_chunks(token_ids, chunk_tokens):
         logits = model(mx.array(chunk)[None])[0, :-1].astype(mx.float32)
         rows = logits - mx.logsumexp(logits, axis=-1, keepdims=True)
         yield np.array(rows)

@@ -142,7 +142,8 @@ def kv8_measurement(mlx_backend: MlxBackend, tiny_source: ModelSource,
 
 def test_runtime_settings_and_deep_run_are_measured(kv8_measurement: tuple[Params, Workload, Measurement]) -> None:
     _params_, workload, m = kv8_measurement
-    assert m.runs == 2 and len(m.decode_tps_runs) == 2
+    # 2 timed runs, or 4 when their spread made the protocol re-measure (autotune.protocol)
+    assert m.runs == 2 + m.extra_runs and m.extra_runs in (0, 2) and len(m.decode_tps_runs) == m.runs
     assert m.deep_depth == 300 and m.deep_itl_p50_ms and m.deep_itl_p95_ms and m.deep_itl_p95_ms >= m.deep_itl_p50_ms
     assert m.context["mlx_device"].startswith("Device(")
     assert 0 < int(m.context["mlx_peak_memory_bytes"]) < m.peak_rss_bytes  # type: ignore[arg-type, operator]

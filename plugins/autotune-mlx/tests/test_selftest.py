@@ -1,13 +1,10 @@
-"""The MLX self-test: directly, and through the core's worker and cache."""
+"""The MLX self-test run directly; the conformance suite runs it in a worker, cached."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
-
-from autotune.selftest import run_self_test
-from autotune.testing.conformance import example_hardware
 
 from autotune_mlx import MlxBackend
 
@@ -18,13 +15,3 @@ def test_self_test_runs_float_and_4bit_matmuls(tmp_path: Path) -> None:
     summary = MlxBackend().self_test(tmp_path)
     assert summary is not None
     assert "4-bit (group 64) quantized matmul on the " in summary and "default device" in summary
-
-
-def test_self_test_passes_in_a_worker_and_is_cached(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("AUTOTUNE_CACHE", str(tmp_path))
-    backend, hardware = MlxBackend(), example_hardware()
-    result = run_self_test(backend, hardware)
-    assert result.passed is True, result.summary
-    assert "quantized matmul" in result.summary and not result.cached
-    again = run_self_test(backend, hardware)
-    assert again.cached is True and again.passed is True and again.summary == result.summary

@@ -26,7 +26,9 @@ from pathlib import Path
 from typing import Any, ClassVar, Iterator, Mapping
 
 import numpy as np
+from pydantic import BaseModel
 
+from autotune import measure_session
 from autotune.backend import Artifact, Availability, Backend, Categorical, IntRange, Params, Prediction, SearchSpace
 from autotune.errors import AutotuneError, ModelSourceError
 from autotune.hardware import Hardware
@@ -38,7 +40,7 @@ from . import convert, selftest
 from .convert import WEIGHT_ONLY, hf_to_onnx, weight_summary
 from .memory import predict_memory
 from .providers import BY_ORT, BY_SHORT, genai_can_use, usable_providers
-from .session import GRAPH_LEVELS
+from .params import GRAPH_LEVELS, OnnxRuntimeParams
 
 ARTIFACT_PARAMS = ("precision", "block_size", "accuracy_level")
 GPU_TARGETS = ("cuda", "dml", "webgpu")
@@ -66,6 +68,7 @@ class OnnxRuntimeBackend(Backend):
     name: ClassVar[str] = "onnxruntime"
     source_formats: ClassVar[frozenset[str]] = frozenset({"hf"})
     artifact_params: ClassVar[tuple[str, ...]] = ARTIFACT_PARAMS
+    params_model: ClassVar[type[BaseModel] | None] = OnnxRuntimeParams
 
     def availability(self) -> Availability:
         try:
@@ -147,8 +150,7 @@ class OnnxRuntimeBackend(Backend):
         shape = source.metadata.get("config")
         if not isinstance(shape, dict) or not source.parameters:
             raise ModelSourceError(f"{source.path} was not inspected as an HF folder; cannot predict its memory")
-        return predict_memory(shape, source.parameters, params, workload.prompt_tokens, workload.context,
-                              hardware.memory.bandwidth_bytes_per_s)
+        return predict_memory(shape, source.parameters, params, workload.prompt_tokens, workload.context, hardware)
 
     def _build_target(self, precision: str) -> str:
         if precision not in ("fp16", "bf16"):
@@ -189,10 +191,10 @@ class OnnxRuntimeBackend(Backend):
                                 "it does not run on the CPU provider")
 
     def measure(self, artifact: Artifact, params: Params, workload: Workload) -> Measurement:
-        from .runner import measure_model
+        from .runner import GenaiSession
 
         self._check_runnable(artifact, params)
-        measurement = measure_model(artifact.path, params, workload)
+        measurement = measure_session(lambda: GenaiSession(artifact.path, params, workload), workload)
         measurement.context["execution_provider"] = params.get("execution_provider", "cpu")
         return measurement
 

@@ -5,15 +5,17 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
+from autotune.errors import one_line
 from autotune.exporter import Exporter
 
+from .params import OnnxRuntimeParams, onnxruntime_params
 from .session import genai_overlay, genai_provider
 
 if TYPE_CHECKING:
     from autotune.profile import DeploymentProfile
 
 
-def config_fragment(params: dict[str, Any], context: int) -> dict[str, Any]:
+def config_fragment(params: OnnxRuntimeParams, context: int) -> dict[str, Any]:
     """What to merge into the model's ``genai_config.json``: session options, provider and context."""
     fragment = genai_overlay(params)
     provider = genai_provider(params)
@@ -24,16 +26,18 @@ def config_fragment(params: dict[str, Any], context: int) -> dict[str, Any]:
 
 def render_genai_config(profile: "DeploymentProfile") -> str:
     """The ``genai_config.json`` fragment (merge it into the artifact's file, or pass it to ``og.Config.overlay``)."""
-    return json.dumps(config_fragment(profile.params, profile.workload.context), indent=2) + "\n"
+    params = onnxruntime_params(profile.params)  # ProfileError names a bad parameter
+    return json.dumps(config_fragment(params, profile.workload.context), indent=2) + "\n"
 
 
 def render_python(profile: "DeploymentProfile") -> str:
     """A runnable Python snippet: load the artifact with the tuned settings and stream a reply."""
-    provider = genai_provider(profile.params)
-    overlay = json.dumps(genai_overlay(profile.params))
+    params = onnxruntime_params(profile.params)  # ProfileError names a bad parameter
+    provider = genai_provider(params)
+    overlay = json.dumps(genai_overlay(params))
     provider_line = f"config.append_provider({provider!r})\n" if provider else ""
     return (
-        f"# onnxruntime-genai with the settings autotune measured ({profile.artifact.label}, "
+        f"# onnxruntime-genai with the settings autotune measured ({one_line(profile.artifact.label)}, "
         f"{profile.measured.decode_tps:.1f} tok/s, p95 ITL {profile.measured.itl_p95_ms:.1f} ms)\n"
         "import onnxruntime_genai as og\n"
         "\n"

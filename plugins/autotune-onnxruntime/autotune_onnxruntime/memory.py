@@ -39,7 +39,9 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
+import autotune
 from autotune.backend import Prediction
+from autotune.hardware import Hardware
 
 from .convert import WEIGHT_ONLY
 
@@ -92,11 +94,12 @@ def rope_bytes(shape: Mapping[str, Any]) -> int:
 
 def kv_cache_bytes(shape: Mapping[str, Any], context: int, element_bytes: int = 4) -> int:
     """K and V for every layer over the whole context, as onnxruntime-genai preallocates them."""
-    return shape["num_hidden_layers"] * context * shape["num_key_value_heads"] * shape["head_dim"] * 2 * element_bytes
+    return autotune.kv_cache_bytes(layers=shape["num_hidden_layers"], kv_heads=shape["num_key_value_heads"],
+                                   head_dim=shape["head_dim"], context=context, bytes_per_element=element_bytes)
 
 
 def predict_memory(shape: Mapping[str, Any], parameters: int, params: Mapping[str, Any], prompt_tokens: int,
-                   context: int, bandwidth_bytes_per_s: float | None = None) -> Prediction:
+                   context: int, hardware: Hardware | None = None) -> Prediction:
     """Peak resident memory of a measurement (and, on the CPU, a decode latency lower bound).
 
     The ``breakdown`` parts add up to the total; ``weights_resident`` is what the stored weights
@@ -105,7 +108,6 @@ def predict_memory(shape: Mapping[str, Any], parameters: int, params: Mapping[st
     precision = params["precision"]
     block = params.get("block_size") if precision in WEIGHT_ONLY else None
     layout = weight_layout(shape, parameters, precision, block)
-    stored = sum(layout.values()) + rope_bytes(shape)
     quantized_factor = max(QUANTIZED_RESIDENCY.values())  # levels 1-3: not measured, assume the worst
     if precision in WEIGHT_ONLY:
         quantized_factor = QUANTIZED_RESIDENCY.get((precision, params.get("accuracy_level")), quantized_factor)
@@ -120,8 +122,8 @@ def predict_memory(shape: Mapping[str, Any], parameters: int, params: Mapping[st
     }
     total = sum(breakdown.values())
     latency = None
-    if bandwidth_bytes_per_s and params.get("execution_provider", "cpu") == "cpu":
+    if hardware is not None and params.get("execution_provider", "cpu") == "cpu":
         # Every decode step reads every weight it uses at least once: bandwidth bounds the step from below.
-        read = stored - layout["gather"]
-        latency = read / bandwidth_bytes_per_s * 1000
+        # An embedding only a Gather reads and the rotary tables are looked up a row at a time.
+        latency = autotune.decode_latency_lower_bound_ms(sum(layout.values()) - layout["gather"], hardware)
     return Prediction(memory_bytes=total, latency_lower_bound_ms=latency, breakdown=breakdown)

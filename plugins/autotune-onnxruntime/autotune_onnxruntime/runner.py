@@ -1,12 +1,9 @@
-"""Running an ONNX model folder: timed decoding with onnxruntime-genai, log-probabilities with plain ONNX Runtime.
+"""Running an ONNX model folder: decoding with onnxruntime-genai, log-probabilities with plain ONNX Runtime.
 
 Timing goes through onnxruntime-genai, the runtime a deployment uses: it keeps the KV cache in
 one preallocated buffer (``past_present_share_buffer``) and runs one session call per token.
-A run mirrors the llama.cpp backend's: ``append_tokens(prompt)`` is the prefill; the first
-``generate_next_token()`` only picks the greedy token from the prompt's logits (TTFT ends
-there); each further ``generate_next_token()`` runs the model on the previous token and picks
-the next one, and is timed on its own. EOS is ignored (``min_length = max_length``, which masks
-EOS until the end), so every run decodes the same number of tokens.
+EOS is masked (``min_length = max_length``) until the end, so every run decodes the same number
+of tokens.
 
 Log-probabilities use a plain ``InferenceSession`` on ``model.onnx``: the whole chunk in one call
 with an empty past, logits at every position.
@@ -14,15 +11,13 @@ with an empty past, logits at every position.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 import numpy as np
 
+from autotune import DecodeSession, Workload, logprob_chunks
 from autotune.errors import AutotuneError, BackendUnavailable
-from autotune.measurement import Measurement, RunTimings, summarize
-from autotune.workload import Workload
 from autotune.quality import log_softmax_rows
 
 from .convert import genai_decoder_config
@@ -39,30 +34,52 @@ def import_genai() -> Any:
     return onnxruntime_genai
 
 
-def _generator(og: Any, model: Any, max_length: int) -> Any:
-    search = og.GeneratorParams(model)
-    search.set_search_options(do_sample=False, max_length=max_length, min_length=max_length)
-    return og.Generator(model, search)
+class GenaiSession(DecodeSession):
+    """One onnxruntime-genai model for ``autotune.measure_session``: a fresh generator (and KV buffer) per run."""
 
+    def __init__(self, model_dir: Path, params: Mapping[str, Any], workload: Workload) -> None:
+        self.og = import_genai()
+        self.model_dir = model_dir
+        self.max_length = max_length_for(model_dir, workload)
+        try:
+            self.model = load_genai_model(model_dir, params)
+        except RuntimeError as error:
+            raise BackendUnavailable(f"onnxruntime-genai could not load {model_dir} with {dict(params)}: {error}") from None
+        # The timed prompt goes in one call, as an application would send it. The deep fill goes in
+        # prompt-sized pieces: one call over thousands of tokens would hold logits for all of them
+        # (tokens × vocabulary floats).
+        self.fill_chunk = workload.prompt_tokens
+        self.generator: Any = None
 
-def _timed_run(og: Any, model: Any, prompt: list[int], gen_tokens: int, max_length: int, fill_chunk: int) -> RunTimings:
-    """Prefill ``prompt`` (``fill_chunk`` tokens per call), pick a token, then decode ``gen_tokens`` steps."""
-    generator = _generator(og, model, max_length)  # allocates the KV buffer: not part of any timing
-    started = time.perf_counter()
-    for start in range(0, len(prompt), fill_chunk):
-        generator.append_tokens(np.asarray(prompt[start:start + fill_chunk], dtype=np.int32))
-    prefill_s = time.perf_counter() - started
-    generator.generate_next_token()
-    ttft_s = time.perf_counter() - started
-    token_s: list[float] = []
-    for _ in range(gen_tokens):
-        step = time.perf_counter()
-        generator.generate_next_token()
-        token_s.append(time.perf_counter() - step)
-    if generator.is_done() and generator.token_count() < max_length:
-        raise AutotuneError("onnxruntime-genai stopped generating early; the EOS mask (min_length) did not hold")
-    del generator
-    return RunTimings(prompt_tokens=len(prompt), prefill_s=prefill_s, ttft_s=ttft_s, token_s=token_s)
+    def prompt_tokens(self, count: int) -> list[int]:
+        return prompt_tokens(self.model_dir, count)
+
+    def reset(self) -> None:
+        self._end_run()  # the previous generator's KV buffer goes before the next one is allocated
+        search = self.og.GeneratorParams(self.model)
+        search.set_search_options(do_sample=False, max_length=self.max_length, min_length=self.max_length)
+        self.generator = self.og.Generator(self.model, search)
+
+    def prefill(self, tokens: list[int]) -> None:
+        for start in range(0, len(tokens), self.fill_chunk):
+            self.generator.append_tokens(np.asarray(tokens[start:start + self.fill_chunk], dtype=np.int32))
+
+    def first_token(self) -> int:
+        self.generator.generate_next_token()  # only picks from the prompt's logits (TTFT ends here)
+        return int(self.generator.get_next_tokens()[0])
+
+    def step(self, token: int) -> int:
+        self.generator.generate_next_token()  # runs the model on its last pick (``token``), picks the next
+        return int(self.generator.get_next_tokens()[0])
+
+    def close(self) -> dict[str, object]:
+        self._end_run()
+        return {"genai_max_length": self.max_length}
+
+    def _end_run(self) -> None:
+        if self.generator is not None and self.generator.is_done() and self.generator.token_count() < self.max_length:
+            raise AutotuneError("onnxruntime-genai stopped generating early; the EOS mask (min_length) did not hold")
+        self.generator = None
 
 
 def max_length_for(model_dir: Path, workload: Workload) -> int:
@@ -74,32 +91,6 @@ def max_length_for(model_dir: Path, workload: Workload) -> int:
             "lower --context"
         )
     return min(workload.context + 1, context_length)
-
-
-def measure_model(model_dir: Path, params: Mapping[str, Any], workload: Workload) -> Measurement:
-    """Load, warm up once, then time ``workload.runs`` runs (and one deep run when ``deep_start`` > 0)."""
-    og = import_genai()
-    max_length = max_length_for(model_dir, workload)
-    started = time.perf_counter()
-    try:
-        model = load_genai_model(model_dir, params)
-    except RuntimeError as error:
-        raise BackendUnavailable(f"onnxruntime-genai could not load {model_dir} with {dict(params)}: {error}") from None
-    load_s = time.perf_counter() - started
-    prompt = prompt_tokens(model_dir, workload.prompt_tokens)
-    whole = len(prompt)  # the timed prompt goes in one call, as an application would send it
-    _timed_run(og, model, prompt, workload.gen_tokens, max_length, whole)  # warm-up: allocator, thread pool, caches
-    runs = [_timed_run(og, model, prompt, workload.gen_tokens, max_length, whole) for _ in range(workload.runs)]
-    deep = None
-    if workload.deep_start > 0:
-        # The cache is filled prompt-sized piece by piece: one call over thousands of tokens would hold
-        # logits for all of them (tokens × vocabulary floats); only the decode steps after it are used.
-        fill = prompt_tokens(model_dir, workload.deep_start)
-        deep = _timed_run(og, model, fill, workload.gen_tokens, max_length, workload.prompt_tokens)
-    measurement = summarize(load_s, runs, deep, workload.deep_start or None)
-    measurement.context["genai_max_length"] = max_length
-    del model
-    return measurement
 
 
 _NUMPY_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(int64)": np.int64,
@@ -129,13 +120,9 @@ def _feeds(session: Any, decoder: Mapping[str, Any], chunk: list[int]) -> dict[s
 
 def iter_logprobs(model_dir: Path, params: Mapping[str, Any], token_ids: list[int], chunk_tokens: int) -> Iterator[np.ndarray]:
     """Next-token log-probabilities of ``token_ids``, one chunk of ``chunk_tokens`` at a time (fresh context each)."""
-    if chunk_tokens < 2:
-        raise ValueError("chunk_tokens must be at least 2")
+    chunks = logprob_chunks(token_ids, chunk_tokens)
     decoder = genai_decoder_config(model_dir)
     session = ort_session(Path(model_dir) / decoder["filename"], params)
-    for start in range(0, len(token_ids) - 1, chunk_tokens):
-        chunk = token_ids[start:start + chunk_tokens]
-        if len(chunk) < 2:
-            break
+    for chunk in chunks:
         (logits,) = session.run(["logits"], _feeds(session, decoder, chunk))
         yield log_softmax_rows(logits[0, :-1])

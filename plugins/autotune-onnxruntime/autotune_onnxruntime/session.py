@@ -12,10 +12,11 @@ import json
 from pathlib import Path
 from typing import Any, Mapping
 
+from .params import OnnxRuntimeParams, onnxruntime_params
 from .providers import BY_SHORT
 
-GRAPH_LEVELS = ("ORT_ENABLE_BASIC", "ORT_ENABLE_ALL")
-"""Graph optimization levels worth searching (DISABLE_ALL is never faster; EXTENDED is a subset of ALL)."""
+Settings = OnnxRuntimeParams | Mapping[str, Any]
+"""Parameters, validated (``OnnxRuntimeParams``) or as the tuner passes them (validated on use)."""
 
 
 SPINNING = "session.intra_op.allow_spinning"
@@ -27,31 +28,32 @@ when it was quiet; 36.1 vs 14.7 ms/token when other jobs kept it busy (load aver
 """
 
 
-def session_options(params: Mapping[str, Any]) -> dict[str, Any]:
+def session_options(params: Settings) -> dict[str, Any]:
     """The ``session_options`` entries ``params`` set, in ``genai_config.json`` spelling."""
+    typed = onnxruntime_params(params)
     return {
-        "intra_op_num_threads": int(params["intra_op_num_threads"]),
+        "intra_op_num_threads": typed.intra_op_num_threads,
         # The decoder graph runs sequentially; a second pool would only compete for the cores.
         "inter_op_num_threads": 1,
-        "graph_optimization_level": str(params["graph_optimization_level"]),
-        SPINNING: "1" if params.get("allow_spinning", True) else "0",
+        "graph_optimization_level": typed.graph_optimization_level,
+        SPINNING: "1" if typed.allow_spinning else "0",
     }
 
 
-def genai_overlay(params: Mapping[str, Any]) -> dict[str, Any]:
+def genai_overlay(params: Settings) -> dict[str, Any]:
     """The fragment to merge into ``genai_config.json`` (``og.Config.overlay``) for ``params``."""
     return {"model": {"decoder": {"session_options": session_options(params)}}}
 
 
-def genai_provider(params: Mapping[str, Any]) -> str | None:
+def genai_provider(params: Settings) -> str | None:
     """onnxruntime-genai's provider name for ``params`` (``None``: the CPU, which needs no provider entry)."""
-    short = str(params.get("execution_provider", "cpu"))
+    short = onnxruntime_params(params).execution_provider
     if short == "cpu":
         return None
     return BY_SHORT[short].genai
 
 
-def load_genai_model(model_dir: Path, params: Mapping[str, Any]) -> Any:
+def load_genai_model(model_dir: Path, params: Settings) -> Any:
     """An ``og.Model`` for the folder with ``params`` applied (providers cleared, then the chosen one)."""
     import onnxruntime_genai as og
 
@@ -64,15 +66,16 @@ def load_genai_model(model_dir: Path, params: Mapping[str, Any]) -> Any:
     return og.Model(config)
 
 
-def ort_session(model_file: Path, params: Mapping[str, Any]) -> Any:
+def ort_session(model_file: Path, params: Settings) -> Any:
     """A plain ``onnxruntime.InferenceSession`` on ``model_file`` with the same threads, graph level and provider."""
     import onnxruntime as ort
 
+    typed = onnxruntime_params(params)
     options = ort.SessionOptions()
-    options.intra_op_num_threads = int(params["intra_op_num_threads"])
+    options.intra_op_num_threads = typed.intra_op_num_threads
     options.inter_op_num_threads = 1
-    options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, str(params["graph_optimization_level"]))
-    options.add_session_config_entry(SPINNING, "1" if params.get("allow_spinning", True) else "0")
-    short = str(params.get("execution_provider", "cpu"))
+    options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, typed.graph_optimization_level)
+    options.add_session_config_entry(SPINNING, "1" if typed.allow_spinning else "0")
+    short = typed.execution_provider
     providers = ["CPUExecutionProvider"] if short == "cpu" else [BY_SHORT[short].ort, "CPUExecutionProvider"]
     return ort.InferenceSession(str(model_file), options, providers=providers)

@@ -87,7 +87,12 @@ def test_prediction_matches_the_builders_weights(backend: OnnxRuntimeBackend, so
         assert prediction.memory_bytes == sum(prediction.breakdown.values())
         # 2 layers × 129 positions × 2 KV heads × 32 dims × (K, V) × fp32
         assert prediction.breakdown["kv_cache"] == 2 * 129 * 2 * 32 * 2 * 4
-        assert prediction.latency_lower_bound_ms and prediction.latency_lower_bound_ms > 0
+        # The tiny model fits in the example machine's caches, so memory bandwidth bounds nothing;
+        # without caches, its weights at twice the copy bandwidth (20 GB/s) do.
+        assert prediction.latency_lower_bound_ms is None
+        cpu = example_hardware().cpu.model_copy(update={"caches": []})
+        bound = backend.predict(source, params, workload, example_hardware().model_copy(update={"cpu": cpu}))
+        assert bound.latency_lower_bound_ms and 0 < bound.latency_lower_bound_ms <= stored / (2 * 20e9) * 1000
 
 
 def test_float_precisions_ignore_block_settings(backend: OnnxRuntimeBackend, source: ModelSource, cpu_params: Params,

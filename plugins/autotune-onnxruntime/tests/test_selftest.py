@@ -1,13 +1,10 @@
-"""The onnxruntime self-test: directly, and through the core's worker and cache."""
+"""The onnxruntime self-test run directly; the conformance suite runs it in a worker, cached."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
-
-from autotune.selftest import run_self_test
-from autotune.testing.conformance import example_hardware
 
 from autotune_onnxruntime import OnnxRuntimeBackend
 
@@ -19,13 +16,3 @@ def test_self_test_runs_the_4bit_graph(tmp_path: Path) -> None:
     summary = OnnxRuntimeBackend().self_test(tmp_path)
     assert summary is not None
     assert "4-bit MatMulNBits" in summary and "threads" in summary
-
-
-def test_self_test_passes_in_a_worker_and_is_cached(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("AUTOTUNE_CACHE", str(tmp_path))
-    backend, hardware = OnnxRuntimeBackend(), example_hardware()
-    result = run_self_test(backend, hardware)
-    assert result.passed is True, result.summary
-    assert "MatMulNBits" in result.summary and not result.cached
-    again = run_self_test(backend, hardware)
-    assert again.cached is True and again.passed is True and again.summary == result.summary

@@ -16,7 +16,9 @@ from pathlib import Path
 from typing import Any, ClassVar, Iterator, Mapping
 
 import numpy as np
+from pydantic import BaseModel
 
+import autotune
 from autotune.backend import Artifact, Availability, Backend, Categorical, IntRange, Params, Prediction, SearchSpace
 from autotune.errors import AutotuneError, ModelSourceError
 from autotune.hardware import Hardware
@@ -27,14 +29,14 @@ from autotune.workload import Workload
 from . import selftest
 from .convert import IR_FILE, missing_modules
 from .ir_info import IrInfo, read_ir_info
-from .runtime import DEEP_FILL_CHUNK, iter_logprobs, load_tokenizer, measure_ir
+from .params import KV_CACHE_PRECISIONS, PERFORMANCE_HINTS, OpenVinoParams
+from .runtime import DEEP_FILL_CHUNK, OpenVinoSession, iter_logprobs, load_tokenizer
 from .weight_formats import SOURCE, WEIGHT_FORMATS, compress, predicted_weight_bytes, weight_format
 
 REQUIRED_MODULES = ("openvino", "nncf", "tokenizers")
 
 BF16_FEATURES = {"avx512_bf16", "amx_bf16", "bf16"}
 F16_FEATURES = {"avx512_fp16", "amx_fp16", "fp16", "asimdhp", "fphp"}
-KV_CACHE_PRECISIONS = ("u8", "f16", "f32")
 
 UNTUNED_INT8_PARAMETERS = 1_000_000_000
 """optimum-cli exports models above a billion parameters with int8 weights by default, smaller ones in fp16."""
@@ -58,6 +60,7 @@ class OpenVINOBackend(Backend):
     name: ClassVar[str] = "openvino"
     source_formats: ClassVar[frozenset[str]] = frozenset({"openvino"})
     artifact_params: ClassVar[tuple[str, ...]] = ("weight_format",)
+    params_model: ClassVar[type[BaseModel] | None] = OpenVinoParams
 
     def __init__(self) -> None:
         self._availability: Availability | None = None
@@ -119,7 +122,7 @@ class OpenVINOBackend(Backend):
             "weight_format": Categorical(self._weight_formats(source)),
             "device": Categorical(self._devices(hardware)),
             "threads": IntRange(1, max(1, hardware.cpu.usable_cores)),
-            "performance_hint": Categorical(("LATENCY", "THROUGHPUT")),
+            "performance_hint": Categorical(PERFORMANCE_HINTS),
             "inference_precision": Categorical(self._precisions(hardware)),
             "kv_cache_precision": Categorical(KV_CACHE_PRECISIONS),
         }
@@ -205,19 +208,25 @@ class OpenVINOBackend(Backend):
             "activations": prefill * hidden * ACTIVATION_BYTES_PER_TOKEN_PER_HIDDEN + scores,
             "runtime": RUNTIME_OVERHEAD_BYTES,
         }
-        return Prediction(memory_bytes=sum(breakdown.values()), breakdown=breakdown)
+        bound = None
+        if str(params.get("device", "CPU")).startswith("CPU"):  # the probe measures the CPU's memory bandwidth
+            # The embedding is only looked up: take off as many bytes as it could have (4 per weight in a given IR,
+            # at most 2 in one built here), so the bound errs low.
+            lookup = _meta_int(source, "vocab") * hidden * (4 if fmt == SOURCE else 2)
+            bound = autotune.decode_latency_lower_bound_ms(file_bytes - lookup, hardware)
+        return Prediction(memory_bytes=sum(breakdown.values()), latency_lower_bound_ms=bound, breakdown=breakdown)
 
     @staticmethod
     def kv_cache_bytes(source: ModelSource, params: Params, tokens: int) -> int:
         """Bytes of the stateful KV cache holding ``tokens`` positions at ``kv_cache_precision``."""
         head_dim = _meta_int(source, "head_dim")
-        elements = 2 * _meta_int(source, "kv_layers") * _meta_int(source, "kv_heads") * head_dim
         precision = params.get("kv_cache_precision", "u8")
         per_element = {"u8": 1.0, "f16": 2.0, "bf16": 2.0, "f32": 4.0}.get(precision, 2.0)
         if precision == "u8":
             # u8 keeps a float scale and zero point per head and position.
             per_element += 8 / max(head_dim, 1)
-        return int(elements * tokens * per_element)
+        return autotune.kv_cache_bytes(layers=_meta_int(source, "kv_layers"), kv_heads=_meta_int(source, "kv_heads"),
+                                       head_dim=head_dim, context=tokens, bytes_per_element=per_element)
 
     def prepare(self, source: ModelSource, params: Params, workdir: Path) -> Artifact:
         import openvino as ov
@@ -254,7 +263,9 @@ class OpenVINOBackend(Backend):
     # -- running --------------------------------------------------------------------------------
 
     def measure(self, artifact: Artifact, params: Params, workload: Workload) -> Measurement:
-        return measure_ir(artifact.path, params, workload)
+        tokenizer = load_tokenizer(artifact.path)  # not part of the timed model load
+        return autotune.measure_session(
+            lambda: OpenVinoSession(artifact.path, params, tokenizer, workload.prompt_tokens), workload)
 
     def logprobs(self, artifact: Artifact, params: Params, token_ids: list[int], chunk_tokens: int) -> Iterator[np.ndarray]:
         return iter_logprobs(artifact.path, params, token_ids, chunk_tokens)

@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING
 
+from autotune.errors import one_line
 from autotune.exporter import Exporter
 
 from .convert import IR_FILE
+from .params import openvino_params
 from .runtime import compile_properties
 
 if TYPE_CHECKING:
@@ -16,10 +18,11 @@ if TYPE_CHECKING:
 
 def render_config(profile: "DeploymentProfile") -> str:
     """``{"model", "device", "properties"}``: what to pass to ``ov.Core().compile_model``."""
+    params = openvino_params(profile.params)  # ProfileError names a bad parameter
     config = {
         "model": f"{profile.artifact.path}/{IR_FILE}",
-        "device": str(profile.params.get("device", "CPU")),
-        "properties": compile_properties(profile.params),
+        "device": params.device,
+        "properties": compile_properties(params),
     }
     return json.dumps(config, indent=2) + "\n"
 
@@ -72,11 +75,13 @@ if __name__ == "__main__":
 
 def render_python(profile: "DeploymentProfile") -> str:
     """A self-contained script compiling the tuned IR with the tuned properties and generating greedily."""
-    title = (f"Run {profile.model.path} with OpenVINO as tuned by autotune "
-             f"({profile.artifact.label}, measured {profile.measured.decode_tps:.1f} tok/s).")
+    params = openvino_params(profile.params)  # ProfileError names a bad parameter
+    title = one_line(f"Run {profile.model.path} with OpenVINO as tuned by autotune "
+                     f"({profile.artifact.label}, measured {profile.measured.decode_tps:.1f} tok/s).")
+    # The title is a docstring: its backslashes must stay text (\N would not compile) and it must not close early.
     return PYTHON_TEMPLATE.format(
-        title=title.replace('"""', "'''"), model_dir=str(profile.artifact.path),
-        device=str(profile.params.get("device", "CPU")), properties=compile_properties(profile.params), ir_file=IR_FILE,
+        title=title.replace("\\", "\\\\").replace('"""', "'''"), model_dir=str(profile.artifact.path),
+        device=params.device, properties=compile_properties(params), ir_file=IR_FILE,
     )
 
 

@@ -1,4 +1,4 @@
-"""Running an OpenVINO IR: compile properties, the timed decode loop, log-probabilities, tokenization.
+"""Running an OpenVINO IR: compile properties, the decode session, log-probabilities, tokenization.
 
 Measurement drives a compiled stateful model directly (``ov.Core().compile_model`` and one
 infer request) rather than openvino-genai's ``LLMPipeline``: every prefill and every decode step
@@ -6,26 +6,22 @@ is one ``infer`` call that is timed on its own, the compile properties are exact
 ones, and the KV cache is the stateful SDPA cache whose precision ``KV_CACHE_PRECISION`` sets
 (LLMPipeline's CPU default is a paged-attention cache with its own sizing). Like LLMPipeline and
 llama.cpp, the measured model computes logits for the last position only; ``logprobs`` uses
-the unmodified model, which returns them for every position.
-
-Greedy arg-max picks each next token and EOS is ignored, so runs are comparable.
+the unmodified model, which returns them for every position. Greedy arg-max picks each next token.
 """
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 import numpy as np
 
+from autotune import DecodeSession, logprob_chunks, prompt_text_tokens
 from autotune.errors import AutotuneError, BackendUnavailable
-from autotune.measurement import Measurement, RunTimings, summarize
-from autotune.workload import Workload
-from autotune.workload import PROMPT_TEXT
 from autotune.quality import log_softmax_rows
 
 from .convert import IR_FILE
+from .params import OpenVinoParams, openvino_params
 
 
 DEEP_FILL_CHUNK = 512
@@ -41,18 +37,21 @@ def import_openvino() -> Any:
     return openvino
 
 
-def compile_properties(params: Mapping[str, Any]) -> dict[str, Any]:
-    """The ``compile_model`` properties for ``params`` (threads only apply to the CPU device)."""
+def compile_properties(params: OpenVinoParams | Mapping[str, Any]) -> dict[str, Any]:
+    """The ``compile_model`` properties for ``params`` (threads only apply to the CPU device).
+
+    A mapping is validated first (``ProfileError`` names a bad parameter).
+    """
+    typed = openvino_params(params)
     properties: dict[str, Any] = {}
-    device = str(params.get("device", "CPU"))
-    if device.startswith("CPU") and params.get("threads"):
-        properties["INFERENCE_NUM_THREADS"] = int(params["threads"])
-    if params.get("performance_hint"):
-        properties["PERFORMANCE_HINT"] = str(params["performance_hint"])
-    if params.get("inference_precision"):
-        properties["INFERENCE_PRECISION_HINT"] = str(params["inference_precision"])
-    if params.get("kv_cache_precision"):
-        properties["KV_CACHE_PRECISION"] = str(params["kv_cache_precision"])
+    if typed.device.startswith("CPU") and typed.threads is not None:
+        properties["INFERENCE_NUM_THREADS"] = typed.threads
+    if typed.performance_hint is not None:
+        properties["PERFORMANCE_HINT"] = typed.performance_hint
+    if typed.inference_precision is not None:
+        properties["INFERENCE_PRECISION_HINT"] = typed.inference_precision
+    if typed.kv_cache_precision is not None:
+        properties["KV_CACHE_PRECISION"] = typed.kv_cache_precision
     return properties
 
 
@@ -83,7 +82,7 @@ def compile_ir(model_dir: Path, params: Mapping[str, Any], *, last_logits_only: 
     """Read and compile the IR in ``model_dir`` with ``params``; a failure raises ``BackendUnavailable``."""
     ov = import_openvino()
     core = ov.Core()
-    device = str(params.get("device", "CPU"))
+    device = openvino_params(params).device
     try:
         model = core.read_model(str(model_dir / IR_FILE))
         if last_logits_only:
@@ -127,61 +126,40 @@ def load_tokenizer(model_dir: Path) -> Any:
     return Tokenizer.from_file(str(path))
 
 
-def text_tokens(tokenizer: Any, count: int) -> list[int]:
-    """The first ``count`` token ids of ``PROMPT_TEXT`` (repeated as needed), with the tokenizer's BOS if it adds one."""
-    tokens = list(tokenizer.encode(PROMPT_TEXT).ids)
-    body = list(tokenizer.encode(PROMPT_TEXT, add_special_tokens=False).ids)
-    while len(tokens) < count:
-        tokens.extend(body)
-    return tokens[:count]
+class OpenVinoSession(Decoder, DecodeSession):
+    """A compiled IR for ``autotune.measure_session``: one ``infer`` per prefill piece and per step, greedy arg-max."""
 
+    def __init__(self, model_dir: Path, params: Mapping[str, Any], tokenizer: Any, prompt_length: int) -> None:
+        self.compiled = compile_ir(model_dir, params, last_logits_only=True)
+        super().__init__(self.compiled)
+        self.tokenizer, self.prompt_length, self.position = tokenizer, prompt_length, 0
+        self.logits = np.empty((0, 0))
 
-def _timed_run(decoder: Decoder, prompt: list[int], gen_tokens: int, fill_chunk: int | None = None) -> RunTimings:
-    """Prefill ``prompt`` on an empty cache, pick a token, then decode ``gen_tokens`` tokens one at a time."""
-    decoder.reset()
-    chunk = fill_chunk or len(prompt)
-    started = time.perf_counter()
-    for start in range(0, len(prompt), chunk):
-        logits = decoder.feed(prompt[start:start + chunk], start)
-    prefill_s = time.perf_counter() - started
-    token = int(logits[-1].argmax())
-    ttft_s = time.perf_counter() - started
-    position = len(prompt)
-    token_s: list[float] = []
-    for _ in range(gen_tokens):
-        step = time.perf_counter()
-        token = int(decoder.feed([token], position)[-1].argmax())
-        token_s.append(time.perf_counter() - step)
-        position += 1
-    return RunTimings(prompt_tokens=len(prompt), prefill_s=prefill_s, ttft_s=ttft_s, token_s=token_s)
+    def prompt_tokens(self, count: int) -> list[int]:
+        return prompt_text_tokens(lambda text, bos: self.tokenizer.encode(text, add_special_tokens=bos).ids, count)
 
+    def prefill(self, tokens: list[int]) -> None:
+        # The timed prompt goes in one call; a longer (deep) fill in chunks, like a batched long prompt.
+        chunk = len(tokens) if len(tokens) <= self.prompt_length else DEEP_FILL_CHUNK
+        for start in range(0, len(tokens), chunk):
+            self.logits = self.feed(tokens[start:start + chunk], start)
+        self.position = len(tokens)
 
-def measure_ir(model_dir: Path, params: Mapping[str, Any], workload: Workload) -> Measurement:
-    """Compile, warm up once, then time ``workload.runs`` runs (and one deep run when ``deep_start`` > 0)."""
-    tokenizer = load_tokenizer(model_dir)
-    started = time.perf_counter()
-    compiled = compile_ir(model_dir, params, last_logits_only=True)
-    decoder = Decoder(compiled)
-    load_s = time.perf_counter() - started
-    prompt = text_tokens(tokenizer, workload.prompt_tokens)
-    _timed_run(decoder, prompt, workload.gen_tokens)  # warm-up: kernels for both shapes, page faults, threads
-    runs = [_timed_run(decoder, prompt, workload.gen_tokens) for _ in range(workload.runs)]
-    deep = None
-    if workload.deep_start > 0:
-        deep = _timed_run(decoder, text_tokens(tokenizer, workload.deep_start), workload.gen_tokens, DEEP_FILL_CHUNK)
-    measurement = summarize(load_s, runs, deep, workload.deep_start or None)
-    measurement.context["execution_devices"] = ",".join(compiled.get_property("EXECUTION_DEVICES"))
-    return measurement
+    def first_token(self) -> int:
+        return int(self.logits[-1].argmax())
+
+    def step(self, token: int) -> int:
+        self.position += 1
+        return int(self.feed([token], self.position - 1)[-1].argmax())
+
+    def close(self) -> dict[str, object]:
+        return {"execution_devices": ",".join(self.compiled.get_property("EXECUTION_DEVICES"))}
 
 
 def iter_logprobs(model_dir: Path, params: Mapping[str, Any], token_ids: list[int], chunk_tokens: int) -> Iterator[np.ndarray]:
     """Next-token log-probabilities of ``token_ids``, one chunk of ``chunk_tokens`` at a time, each from an empty cache."""
-    if chunk_tokens < 2:
-        raise ValueError("chunk_tokens must be at least 2")
+    chunks = logprob_chunks(token_ids, chunk_tokens)
     decoder = Decoder(compile_ir(model_dir, params, last_logits_only=False))
-    for start in range(0, len(token_ids) - 1, chunk_tokens):
-        chunk = token_ids[start:start + chunk_tokens]
-        if len(chunk) < 2:
-            break
+    for chunk in chunks:
         decoder.reset()
         yield log_softmax_rows(decoder.feed(list(chunk), 0)[:-1])

@@ -1,0 +1,41 @@
+"""What a tuning run is asked to do besides the model, budget and workload: typed and validated."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+Objective = Literal["quality", "latency", "memory"]
+"""What picks the winner among configurations within budget: lowest quality loss, p95 latency or memory."""
+
+MIN_CONFIRM_ROUNDS = 5
+"""Fewer interleaved rounds cannot separate a real difference from the ±5–10% run-to-run noise measured here."""
+
+
+class TuneOptions(BaseModel):
+    """Everything about a run besides the model, budget and workload."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    backends: tuple[str, ...] = Field(default=(), description="tune only these backends (empty: every installed one)")
+    trials: int = Field(default=12, ge=1, le=10_000, description="new configurations to measure")
+    timeout_s: float = Field(default=300.0, gt=0, le=86_400, description="per-measurement wall-clock limit")
+    storage: str | None = Field(default=None, description="Optuna storage URL (default: SQLite in the cache)")
+    objective: Objective = "quality"
+    seed: int | None = Field(default=0, ge=0, le=2**32 - 1)
+    measure_quality: bool = True
+    eval_text: Path | None = None
+    eval_tokens: int = Field(default=1024, ge=64)
+    chunk_tokens: int = Field(default=256, ge=16)
+    confirm_rounds: int = Field(default=5, ge=0, le=100,
+                                description=f"interleaved confirmation rounds: 0 skips, else at least {MIN_CONFIRM_ROUNDS}")
+    strict: bool = Field(default=False, description="require the p95 interval's upper end within the latency budget")
+
+    @field_validator("confirm_rounds")
+    @classmethod
+    def _enough_rounds(cls, rounds: int) -> int:
+        if 0 < rounds < MIN_CONFIRM_ROUNDS:
+            raise ValueError(f"confirm_rounds must be 0 (skip) or at least {MIN_CONFIRM_ROUNDS}, got {rounds}")
+        return rounds
