@@ -34,6 +34,9 @@ run: $(STAMP)
 	$(BIN)/autotune run --budget 2GB --latency 50ms
 
 test: $(STAMP)
+	# Lint and types first (seconds): ruff on everything, mypy --strict on the core (settings in pyproject.toml).
+	$(BIN)/ruff check autotune plugins tests bench examples
+	$(BIN)/mypy autotune
 	$(BIN)/python -m pytest
 
 clean:

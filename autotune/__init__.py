@@ -19,24 +19,37 @@ Layout, in the order a run meets it (one concept per module):
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version as _version
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as _version
 
-from .backend import (Artifact, Availability, Backend, Categorical, IntRange, Params, Prediction, SearchSpace,
-                      precision_label)
+from .backend import (
+    Artifact,
+    Availability,
+    Backend,
+    Categorical,
+    IntRange,
+    Params,
+    Prediction,
+    SearchSpace,
+    precision_label,
+)
 from .budget import Budget, parse_duration, parse_size
 from .conversion import Conversion
+from .default_model import model_path as bundled_model
 from .errors import AutotuneError
 from .exporter import Exporter
-from .hardware import Accelerator, CacheLevel, CpuInfo, Hardware, MemoryBandwidth, MemoryInfo
+from .hardware import Accelerator, CacheLevel, CpuInfo, Hardware, HardwareFact, MemoryBandwidth, MemoryInfo
+from .hf_folder import CONVERSION_RECORD, inspect_hf_folder, model_shape, safetensors_header
 from .hookspecs import hookimpl, hookspec
 from .measurement import Measurement, RunTimings, summarize
-from .model_source import ModelSource
-from .physics import decode_latency_lower_bound_ms, kv_cache_bytes
-from .profile import DeploymentProfile, load_profile
-from .protocol import SPREAD_LIMIT, DecodeSession, logprob_chunks, measure_session, prompt_text_tokens
+from .model_source import ModelSource, cached_content_hash, detect_format
 from .options import Objective, TuneOptions
+from .physics import decode_latency_lower_bound_ms, kv_cache_bytes
+from .profile import MAX_THREADS, DeploymentProfile, IntChoice, load_profile, validate_params
+from .protocol import SPREAD_LIMIT, DecodeSession, logprob_chunks, measure_session, prompt_text_tokens
+from .quality import log_softmax_rows
 from .reporting import Reporter, SilentReporter
-from .workload import Workload
+from .workload import PROMPT_TEXT, Workload
 
 _LAZY = {"tune": "tuner", "Tuner": "tuner", "TuneResult": "assemble"}
 """Loaded on first use: the tuning loop imports Optuna, which a plugin's worker process never needs."""
@@ -62,5 +75,8 @@ __all__ = [
     "RunTimings", "SPREAD_LIMIT", "SearchSpace", "Workload", "decode_latency_lower_bound_ms", "hookimpl",
     "hookspec", "kv_cache_bytes", "load_profile", "logprob_chunks", "measure_session", "parse_duration",
     "parse_size", "prompt_text_tokens", "summarize", "precision_label", "__version__",
+    "bundled_model", "HardwareFact", "IntChoice", "MAX_THREADS", "PROMPT_TEXT", "cached_content_hash", "detect_format",
+    "log_softmax_rows", "validate_params",
+    "CONVERSION_RECORD", "inspect_hf_folder", "model_shape", "safetensors_header",
     "Objective", "Reporter", "SilentReporter", "TuneOptions", "TuneResult", "Tuner", "tune",
 ]

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
 
 from . import __version__
 from .budget import Budget
@@ -12,8 +12,16 @@ from .exporter import Exporter, render_exports
 from .hardware import Hardware
 from .model_source import cached_content_hash
 from .options import Objective
-from .profile import (Alternative, ArtifactInfo, BackendInfo, Confirmation, DeploymentProfile, ModelInfo, Predicted,
-                      Quality)
+from .profile import (
+    Alternative,
+    ArtifactInfo,
+    BackendInfo,
+    Confirmation,
+    DeploymentProfile,
+    ModelInfo,
+    Predicted,
+    Quality,
+)
 from .selection import best_per_backend
 from .sources import ResolvedBackend
 from .study import TrialRecord, redact_url

@@ -19,9 +19,10 @@ the study and the profile exactly as given.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Iterator, Mapping, Union
+from typing import Any, ClassVar
 
 import numpy as np
 from pydantic import BaseModel
@@ -51,7 +52,7 @@ class IntRange:
     log: bool = False
 
 
-Dimension = Union[Categorical, IntRange]
+Dimension = Categorical | IntRange
 SearchSpace = dict[str, Dimension]
 
 

@@ -61,7 +61,7 @@ class Budget(BaseModel):
         latency: str,
         ttft: str | None = None,
         max_quality_loss: float | str | None = None,
-    ) -> "Budget":
+    ) -> Budget:
         """Build a budget from the user's strings (``"2GB"``, ``"50ms"``); anything out of range raises ``BudgetError``."""
         return cls(
             memory_bytes=parse_size(memory),

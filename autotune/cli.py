@@ -10,14 +10,19 @@ import json
 import logging
 import os
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, NoReturn, Sequence, TypeVar
+from typing import TYPE_CHECKING, NoReturn, TypeVar
 
 from pydantic import ValidationError
 
 from . import run_options
 from .errors import AutotuneError, InputError, one_line
 from .numbers import DURATION_FORMS, SIZE_FORMS, parse_duration, parse_size
+
+if TYPE_CHECKING:
+    from .backend import Availability
+    from .selftest import SelfTestResult
 
 T = TypeVar("T")
 
@@ -191,6 +196,8 @@ def cmd_probe(args: argparse.Namespace) -> int:
 
 
 def cmd_plugins(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
     from .plugins import get_plugin_manager
     from .probe import probe_here
     from .selftest import usable_all
@@ -199,47 +206,36 @@ def cmd_plugins(args: argparse.Namespace) -> int:
     backends = manager.backends()
     # Self-tests always concern this machine, whatever hardware description the environment names.
     checks = usable_all(list(backends.values()), probe_here(manager, measure_bandwidth=False), refresh=args.refresh)
-    rows = []
-    for record in manager.records.values():
-        rows.append({
-            "name": record.name, "module": record.module, "version": record.version, "builtin": record.builtin,
-            "error": record.error,
-            "backends": [_backend_row(b, *checks[b]) for b in record.backends if b in backends],
-        })
-    crashed = [b for row in rows for b in row["backends"] if b["self_test"] and b["self_test"]["passed"] is False]
+    crashed = [name for name, (_, test) in checks.items() if test is not None and test.passed is False]
     if args.json:
+        rows = [{**asdict(record), "backends": [
+                    {"name": b, **asdict(checks[b][0]), "self_test": asdict(test) if (test := checks[b][1]) else None}
+                    for b in record.backends if b in checks]}
+                for record in manager.records.values()]
         print(json.dumps({"plugins": rows, "warnings": manager.warnings}, indent=2))
     else:
-        for row in rows:
-            status = f"  [failed: {row['error']}]" if row["error"] else ""
-            print(f"{row['name']} {row['version'] or ''}{' (built-in)' if row['builtin'] else ''}{status}")
-            for backend in row["backends"]:
-                print(f"    backend {backend['name']}: {_backend_state(backend)}")
+        for record in manager.records.values():
+            status = f"  [failed: {record.error}]" if record.error else ""
+            print(f"{record.name} {record.version or ''}{' (built-in)' if record.builtin else ''}{status}")
+            for name in record.backends:
+                if name in checks:
+                    print(f"    backend {name}: {_backend_state(*checks[name])}")
         print("exporters: " + ", ".join(sorted(manager.exporters())))
     if args.check and crashed:
-        names = ", ".join(b["name"] for b in crashed)
-        print(f"autotune: error: the self-test of {names} failed on this machine (see above for why and what to do)",
-              file=sys.stderr)
+        print(f"autotune: error: the self-test of {', '.join(crashed)} failed on this machine (see above for why and "
+              "what to do)", file=sys.stderr)
         return 1
     return 0
 
 
-def _backend_row(name: str, availability: object, self_test: object) -> dict[str, object]:
-    from dataclasses import asdict
-
-    a = availability
-    return {"name": name, "available": a.available, "reason": a.reason, "version": a.version,  # type: ignore[attr-defined]
-            "details": a.details, "self_test": asdict(self_test) if self_test is not None else None}  # type: ignore[attr-defined, call-overload]
-
-
-def _backend_state(backend: dict[str, object]) -> str:
-    test = backend["self_test"]
-    if not backend["available"]:
-        return f"UNAVAILABLE: {backend['reason']}"
-    if not isinstance(test, dict) or test["passed"] is None:
-        return f"available ({backend['version']}; no self-test)"
-    cached = ", cached" if test["cached"] else ""
-    return f"available ({backend['version']}); self-test passed: {test['summary']} ({test['seconds']:.1f} s{cached})"
+def _backend_state(availability: Availability, test: SelfTestResult | None) -> str:
+    """One line: unavailable and why, or available with what its self-test ran."""
+    if not availability.available:
+        return f"UNAVAILABLE: {availability.reason}"
+    if test is None or test.passed is None:
+        return f"available ({availability.version}; no self-test)"
+    cached = ", cached" if test.cached else ""
+    return f"available ({availability.version}); self-test passed: {test.summary} ({test.seconds:.1f} s{cached})"
 
 
 def cmd_run(args: argparse.Namespace) -> int:

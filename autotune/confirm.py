@@ -10,24 +10,23 @@ otherwise it is a tie, broken by the next criterion (quality loss, then memory).
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 from .backend import Artifact, Params
 from .budget import Budget
 from .errors import NothingFits
 from .hardware import Hardware
-from .measurement import Measurement
-from .profile import Confirmation
-from .sources import ResolvedBackend
 from .judgment import confirmed_status, eligible
+from .measurement import Measurement
+from .options import TuneOptions
+from .profile import Confirmation
+from .reporting import Reporter
+from .sources import ResolvedBackend
 from .stats import bootstrap_interval, paired_ratio, rank_finalists
 from .study import TrialRecord, config_key, quality_loss
 from .trial import measure, prepare_artifact
-from .options import TuneOptions
-from .reporting import Reporter
 from .workload import Workload
-
 
 NOISE_BAND = 0.15
 """Feasible configurations whose p95 latency is within this fraction of the winner's are re-measured too."""
@@ -95,6 +94,12 @@ def confirm_finalists(winner: TrialRecord, feasible: Sequence[TrialRecord], by_n
     return decide(finalists, baseline, budget, options.strict, rounds)
 
 
+def _quality_then_memory(finalist: Finalist) -> tuple[float, float]:
+    """The tie-break after speed: quality loss, then peak memory (finalists in a tie are trials, never the baseline)."""
+    assert finalist.record is not None
+    return quality_loss(finalist.record), finalist.record.objectives()[2]
+
+
 def decide(finalists: list[Finalist], baseline: Finalist, budget: Budget, strict: bool,
            rounds: int) -> tuple[TrialRecord, Confirmation, list[str]]:
     """Pick the confirmed winner from the rounds (pure logic, tested on synthetic rounds)."""
@@ -125,7 +130,7 @@ def decide(finalists: list[Finalist], baseline: Finalist, budget: Budget, strict
         verdict = "tie"
         pool = [by_label[best_label], *(by_label[label] for label in tied_labels)]
         # Tie on speed: the next criteria decide (quality loss, then memory).
-        chosen = min(pool, key=lambda f: (quality_loss(f.record), f.record.objectives()[2]))  # type: ignore[arg-type]
+        chosen = min(pool, key=_quality_then_memory)
         notes.append(f"speed tie between {', '.join(f.label for f in pool)} within the noise; chose {chosen.label} by "
                      "quality loss, then memory")
     else:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Iterable
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from .profile import DeploymentProfile
@@ -21,7 +22,7 @@ class Exporter:
 
     name: str
     description: str
-    render: Callable[["DeploymentProfile"], str]
+    render: Callable[[DeploymentProfile], str]
     backends: tuple[str, ...] = ()
 
     def applies_to(self, backend: str) -> bool:
@@ -29,7 +30,7 @@ class Exporter:
         return not self.backends or backend in self.backends
 
 
-def render_exports(exporters: Iterable[Exporter], profile: "DeploymentProfile",
+def render_exports(exporters: Iterable[Exporter], profile: DeploymentProfile,
                    warn: Callable[[str], None]) -> dict[str, str]:
     """Every applicable exporter's text for ``profile``; an exporter that raises is named in a warning and left out.
 

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Union
-
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, computed_field, model_validator
@@ -80,7 +78,7 @@ class Accelerator(BaseModel):
     details: dict[str, str] = Field(default_factory=dict, description="driver, compute capability, provider, ...")
 
 
-HardwareFact = Union[CpuInfo, MemoryInfo, MemoryBandwidth, Accelerator]
+HardwareFact = CpuInfo | MemoryInfo | MemoryBandwidth | Accelerator
 """What a ``autotune_hardware_facts`` hook implementation may yield."""
 
 

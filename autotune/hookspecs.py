@@ -25,7 +25,8 @@ name (``autotune plugins`` lists the names).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Iterable
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 import pluggy
 
@@ -42,7 +43,7 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 
 
 @hookspec
-def autotune_hardware_facts(measure_bandwidth: bool) -> Iterable["HardwareFact"]:
+def autotune_hardware_facts(measure_bandwidth: bool) -> Iterable[HardwareFact]:
     """Yield facts about this machine: ``CpuInfo``, ``MemoryInfo``, ``MemoryBandwidth``, ``Accelerator``.
 
     The built-in probes contribute the CPU, memory, bandwidth and NVIDIA/Apple GPUs this way.
@@ -58,7 +59,7 @@ def autotune_hardware_facts(measure_bandwidth: bool) -> Iterable["HardwareFact"]
 
 
 @hookspec
-def autotune_backends() -> Iterable["Backend"]:
+def autotune_backends() -> Iterable[Backend]:
     """Yield ``autotune.Backend`` instances this plugin provides.
 
     Names must be unique across plugins; a duplicate is reported and the later one skipped.
@@ -69,7 +70,7 @@ def autotune_backends() -> Iterable["Backend"]:
 
 
 @hookspec
-def autotune_conversions() -> Iterable["Conversion"]:
+def autotune_conversions() -> Iterable[Conversion]:
     """Yield ``autotune.Conversion`` records: format-to-format converters (gguf→hf, hf→onnx, ...).
 
     The tuner chains them to reach a format a backend accepts from what the user has.
@@ -78,6 +79,6 @@ def autotune_conversions() -> Iterable["Conversion"]:
 
 
 @hookspec
-def autotune_exporters() -> Iterable["Exporter"]:
+def autotune_exporters() -> Iterable[Exporter]:
     """Yield ``autotune.Exporter`` records: profile renderers (llama-server command, Modelfile, ...)."""
     yield from ()

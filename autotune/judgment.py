@@ -14,8 +14,9 @@ here, so a budget means the same thing at each step:
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING
 
 from .backend import Prediction
 from .budget import Budget, format_bytes
@@ -51,7 +52,7 @@ def skip_before_measuring(prediction: Prediction, budget: Budget) -> Skip | None
     return None
 
 
-def violations(measurement: Measurement, budget: Budget, quality: "Quality | None") -> dict[str, float]:
+def violations(measurement: Measurement, budget: Budget, quality: Quality | None) -> dict[str, float]:
     """Relative excess of a measurement over each budget (≤ 0: within budget)."""
     assert measurement.peak_rss_bytes is not None
     found = {
@@ -92,7 +93,7 @@ def failure_cause(error: str) -> str:
     return "measurement failed"
 
 
-def failure_causes(all_records: Sequence["TrialRecord"]) -> dict[str, tuple[str, int, int]]:
+def failure_causes(all_records: Sequence[TrialRecord]) -> dict[str, tuple[str, int, int]]:
     """Per backend with failures: its most frequent failure cause, an example reason, how many, of how many trials."""
     summary: dict[str, tuple[str, int, int]] = {}
     for backend in dict.fromkeys(r.backend for r in all_records):
@@ -107,7 +108,7 @@ def failure_causes(all_records: Sequence["TrialRecord"]) -> dict[str, tuple[str,
     return summary
 
 
-def nothing_fits_message(all_records: Sequence["TrialRecord"], budget: Budget,
+def nothing_fits_message(all_records: Sequence[TrialRecord], budget: Budget,
                          dropped: dict[str, str] | None = None) -> str:
     """One paragraph: the real cause per backend first, then which budget failed by how much and what to relax."""
     lines = [f"No configuration met the budget ({budget.describe()})."]
@@ -121,8 +122,8 @@ def nothing_fits_message(all_records: Sequence["TrialRecord"], budget: Budget,
             lines.append(f"Backend {backend}: {count} of {tried} trial(s) failed, most often: {reason}.")
     measured = [r for r in all_records if r.status == "measured"]
     if measured:
-        by_memory = min(measured, key=lambda r: r.measured.peak_rss_bytes)  # type: ignore[union-attr]
-        by_latency = min(measured, key=lambda r: r.measured.worst_itl_p95_ms)  # type: ignore[union-attr]
+        by_memory = min(measured, key=lambda r: r.objectives()[2])
+        by_latency = min(measured, key=lambda r: r.objectives()[1])
         m_mem, m_lat = by_memory.measured, by_latency.measured
         assert m_mem and m_lat and m_mem.peak_rss_bytes
         lines.append(
@@ -144,8 +145,8 @@ def nothing_fits_message(all_records: Sequence["TrialRecord"], budget: Budget,
         lines.append(f"{len(by_memory_skip)} configuration(s) were skipped unmeasured for memory: predicted at least "
                      f"{format_bytes(smallest)} against a {format_bytes(budget.memory_bytes)} budget"
                      f" — relax to at least --budget {smallest / 1e6 * 1.1:.0f}MB.")
-    bounds = [r.prediction.get("latency_lower_bound_ms") for r in by_latency_skip if r.prediction]
-    bounds = [b for b in bounds if b]
+    bounds = [float(r.prediction["latency_lower_bound_ms"]) for r in by_latency_skip
+              if r.prediction and r.prediction.get("latency_lower_bound_ms")]
     if bounds:
         fastest = min(bounds)
         lines.append(f"{len(by_latency_skip)} configuration(s) were skipped unmeasured for latency: predicted at least "

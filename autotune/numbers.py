@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Mapping
 from fractions import Fraction
 
 from .errors import BudgetError, InputError
@@ -49,7 +50,7 @@ def quoted(text: str, limit: int = 24) -> str:
     return repr(text if len(text) <= limit else text[:limit] + "…")
 
 
-def _number_and_unit(text: str, kind: str, forms: str, units: dict[str, object]) -> tuple[Fraction, str]:
+def _number_and_unit(text: str, kind: str, forms: str, units: Mapping[str, object]) -> tuple[Fraction, str]:
     """Split ``text`` into its exact number and its unit (as typed), or raise saying which form is accepted."""
     stripped = text.strip()
     if len(stripped) > MAX_TEXT_CHARS:

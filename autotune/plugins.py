@@ -10,9 +10,10 @@ import importlib
 import importlib.metadata
 import logging
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from types import ModuleType
-from typing import Any, Iterable
+from typing import Any
 
 import pluggy
 

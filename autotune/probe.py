@@ -269,7 +269,8 @@ def with_fresh_limits(hardware: Hardware) -> Hardware:
     """
     if os.environ.get(HARDWARE_JSON_ENV):
         return hardware  # a description of a machine, not this one: nothing here to re-read
-    from .probes import cpu as cpu_probe, memory as memory_probe
+    from .probes import cpu as cpu_probe
+    from .probes import memory as memory_probe
 
     try:
         fresh = memory_probe.this_memory()

@@ -13,10 +13,11 @@ import re
 import reprlib
 import stat
 import sys
-from datetime import datetime, timezone
-from functools import lru_cache
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from functools import cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Mapping, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 from pydantic_core import PydanticCustomError
@@ -136,7 +137,7 @@ class DeploymentProfile(_Strict):
 
     schema_version: int = SCHEMA_VERSION
     autotune_version: str
-    created_at: datetime = Field(default_factory=lambda: datetime.now(timezone.utc))
+    created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
     hardware: dict[str, Any] = Field(description="summary of the probe, with its fingerprint")
     model: ModelInfo
     backend: BackendInfo
@@ -223,7 +224,7 @@ def _accepted(schema: Mapping[str, Any]) -> str:
     return {"boolean": "true or false", "null": "null", "string": "a string", "number": "a number"}.get(str(kind), str(kind))
 
 
-@lru_cache(maxsize=None)
+@cache
 def _field_schemas(model: type[BaseModel]) -> dict[str, dict[str, Any]]:
     """The JSON Schema of each of ``model``'s fields (computed once per model)."""
     return dict(model.model_json_schema().get("properties", {}))
@@ -259,7 +260,7 @@ def validate_params(model: type[P], params: P | Mapping[str, Any], backend: str)
         raise ProfileError(params_problem(model, error, backend)) from None
 
 
-def params_unchecked(backend: str, backends: Mapping[str, "Backend"]) -> str | None:
+def params_unchecked(backend: str, backends: Mapping[str, Backend]) -> str | None:
     """Why a profile of ``backend`` cannot have its params checked here (None: they can)."""
     if backend not in backends:
         return f"backend {backend} not installed"
@@ -268,7 +269,7 @@ def params_unchecked(backend: str, backends: Mapping[str, "Backend"]) -> str | N
     return None
 
 
-def check_params(profile: DeploymentProfile, backends: Mapping[str, "Backend"]) -> None:
+def check_params(profile: DeploymentProfile, backends: Mapping[str, Backend]) -> None:
     """Validate ``profile.params`` with its backend's ``params_model`` when that backend is in ``backends``."""
     found = backends.get(profile.backend.name)
     model = found.params_model if found is not None else None
@@ -364,7 +365,7 @@ def read_profile_json(path: Path) -> Any:
 
 
 def profile_from_data(data: Any, where: str | Path,
-                      backends: Mapping[str, "Backend"] | None = None) -> DeploymentProfile:
+                      backends: Mapping[str, Backend] | None = None) -> DeploymentProfile:
     """Validate parsed profile JSON: its shape, schema version, schema, then ``params`` with the backend's model.
 
     ``where`` names the file in messages. The params are checked when the profile's backend is in ``backends``
@@ -399,7 +400,7 @@ def profile_from_data(data: Any, where: str | Path,
     return profile
 
 
-def load_profile(path: Path, backends: Mapping[str, "Backend"] | None = None) -> DeploymentProfile:
+def load_profile(path: Path, backends: Mapping[str, Backend] | None = None) -> DeploymentProfile:
     """Read and validate a profile file; anything wrong with it, its shape or its kind is one ``ProfileError``.
 
     See ``read_profile_json`` (the file) and ``profile_from_data`` (the contents, ``params`` included).

@@ -21,15 +21,17 @@ would make runs incomparable. Log-probabilities are cut into chunks by ``logprob
 from __future__ import annotations
 
 import time
-from typing import Callable, Protocol
+from collections.abc import Callable
+from typing import Protocol
 
 from .measurement import Measurement, RunTimings, relative_spread, summarize
 from .workload import PROMPT_TEXT, Workload
 
 SPREAD_LIMIT = 0.15
 """Relative spread of decode tok/s across the timed runs ((max − min) / median) above which they are
-re-measured. Runs of one configuration in one process usually agree within a few percent; a wider
-spread means something else took the machine for a while (another process, a frequency change)."""
+re-measured. Even separate processes measuring one configuration differ by ±5–10% on the 2-core
+development VM (see ``confirm``), and runs inside one process by less; a wider spread means something
+else took the machine during a run (another process, a frequency change)."""
 
 Clock = Callable[[], float]
 

@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from .backend import Artifact, Params, has_logprobs
 from .errors import AutotuneError
 from .hardware import Hardware
+from .options import TuneOptions
 from .profile import Quality
 from .quality import QualityCache, eval_text_hash, load_eval_text, quality_task, summarize_quality, to_profile
+from .reporting import Reporter
 from .sources import ResolvedBackend
 from .trial import artifact_key, prepare_artifact
 from .worker import WorkerTask, run_in_worker
-from .options import TuneOptions
-from .reporting import Reporter
 from .workload import Workload
-
 
 
 class QualityEvaluator:
@@ -41,7 +40,7 @@ class QualityEvaluator:
 
     @classmethod
     def create(cls, resolved: Sequence[ResolvedBackend], model_format: str, hardware: Hardware, workload: Workload,
-               options: TuneOptions, reporter: Reporter) -> "QualityEvaluator | None":
+               options: TuneOptions, reporter: Reporter) -> QualityEvaluator | None:
         """Set up the reference, or say why quality will not be measured (the proxy is used then)."""
         native = [r for r in resolved if not r.conversions and r.source.format == model_format and has_logprobs(r.backend)]
         if not native:

@@ -25,7 +25,7 @@ class Reporter(Protocol):
     def warn(self, message: str) -> None:
         """Something the user should know (a backend skipped, a budget capped)."""
 
-    def trial(self, index: int, total: int, record: "TrialRecord", best: "TrialRecord | None") -> None:
+    def trial(self, index: int, total: int, record: TrialRecord, best: TrialRecord | None) -> None:
         """A trial finished: ``index`` of ``total`` new measurements, and the best so far."""
 
 
@@ -35,7 +35,7 @@ class SilentReporter:
     def __init__(self) -> None:
         self.messages: list[str] = []
         self.warnings: list[str] = []
-        self.trials: list["TrialRecord"] = []
+        self.trials: list[TrialRecord] = []
 
     def begin(self, model_path: Path, hardware: Hardware, budget: Budget, workload: Workload) -> None:
         self.messages.append(f"tuning {model_path.name} within {budget.describe()}")
@@ -46,5 +46,5 @@ class SilentReporter:
     def warn(self, message: str) -> None:
         self.warnings.append(message)
 
-    def trial(self, index: int, total: int, record: "TrialRecord", best: "TrialRecord | None") -> None:
+    def trial(self, index: int, total: int, record: TrialRecord, best: TrialRecord | None) -> None:
         self.trials.append(record)

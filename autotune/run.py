@@ -11,10 +11,10 @@ from .budget import Budget, format_bytes
 from .console import ConsoleReporter, describe, ordered_by_objective, results_table
 from .default_model import model_path as resolve_model
 from .errors import InputError
+from .options import TuneOptions
 from .plot import write_pareto_plot
 from .plugins import get_plugin_manager
 from .probe import probe
-from .options import TuneOptions
 from .tuner import tune
 from .workload import Workload
 

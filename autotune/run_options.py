@@ -13,7 +13,8 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-from .budget import MAX_QUALITY_LOSS, Budget, parse_quality_loss
+from .budget import MAX_QUALITY_LOSS as MAX_QUALITY_LOSS
+from .budget import Budget, parse_quality_loss
 from .default_model import BUNDLED
 from .errors import AutotuneError, InputError
 from .numbers import parse_duration, parse_whole, quoted

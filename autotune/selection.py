@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from .study import TrialRecord, quality_loss
 
@@ -15,7 +15,7 @@ def pareto_front(candidates: Sequence[TrialRecord]) -> list[TrialRecord]:
     front = []
     for record, mine in points:
         dominated = any(
-            all(o <= m for o, m in zip(other, mine)) and any(o < m for o, m in zip(other, mine))
+            all(o <= m for o, m in zip(other, mine, strict=True)) and any(o < m for o, m in zip(other, mine, strict=True))
             for _, other in points
         )
         if not dominated:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
 
 from .backend import Availability, Backend, Params, SearchSpace, has_logprobs
 from .cache import artifact_dir, building
@@ -38,7 +38,7 @@ def convert_cached(conversion: Conversion, path: Path, memory_limit_bytes: int |
     returned to the system when the worker ends, a runaway allocation meets the memory guard
     instead of the tuner, and a crash becomes a reason instead of a dead tuner.
     """
-    key = {"conversion": conversion.name, "source": cached_content_hash(path)}
+    key: dict[str, object] = {"conversion": conversion.name, "source": cached_content_hash(path)}
     final = artifact_dir("conversions", key)
     marker = final / "output-path.txt"
     if not marker.exists():

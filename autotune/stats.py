@@ -13,8 +13,9 @@ deterministic for a given ``seed``.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Literal, Sequence
+from typing import Any, Literal
 
 import numpy as np
 
@@ -117,7 +118,7 @@ def sign_test(a_rounds: Sequence[float], b_rounds: Sequence[float]) -> float:
         return 1.0
     extreme = min(greater, signed - greater)
     tail = sum(math.comb(signed, k) for k in range(extreme + 1)) / 2**signed
-    return min(1.0, 2 * tail)
+    return float(min(1.0, 2 * tail))
 
 
 @dataclass(frozen=True)
@@ -169,8 +170,8 @@ def compare(
     9 of 10 (p = 0.021).
     """
     a, b = _paired(a_rounds, b_rounds)
-    ratio = paired_ratio(a, b, confidence, resamples, seed)
-    sign_p = sign_test(a, b)
+    ratio = paired_ratio(a.tolist(), b.tolist(), confidence, resamples, seed)
+    sign_p = sign_test(a.tolist(), b.tolist())
     a_greater, b_greater = int(np.sum(a > b)), int(np.sum(a < b))
     a_better, b_better = (a_greater, b_greater) if higher_is_better else (b_greater, a_greater)
     rounds = int(a.size)

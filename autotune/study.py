@@ -12,9 +12,10 @@ import json
 import os
 import random
 import socket
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Sequence
+from typing import Any, Literal
 
 import optuna
 import psutil

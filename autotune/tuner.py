@@ -14,8 +14,8 @@ Every "within budget?" decision is made in ``judgment.py``.
 from __future__ import annotations
 
 import random
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 import optuna
 from optuna.trial import TrialState
@@ -35,8 +35,20 @@ from .quality_eval import QualityEvaluator
 from .reporting import Reporter, SilentReporter
 from .selection import choose, pareto_front
 from .sources import BackendPlan, plan_backends, reference_pool, select_backends
-from .study import (TrialRecord, claim, config_key, enqueue, enqueue_unseen, mark_abandoned, open_storage, open_study,
-                    records, study_name, suggest_params, tell)
+from .study import (
+    TrialRecord,
+    claim,
+    config_key,
+    enqueue,
+    enqueue_unseen,
+    mark_abandoned,
+    open_storage,
+    open_study,
+    records,
+    study_name,
+    suggest_params,
+    tell,
+)
 from .worker import remove_orphaned_scratch
 from .workload import Workload
 
@@ -172,7 +184,7 @@ class Tuner:
         if not feasible:
             raise NothingFits(nothing_fits_message(all_records, self.budget, pipeline.dropped))
         front = pareto_front(feasible)
-        winner, confirmation, notes = choose(front, self.options.objective), None, []
+        winner, confirmation, notes = choose(front, self.options.objective), None, list[str]()
         if self.options.confirm_rounds > 0:
             winner, confirmation, notes = confirm_finalists(winner, feasible, plan.by_name, self.budget, self.workload,
                                                             self.hardware, self.options, self.reporter)

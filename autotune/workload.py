@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-
 PROMPT_TEXT = (
     "The history of computing is a story of machines that became faster, smaller and cheaper with "
     "every generation. Early computers filled entire rooms and were programmed by rewiring panels; "
@@ -38,7 +37,7 @@ class Workload(BaseModel):
     )
 
     @model_validator(mode="after")
-    def _fits_context(self) -> "Workload":
+    def _fits_context(self) -> Workload:
         if self.prompt_tokens + self.gen_tokens > self.context:
             raise ValueError(
                 f"prompt ({self.prompt_tokens}) + generated ({self.gen_tokens}) tokens exceed the context "

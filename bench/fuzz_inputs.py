@@ -30,9 +30,10 @@ import random
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from autotune.budget import MAX_QUALITY_LOSS, Budget, parse_duration, parse_size
 from autotune.cli import parse_args
@@ -41,8 +42,16 @@ from autotune.numbers import MAX_DURATION_S, MAX_SIZE_BYTES, MIN_DURATION_S
 from autotune.plugins import get_plugin_manager
 from autotune.profile import MAX_PROFILE_BYTES, load_profile, profile_from_data
 from autotune.run_options import check_run_options
-from autotune.testing.profiles import (BACKENDS, DELETE, HOSTILE_TEXT, HOSTILE_VALUES, mutated, mutation_sites,
-                                       sample_data, schema_choices)
+from autotune.testing.profiles import (
+    BACKENDS,
+    DELETE,
+    HOSTILE_TEXT,
+    HOSTILE_VALUES,
+    mutated,
+    mutation_sites,
+    sample_data,
+    schema_choices,
+)
 
 SIZES = ["2GB", "2G", "1.5GiB", "800MB", "512MiB", "4096", "0.5TB", "1KiB", "100mb", ".5GB", "2gib"]
 DURATIONS = ["50ms", "0.05s", "1s", "800us", "3600s", "1us", "300s", "0.5ms"]

@@ -17,11 +17,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from autotune import SilentReporter, TuneOptions, Tuner
 from autotune.budget import Budget
 from autotune.testing.conformance import example_hardware
 from autotune.testing.inline_plugin import manager_with
 from autotune.testing.replay_backend import OVERHEAD_BYTES, ReplayBackend
-from autotune import SilentReporter, TuneOptions, Tuner
 from autotune.workload import Workload
 
 GRIDS = Path(__file__).parents[1] / "tests" / "fixtures" / "measurements" / "xeon-16c-llamabench"

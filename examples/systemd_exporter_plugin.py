@@ -13,8 +13,8 @@ then `autotune export PROFILE --format systemd`. Or try it without installing:
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import autotune
 from autotune.profile import DeploymentProfile, load_profile

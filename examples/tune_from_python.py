@@ -10,11 +10,10 @@ from __future__ import annotations
 import sys
 
 import autotune
-from autotune.default_model import model_path
 
 
 def main() -> int:
-    model = model_path(sys.argv[1] if len(sys.argv) > 1 else "smollm2-135m")
+    model = autotune.bundled_model(sys.argv[1] if len(sys.argv) > 1 else "smollm2-135m")
     result = autotune.tune(
         model,
         autotune.Budget.parse("600MB", "20ms"),

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from autotune import SilentReporter, TuneOptions, Tuner
 from autotune.backend import Artifact
 from autotune.budget import Budget
 from autotune.confirm import Finalist, decide
@@ -15,7 +16,6 @@ from autotune.study import TrialRecord
 from autotune.testing import FakeBackend
 from autotune.testing.conformance import example_hardware
 from autotune.testing.inline_plugin import manager_with
-from autotune import SilentReporter, TuneOptions, Tuner
 from autotune.workload import Workload
 
 ARTIFACT = Artifact(path=Path("/x"), format="gguf", precision="q4_0", bits_per_weight=4.5, size_bytes=1)
@@ -95,6 +95,8 @@ def test_confirmation_stage_on_the_noisy_fake_backend(tmp_path: Path, monkeypatc
                    options, manager=manager, hardware=example_hardware(cores=4), reporter=SilentReporter()).run()
     confirmation = result.profile.confirmation
     assert confirmation is not None and confirmation.rounds == 5
-    assert confirmation.verdict in ("winner", "tie", "single finalist")
+    # q4_0 and q5_1 decode equally fast: claiming a strict winner between them would be reading noise.
+    assert result.profile.params["quant"] in ("q4_0", "q5_1")
+    assert confirmation.verdict in ("tie", "single finalist"), confirmation.notes
     assert confirmation.speedup_over_untuned is not None and confirmation.speedup_over_untuned.value > 1
     assert confirmation.untuned_params == {"quant": "f16", "threads": 2}

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 from optuna.trial import TrialState
 
-from autotune import hookimpl
+from autotune import SilentReporter, TuneOptions, Tuner, hookimpl
 from autotune.backend import Artifact, Params, precision_label
 from autotune.budget import Budget
 from autotune.cli import main
@@ -21,7 +21,6 @@ from autotune.testing import FakeBackend
 from autotune.testing.conformance import example_hardware
 from autotune.testing.inline_plugin import InlineBackends, manager_with
 from autotune.trial import prepare_artifact
-from autotune import SilentReporter, TuneOptions, Tuner
 from autotune.workload import Workload
 
 WORKLOAD = Workload(prompt_tokens=16, gen_tokens=8, context=256, runs=3, depth=0)

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from autotune.hardware import NOTABLE_FEATURES, CpuInfo
-from autotune.testing.captures import sections, write_text
 from autotune.probes import cpu
+from autotune.testing.captures import sections, write_text
 
 FIXTURES = Path(__file__).parent / "fixtures" / "hardware"
 XEON = FIXTURES / "xeon-16c-h200"
@@ -49,7 +49,7 @@ def probe_capture(machine: Path, root: Path) -> CpuInfo:
 
 
 def lscpu_flags(machine: Path) -> list[str]:
-    line = next(l for l in sections(machine)["lscpu"].splitlines() if l.startswith("Flags:"))
+    line = next(text for text in sections(machine)["lscpu"].splitlines() if text.startswith("Flags:"))
     return line.split(":", 1)[1].split()
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from autotune.testing.captures import sections, write_text
 from autotune.probes import memory
+from autotune.testing.captures import sections, write_text
 
 FIXTURES = Path(__file__).parent / "fixtures" / "hardware"
 XEON = FIXTURES / "xeon-16c-h200"

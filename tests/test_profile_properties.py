@@ -13,8 +13,9 @@ import json
 import math
 import os
 import shlex
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, example, given, settings
@@ -25,8 +26,17 @@ from autotune.errors import ProfileError
 from autotune.exporter import Exporter
 from autotune.plugins import get_plugin_manager
 from autotune.profile import MAX_DEPTH, MAX_PROFILE_BYTES, load_profile, profile_from_data
-from autotune.testing.profiles import (BACKENDS, DELETE, HOSTILE_TEXT, HOSTILE_VALUES, mutated, mutation_sites,
-                                       sample_data, sample_profile, schema_choices)
+from autotune.testing.profiles import (
+    BACKENDS,
+    DELETE,
+    HOSTILE_TEXT,
+    HOSTILE_VALUES,
+    mutated,
+    mutation_sites,
+    sample_data,
+    sample_profile,
+    schema_choices,
+)
 
 MANAGER = get_plugin_manager()
 INSTALLED = MANAGER.backends()

@@ -6,8 +6,15 @@ import pytest
 from autotune.budget import Budget
 from autotune.errors import ProfileError
 from autotune.measurement import Measurement
-from autotune.profile import (ArtifactInfo, BackendInfo, DeploymentProfile, ModelInfo, Predicted, load_profile,
-                              schema_text)
+from autotune.profile import (
+    ArtifactInfo,
+    BackendInfo,
+    DeploymentProfile,
+    ModelInfo,
+    Predicted,
+    load_profile,
+    schema_text,
+)
 from autotune.workload import Workload
 
 SCHEMA = Path(__file__).parents[1] / "profiles" / "profile.schema.json"

@@ -14,8 +14,15 @@ from autotune.errors import AutotuneError
 from autotune.model_source import ModelSource
 from autotune.profile import Quality
 from autotune.quality import (
-    ChunkStats, QualityCache, chunk_stats, compare_streams, eval_text_hash, load_eval_text, quality_task,
-    summarize_quality, to_profile,
+    ChunkStats,
+    QualityCache,
+    chunk_stats,
+    compare_streams,
+    eval_text_hash,
+    load_eval_text,
+    quality_task,
+    summarize_quality,
+    to_profile,
 )
 from autotune.testing import FakeBackend
 from autotune.trial import artifact_key
@@ -213,8 +220,8 @@ def test_every_chunk_starts_with_bos() -> None:
 
 
 def test_short_evaluations_still_give_several_chunks() -> None:
-    from autotune.quality_eval import MIN_CHUNKS, chunk_size
     from autotune import TuneOptions
+    from autotune.quality_eval import MIN_CHUNKS, chunk_size
 
     assert chunk_size(TuneOptions(eval_tokens=1024, chunk_tokens=256)) == 256
     assert 256 // chunk_size(TuneOptions(eval_tokens=256, chunk_tokens=256)) >= MIN_CHUNKS

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
+from autotune import SilentReporter, TuneOptions, Tuner
 from autotune.budget import Budget
 from autotune.testing.conformance import example_hardware
 from autotune.testing.inline_plugin import manager_with
 from autotune.testing.replay_backend import ReplayBackend, load_grid
-from autotune import SilentReporter, TuneOptions, Tuner
 from autotune.workload import Workload
 
 GRIDS = Path(__file__).parent / "fixtures" / "measurements"

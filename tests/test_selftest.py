@@ -10,6 +10,7 @@ from typing import Any, ClassVar
 
 import pytest
 
+from autotune import SilentReporter, TuneOptions, Tuner
 from autotune.backend import Artifact, Params
 from autotune.budget import Budget
 from autotune.cli import main
@@ -21,7 +22,6 @@ from autotune.selftest import explain_signal, run_self_test, usable
 from autotune.testing import FakeBackend
 from autotune.testing.conformance import example_hardware
 from autotune.testing.inline_plugin import manager_with
-from autotune import SilentReporter, TuneOptions, Tuner
 from autotune.workload import Workload
 
 WORKLOAD = Workload(prompt_tokens=16, gen_tokens=8, context=256, runs=3, depth=0)

@@ -13,7 +13,12 @@ import pytest
 
 from autotune.profile import Interval
 from autotune.stats import (
-    bootstrap_interval, budget_status, compare, paired_ratio, rank_finalists, sign_test,
+    bootstrap_interval,
+    budget_status,
+    compare,
+    paired_ratio,
+    rank_finalists,
+    sign_test,
 )
 
 REPEATS = 200

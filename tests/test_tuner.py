@@ -7,13 +7,13 @@ from pathlib import Path
 import pytest
 from optuna.trial import TrialState
 
+from autotune import SilentReporter, TuneOptions, Tuner
 from autotune.budget import Budget
 from autotune.errors import NothingFits
 from autotune.study import mark_abandoned, open_study
 from autotune.testing import FakeBackend
-from autotune.testing.inline_plugin import manager_with
 from autotune.testing.conformance import example_hardware
-from autotune import SilentReporter, TuneOptions, Tuner
+from autotune.testing.inline_plugin import manager_with
 from autotune.workload import Workload
 
 MiB = 2**20

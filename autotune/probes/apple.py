@@ -9,7 +9,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
-from typing import Iterator
+from collections.abc import Iterator
 
 from ..hardware import Accelerator, HardwareFact
 from ..hookspecs import hookimpl

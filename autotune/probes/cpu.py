@@ -14,9 +14,9 @@ import os
 import platform
 import re
 import sys
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator
 
 from ..hardware import CacheLevel, CpuInfo, HardwareFact
 from ..hookspecs import hookimpl

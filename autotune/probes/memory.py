@@ -8,8 +8,8 @@ is also capped by what the cgroup has left, since the host's free memory is not 
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from ..hardware import HardwareFact, MemoryInfo
 from ..hookspecs import hookimpl

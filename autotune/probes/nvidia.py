@@ -12,7 +12,7 @@ import re
 import shutil
 import subprocess
 import xml.etree.ElementTree as ElementTree
-from typing import Iterator
+from collections.abc import Iterator
 
 from ..hardware import Accelerator, HardwareFact
 from ..hookspecs import hookimpl
@@ -56,7 +56,7 @@ def parse_nvidia_smi_csv(text: str) -> list[Accelerator]:
     units = {re.sub(r"\s*\[.*\]$", "", c.strip()): (re.findall(r"\[(.*)\]", c) or ["MiB"])[0] for c in rows[0]}
     found: list[Accelerator] = []
     for position, row in enumerate(rows[1:]):
-        values = {column: value.strip() for column, value in zip(header, row)}
+        values = {column: value.strip() for column, value in zip(header, row, strict=False)}  # a short row leaves columns out
         if not values.get("name"):
             continue
         found.append(_accelerator(

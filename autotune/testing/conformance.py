@@ -23,15 +23,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ..backend import Artifact, Availability, Backend, Categorical, IntRange, Params
+from ..backend import Artifact, Availability, Backend, Categorical, IntRange, Params, SearchSpace
 from ..hardware import CacheLevel, CpuInfo, Hardware, MemoryInfo
 from ..measurement import Measurement
 from ..model_source import ModelSource
+from ..probe import probe_here
+from ..selftest import run_self_test
 from ..trial import measure, prepare_artifact
 from ..workload import Workload
 from .runs_here import skip_unless_runs_here
-from ..probe import probe_here
-from ..selftest import run_self_test
 
 
 def example_hardware(cores: int = 2, memory_gib: int = 24) -> Hardware:
@@ -46,7 +46,7 @@ def example_hardware(cores: int = 2, memory_gib: int = 24) -> Hardware:
     )
 
 
-def _in_space(params: Params, space: dict[str, object]) -> bool:
+def _in_space(params: Params, space: SearchSpace) -> bool:
     for name, dimension in space.items():
         value = params.get(name)
         if isinstance(dimension, Categorical) and value not in dimension.choices:

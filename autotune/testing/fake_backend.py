@@ -9,8 +9,9 @@ from __future__ import annotations
 import json
 import random
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, ClassVar, Iterator
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -89,7 +90,7 @@ class FakeBackend(Backend):
     def token_ms(self, params: Params) -> float:
         """The noiseless decode latency formula."""
         bits = BITS[params["quant"]]
-        return self.base_ms * bits / 16 * (1 + 1 / params["threads"]) * self.speed.get(params["quant"], 1.0)
+        return float(self.base_ms * bits / 16 * (1 + 1 / params["threads"]) * self.speed.get(params["quant"], 1.0))
 
     def predict(self, source: ModelSource, params: Params, workload: Workload, hardware: Hardware) -> Prediction:
         return Prediction(memory_bytes=int(self.memory_bytes(params, workload) * (1 + self.predict_error)))
@@ -114,7 +115,8 @@ class FakeBackend(Backend):
         if self._matches(self.hang_on, params):
             time.sleep(3600)
         rng = random.Random()
-        run_factor = lambda: max(0.2, rng.gauss(1.0, self.noise)) if self.noise else 1.0  # noqa: E731
+        def run_factor() -> float:
+            return max(0.2, rng.gauss(1.0, self.noise)) if self.noise else 1.0
         token_s = self.token_ms(params) / 1000
         runs = []
         for _ in range(workload.runs):

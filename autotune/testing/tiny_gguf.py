@@ -12,6 +12,7 @@ makes llama.cpp fall back to other tensor types, which is worth testing too.
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections import Counter
 from pathlib import Path
@@ -65,7 +66,7 @@ def _learn_bpe(n_tokens: int) -> tuple[list[str], list[str]]:
     while len(tokens) < n_tokens:
         pairs: Counter[tuple[str, str]] = Counter()
         for sequence, count in sequences.items():
-            for pair in zip(sequence, sequence[1:]):
+            for pair in itertools.pairwise(sequence):
                 pairs[pair] += count
         if not pairs:
             break

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -21,7 +22,7 @@ TRAINING_TEXT = (
 )
 
 
-def _train_tokenizer(vocab_size: int):  # noqa: ANN202 - tokenizers has no public type for the return
+def _train_tokenizer(vocab_size: int) -> Any:  # tokenizers has no public type for its Tokenizer
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 
     tokenizer = Tokenizer(models.BPE(unk_token=None))

@@ -1,15 +1,14 @@
-"""Hugging Face folders for autotune: GGUF → HF conversion and HF folder inspection.
+"""Hugging Face folders for autotune: the GGUF → HF conversion (contributed through ``autotune_conversions``).
 
-Other plugins use these directly::
-
-    from autotune_hf import gguf_to_hf, inspect_hf_folder
+Other plugins never import this package: they receive converted folders from the tuner and read them
+with the core's ``autotune.inspect_hf_folder``::
 
     hf_dir = gguf_to_hf(Path("SmolLM2-135M-Instruct.Q4_1.gguf"), Path("out/smollm2-hf"))
-    source = inspect_hf_folder(hf_dir)   # ModelSource(format="hf", metadata={"config": {...}, ...})
+    source = autotune.inspect_hf_folder(hf_dir)   # ModelSource(format="hf", metadata={"config": {...}, ...})
 """
 
 from .convert import available, check_supported, gguf_metadata, gguf_to_hf, supported_architectures
-from .folder import CONVERSION_RECORD, inspect_hf_folder, model_shape
+from autotune.hf_folder import CONVERSION_RECORD, inspect_hf_folder, model_shape
 
 __all__ = [
     "CONVERSION_RECORD", "available", "check_supported", "gguf_metadata", "gguf_to_hf", "inspect_hf_folder",

@@ -20,7 +20,7 @@ from typing import Any
 
 from autotune.errors import AutotuneError, BackendUnavailable
 
-from .folder import CONVERSION_RECORD
+from autotune import CONVERSION_RECORD
 
 DTYPES = ("float32", "float16")
 

@@ -71,7 +71,7 @@ class MlxBackend(Backend):
 
     def inspect(self, path: Path) -> ModelSource:
         """An HF safetensors folder (a GGUF reaches here through autotune-hf's GGUF → HF conversion)."""
-        from autotune_hf import inspect_hf_folder
+        from autotune import inspect_hf_folder
 
         path = Path(path)
         if path.is_file():

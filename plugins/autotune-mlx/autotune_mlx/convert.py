@@ -18,7 +18,7 @@ from typing import Any
 from autotune.backend import Artifact
 from autotune.errors import AutotuneError
 from autotune.model_source import ModelSource
-from autotune_hf.folder import safetensors_header
+from autotune import safetensors_header
 
 from .quantization import QuantSpec
 from .runtime import import_mlx_lm

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import autotune
-from autotune_hf.folder import safetensors_header
+from autotune import safetensors_header
 
 from .quantization import DTYPE_BYTES, QuantSpec
 

@@ -65,7 +65,7 @@ class MlxSession(DecodeSession):
         # wired_limit keeps the weights resident on Metal, as mlx-lm's own generate does (a no-op on CPU).
         self.wired = wired_limit(self.model, [generation_stream])
         self.wired.__enter__()
-        self.steps: Iterator[tuple[int, Any]] = iter(())
+        self.steps: Iterator[tuple[Any, Any]] = iter(())  # (token, logprobs) from generate_step
         self.first = 0
 
     def prompt_tokens(self, count: int) -> list[int]:
@@ -78,13 +78,13 @@ class MlxSession(DecodeSession):
         # first token ends the prefill (in prefill_step_size chunks); each further one is a decode step.
         self.steps = generate_step(self.mx.array(tokens), self.model, max_tokens=self.decode_tokens + 1,
                                    **self.settings.generate_kwargs())
-        self.first = next(self.steps)[0]
+        self.first = int(next(self.steps)[0])
 
     def first_token(self) -> int:
         return self.first
 
     def step(self, token: int) -> int:
-        return next(self.steps)[0]  # generate_step feeds back its own greedy pick, which is ``token``
+        return int(next(self.steps)[0])  # generate_step feeds back its own greedy pick, which is ``token``
 
     def close(self) -> dict[str, object]:
         self.steps = iter(())  # the last generator leaves its stream context before the wired limit is restored

@@ -91,7 +91,7 @@ class OnnxRuntimeBackend(Backend):
         return f"genai {availability.version}, onnxruntime {availability.details.get('onnxruntime')}"
 
     def inspect(self, path: Path) -> ModelSource:
-        from autotune_hf import inspect_hf_folder
+        from autotune import inspect_hf_folder
 
         fmt = detect_format(path)
         if fmt != "hf":

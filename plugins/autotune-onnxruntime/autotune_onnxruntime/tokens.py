@@ -14,8 +14,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from autotune import prompt_text_tokens
 from autotune.errors import ModelSourceError
-from autotune.workload import PROMPT_TEXT
 
 
 @lru_cache(maxsize=4)
@@ -49,8 +49,5 @@ def encode(folder: Path, text: str) -> list[int]:
 def prompt_tokens(folder: Path, count: int) -> list[int]:
     """The first ``count`` ids of ``PROMPT_TEXT`` repeated as needed (BOS, if any, only at the start)."""
     tokenizer, _ = _load(str(Path(folder).resolve()))
-    ids = encode(folder, PROMPT_TEXT)
-    body = list(tokenizer.encode(PROMPT_TEXT, add_special_tokens=False).ids)
-    while len(ids) < count:
-        ids.extend(body)
-    return ids[:count]
+    return prompt_text_tokens(lambda text, first: encode(folder, text) if first
+                              else list(tokenizer.encode(text, add_special_tokens=False).ids), count)

@@ -1,6 +1,7 @@
 """Reading a Hugging Face checkpoint folder (config.json + *.safetensors) without loading its weights.
 
-Backends that take an HF folder (ONNX Runtime, OpenVINO, MLX) need the same facts to predict
+A source format the core knows, like GGUF: backends that take an HF folder (ONNX Runtime,
+OpenVINO, MLX) need the same facts to predict
 memory: layer count, KV heads, head size, vocabulary, parameter count. They come from
 ``config.json`` and from the safetensors headers (a JSON block at the start of each file), so
 inspecting a 1 GB checkpoint reads a few kilobytes.
@@ -14,8 +15,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from autotune.errors import ModelSourceError
-from autotune.model_source import ModelSource, cached_content_hash
+from .errors import ModelSourceError
+from .model_source import ModelSource, cached_content_hash
 
 CONVERSION_RECORD = "autotune_conversion.json"
 """Written by ``gguf_to_hf`` next to the checkpoint: where the weights came from (e.g. a Q4_1 GGUF)."""
@@ -32,7 +33,7 @@ def safetensors_header(path: Path) -> dict[str, Any]:
         if len(raw) != 8:
             raise ModelSourceError(f"{path} is not a safetensors file (shorter than its 8-byte header length)")
         (length,) = struct.unpack("<Q", raw)
-        header = json.loads(handle.read(length))
+        header: dict[str, Any] = json.loads(handle.read(length))
     header.pop("__metadata__", None)
     return header
 
