@@ -49,6 +49,8 @@ class Evidence:
     failed: int
     """Failed trials in the study, those of interrupted runs (which left no record) included."""
     dropped: dict[str, str] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+    """Wall-clock seconds per phase of this run (self-tests, conversions, builds, measurements, quality, ...)."""
 
 
 @dataclass
@@ -107,9 +109,10 @@ def build_profile(model_path: Path, hardware: Hardware, workload: Workload, budg
                "trials_total": len(records), "measured_now": evidence.measured_now,
                "measured": sum(rec.status == "measured" for rec in records),
                "predicted_infeasible": sum(rec.status == "predicted-infeasible" for rec in records),
+               "screened_out": sum(rec.status == "screened-out" for rec in records),
                "failed": evidence.failed, "feasible": len(evidence.feasible),
                "conversions": {rb.backend.name: rb.conversions for rb in by_name.values()},
                "best_per_backend": {name: rec.number for name, rec in per_backend.items()},
-               "dropped_backends": dict(evidence.dropped)},
+               "dropped_backends": dict(evidence.dropped), "seconds": dict(evidence.seconds)},
     )
     return profile.model_copy(update={"exports": render_exports(exporters, profile, warn)})

@@ -142,6 +142,16 @@ class Backend(ABC):
         """
         return None
 
+    def supports(self, source: ModelSource) -> str | None:
+        """Why this backend cannot run the model ``source`` describes, or None when it may.
+
+        ``source`` is the user's model as its native reader saw it (architecture, metadata such as
+        ``sliding_window``), before any conversion: a backend that can tell from metadata that it will
+        refuse the model saves the minutes a conversion would cost. Decide in milliseconds; say what
+        would be needed instead. Default: None (try it).
+        """
+        return None
+
     def runtime_identity(self) -> str:
         """What identifies the installed runtime build; self-test results are cached under it.
 
@@ -177,6 +187,14 @@ class Backend(ABC):
     def untuned_params(self, source: ModelSource, hardware: Hardware, workload: Workload) -> Params:
         """What a user gets from this runtime with no tuning (the baseline a tuned profile must beat)."""
         return self.starting_points(source, hardware, workload)[0]
+
+    def rule_of_thumb(self, source: ModelSource, hardware: Hardware, workload: Workload) -> Params | None:
+        """What a knowledgeable user runs without tuning: every physical core, the runtime's defaults.
+
+        The confirmation stage measures it beside the finalists, so the profile can say whether tuning beat
+        the rule of thumb beyond the noise, or tied with it. Default: None (no such baseline).
+        """
+        return None
 
     @abstractmethod
     def predict(self, source: ModelSource, params: Params, workload: Workload, hardware: Hardware) -> Prediction:

@@ -93,7 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
     plugins = commands.add_parser("plugins", help="list plugins, their backends and whether each runs here (self-test)")
     plugins.add_argument("--json", action="store_true", help="print as JSON")
     plugins.add_argument("--refresh", action="store_true", help="run the backends' self-tests again instead of "
-                         "using the results cached for this runtime build and machine")
+                         "using the results cached for this runtime build and machine, and forget which models "
+                         "a backend refused before")
     plugins.add_argument("--check", action="store_true", help="exit with status 1 when an installed backend fails "
                          "its self-test (the set-up runs this)")
 
@@ -204,6 +205,12 @@ def cmd_plugins(args: argparse.Namespace) -> int:
 
     manager = get_plugin_manager()
     backends = manager.backends()
+    if args.refresh:  # refusals remembered per model are knowledge about backends too: ask them again
+        import shutil
+
+        from .cache import cache_dir
+
+        shutil.rmtree(cache_dir() / "refusals", ignore_errors=True)
     # Self-tests always concern this machine, whatever hardware description the environment names.
     checks = usable_all(list(backends.values()), probe_here(manager, measure_bandwidth=False), refresh=args.refresh)
     crashed = [name for name, (_, test) in checks.items() if test is not None and test.passed is False]

@@ -23,7 +23,7 @@ from .options import TuneOptions
 from .profile import Confirmation
 from .reporting import Reporter
 from .sources import ResolvedBackend
-from .stats import bootstrap_interval, paired_ratio, rank_finalists
+from .stats import bootstrap_interval, compare, paired_ratio, rank_finalists
 from .study import TrialRecord, config_key, quality_loss
 from .trial import measure, prepare_artifact
 from .workload import Workload
@@ -65,17 +65,24 @@ def confirm_finalists(winner: TrialRecord, feasible: Sequence[TrialRecord], by_n
     finalists = [Finalist(label=f"#{c.number}", backend=c.backend, params=c.params,
                           artifact=prepare_artifact(by_name[c.backend].backend, by_name[c.backend].source, c.params)[0],
                           record=c) for c in candidates]
-    untuned = r.backend.untuned_params(r.source, hardware, workload)
-    baseline = next((f for f in finalists if config_key(f.backend, f.params) == config_key(r.backend.name, untuned)), None)
-    if baseline is None:
-        baseline = Finalist(label="untuned", backend=r.backend.name, params=untuned,
-                            artifact=prepare_artifact(r.backend, r.source, untuned)[0], record=None)
-        everyone = [*finalists, baseline]
-    else:
-        everyone = finalists
+    everyone = list(finalists)
+
+    def baseline_for(label: str, params: Params) -> Finalist:
+        """A finalist already measuring ``params``, or a new baseline entry for it."""
+        found = next((f for f in everyone if config_key(f.backend, f.params) == config_key(r.backend.name, params)), None)
+        if found is None:
+            found = Finalist(label=label, backend=r.backend.name, params=params,
+                             artifact=prepare_artifact(r.backend, r.source, params)[0], record=None)
+            everyone.append(found)
+        return found
+
+    baseline = baseline_for("untuned", r.backend.untuned_params(r.source, hardware, workload))
+    thumb_params = r.backend.rule_of_thumb(r.source, hardware, workload)
+    thumb = baseline_for("rule of thumb", thumb_params) if thumb_params is not None else None
     # One timed run per round: the rounds are the repetitions; a fresh worker each time.
     round_workload = workload.model_copy(update={"runs": 1})
-    reporter.info(f"confirming {len(finalists)} finalist(s) and the untuned default in {rounds} interleaved rounds")
+    reporter.info(f"confirming {len(finalists)} finalist(s), the untuned default and the rule of thumb in {rounds} "
+                  "interleaved rounds")
     rng = random.Random(options.seed)
     offset = rng.randrange(len(everyone))
     for index in range(rounds):
@@ -91,7 +98,7 @@ def confirm_finalists(winner: TrialRecord, feasible: Sequence[TrialRecord], by_n
                 finalist.failures.append(result.error or "failed")
         reporter.info(f"round {index + 1}/{rounds}: " + ", ".join(
             f"{f.label} {f.decode_tps[-1]:.1f} tok/s" for f in order if f.decode_tps))
-    return decide(finalists, baseline, budget, options.strict, rounds)
+    return decide(finalists, baseline, budget, options.strict, rounds, thumb)
 
 
 def _quality_then_memory(finalist: Finalist) -> tuple[float, float]:
@@ -101,7 +108,7 @@ def _quality_then_memory(finalist: Finalist) -> tuple[float, float]:
 
 
 def decide(finalists: list[Finalist], baseline: Finalist, budget: Budget, strict: bool,
-           rounds: int) -> tuple[TrialRecord, Confirmation, list[str]]:
+           rounds: int, rule_of_thumb: Finalist | None = None) -> tuple[TrialRecord, Confirmation, list[str]]:
     """Pick the confirmed winner from the rounds (pure logic, tested on synthetic rounds)."""
     notes: list[str] = []
     complete = [f for f in finalists if len(f.decode_tps) == rounds]
@@ -140,6 +147,17 @@ def decide(finalists: list[Finalist], baseline: Finalist, budget: Budget, strict
     speedup = None
     if baseline is not chosen and len(baseline.decode_tps) == rounds:
         speedup = paired_ratio(chosen.decode_tps, baseline.decode_tps)
+    versus, over_thumb = None, None
+    if rule_of_thumb is chosen:
+        versus = "same"
+    elif rule_of_thumb is not None and len(rule_of_thumb.decode_tps) == rounds:
+        # The same test as between finalists: a win needs the ratio's interval beyond 2% and the sign test.
+        comparison = compare(chosen.decode_tps, rule_of_thumb.decode_tps, higher_is_better=True, min_effect=0.02)
+        over_thumb = comparison.ratio
+        versus = {"a": "faster", "b": "slower", "tie": "tie"}[comparison.verdict]
+        if versus == "tie":
+            notes.append("tuning tied with the rule of thumb (every physical core, runtime defaults) inside the noise: "
+                         f"{over_thumb.value:.2f}× [{over_thumb.low:.2f}, {over_thumb.high:.2f}]")
     confirmation = Confirmation(
         rounds=rounds,
         decode_tps=bootstrap_interval(chosen.decode_tps),
@@ -148,6 +166,9 @@ def decide(finalists: list[Finalist], baseline: Finalist, budget: Budget, strict
         marginal=status[chosen.label] == "marginal",
         speedup_over_untuned=speedup,
         untuned_params=baseline.params,
+        speedup_over_rule_of_thumb=over_thumb,
+        rule_of_thumb_params=rule_of_thumb.params if rule_of_thumb is not None else None,
+        versus_rule_of_thumb=versus,
         notes=notes,
     )
     return chosen.record, confirmation, notes

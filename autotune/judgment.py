@@ -3,6 +3,7 @@
 The tuner, the search's constraints, the confirmation stage and the nothing-fits explanation all ask
 here, so a budget means the same thing at each step:
 
+* ``cap_at_machine``: a memory budget above what the machine lets a process use is capped there;
 * ``skip_before_measuring``: a prediction provably over budget (beyond ``PREDICTION_MARGIN``) is skipped;
 * ``violations`` / ``within``: a measurement's relative excess over each budget (≤ 0 is within) — the
   numbers Optuna gets as constraints and the profile's feasibility;
@@ -20,6 +21,7 @@ from typing import TYPE_CHECKING
 
 from .backend import Prediction
 from .budget import Budget, format_bytes
+from .hardware import Hardware
 from .measurement import Measurement
 from .stats import BudgetStatus, budget_status
 
@@ -38,6 +40,17 @@ class Skip:
 
     cause: str  # "memory" or "latency": which budget the prediction breaks
     reason: str
+
+
+def cap_at_machine(budget: Budget, hardware: Hardware) -> tuple[Budget, str | None]:
+    """The budget capped at the memory this process may use (cgroup limit or RAM), with a warning when it was."""
+    limit = hardware.memory.limit_bytes
+    if budget.memory_bytes <= limit:
+        return budget, None
+    why = "its cgroup limit" if hardware.memory.cgroup_limit_bytes == limit else "its memory"
+    return budget.model_copy(update={"memory_bytes": limit}), (
+        f"the memory budget {format_bytes(budget.memory_bytes)} is above the {format_bytes(limit)} this machine lets "
+        f"autotune use ({why}); tuning within {format_bytes(limit)}")
 
 
 def skip_before_measuring(prediction: Prediction, budget: Budget) -> Skip | None:

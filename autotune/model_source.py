@@ -33,6 +33,24 @@ class ModelSource:
         """A short human name: the file or folder name without a GGUF suffix."""
         return self.path.name.removesuffix(".gguf")
 
+    @property
+    def sliding_window(self) -> int | None:
+        """The attention window of layers that keep a sliding-window KV cache (Gemma 2/3, Mistral), or None.
+
+        Read from a GGUF's ``<arch>.attention.sliding_window`` (``metadata["sliding_window"]``) or an HF
+        ``config.json`` (``sliding_window``, with ``layer_types`` naming the sliding layers when given).
+        """
+        window = self.metadata.get("sliding_window")
+        config = self.metadata.get("config")
+        if window is None and isinstance(config, dict):
+            nested = config.get("text_config")
+            text: dict[str, object] = nested if isinstance(nested, dict) else config
+            layer_types = text.get("layer_types") or []
+            assert isinstance(layer_types, list)
+            if not layer_types or "sliding_attention" in layer_types:
+                window = text.get("sliding_window")
+        return int(window) if isinstance(window, (int, float)) and window > 0 else None
+
 
 def detect_format(path: Path) -> str:
     """Tell which format a model path is in, or raise with what was expected."""

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 from pydantic_core import PydanticCustomError
@@ -118,6 +118,13 @@ class Confirmation(_Strict):
     marginal: bool = Field(default=False, description="the p95 latency interval straddles the budget")
     speedup_over_untuned: Interval | None = None
     untuned_params: dict[str, Any] | None = None
+    speedup_over_rule_of_thumb: Interval | None = Field(
+        default=None, description="decode speed against every physical core with the runtime's defaults")
+    rule_of_thumb_params: dict[str, Any] | None = None
+    versus_rule_of_thumb: Literal["faster", "tie", "slower", "same"] | None = Field(
+        default=None, description="'faster'/'slower' only when the interval lies beyond 2% and the sign test "
+        "agrees (as between finalists); 'tie' otherwise: inside the noise, no win is claimed; 'same' when the "
+        "chosen configuration is the rule of thumb")
     notes: list[str] = Field(default_factory=list)
 
 

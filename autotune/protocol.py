@@ -49,6 +49,7 @@ class DecodeSession(Protocol):
     def reset(self) -> None:
         """Empty the KV cache for a new run (not timed); by default nothing, for runtimes that start each
         prefill on a fresh cache."""
+        return None  # a body, so subclasses may inherit this default
 
     def prefill(self, tokens: list[int]) -> None:
         """Evaluate ``tokens`` on the empty cache, in pieces the runtime chooses for a long fill."""

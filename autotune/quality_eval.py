@@ -8,8 +8,8 @@ from .backend import Artifact, Params, has_logprobs
 from .errors import AutotuneError
 from .hardware import Hardware
 from .options import TuneOptions
-from .profile import Quality
-from .quality import QualityCache, eval_text_hash, load_eval_text, quality_task, summarize_quality, to_profile
+from .profile import Interval, Quality
+from .quality import METHOD, QualityCache, eval_text_hash, load_eval_text, quality_task, summarize_quality, to_profile
 from .reporting import Reporter
 from .sources import ResolvedBackend
 from .trial import artifact_key, prepare_artifact
@@ -71,6 +71,8 @@ class QualityEvaluator:
             return None
         ref_key = artifact_key(self.reference.backend, self.reference.source, self.ref_params)
         var_key = artifact_key(r.backend, r.source, params)
+        if var_key == ref_key:  # the reference scored against itself: zero loss by definition, nothing to run
+            return self.identical(artifact)
         cache_args = (ref_key, var_key, self.text_hash, chunk_size(self.options))
         chunks = self.cache.get(*cache_args)
         if chunks is not None:
@@ -87,6 +89,15 @@ class QualityEvaluator:
             return None
         self.cache.put(*cache_args, result.value)
         return to_profile(summarize_quality(result.value), self.label, artifact.bits_per_weight)
+
+
+    def identical(self, artifact: Artifact) -> Quality:
+        """The quality record of the reference itself: no loss, every top-1 token agrees (exact, not measured)."""
+        exact = {"value": 0.0, "low": 0.0, "high": 0.0}
+        return Quality(method=METHOD, reference=f"{self.label} — the same file, so exact without measuring",
+                       bits_per_weight=artifact.bits_per_weight, kl_divergence=Interval(**exact),
+                       top1_agreement=Interval(value=1.0, low=1.0, high=1.0),
+                       perplexity_ratio=Interval(value=1.0, low=1.0, high=1.0), tokens=len(self.tokens))
 
 
 MIN_CHUNKS = 4

@@ -54,6 +54,12 @@ def run_command(args: argparse.Namespace, budget: Budget, workload: Workload, ti
         if confirmation.speedup_over_untuned is not None:
             s = confirmation.speedup_over_untuned
             line += f"; {s.value:.2f}× [{s.low:.2f}, {s.high:.2f}] the untuned default's decode speed"
+        if confirmation.versus_rule_of_thumb == "same":
+            line += "; it is the rule of thumb itself (every physical core, runtime defaults)"
+        elif confirmation.speedup_over_rule_of_thumb is not None:
+            t = confirmation.speedup_over_rule_of_thumb
+            line += (f"; {t.value:.2f}× [{t.low:.2f}, {t.high:.2f}] the rule of thumb's (every physical core) — "
+                     f"{'a tie inside the noise' if confirmation.versus_rule_of_thumb == 'tie' else confirmation.versus_rule_of_thumb}")
         if confirmation.marginal:
             line += " — MARGINAL: the p95 interval straddles the budget (use --strict to require a margin)"
         console.print(line)
@@ -64,9 +70,20 @@ def run_command(args: argparse.Namespace, budget: Budget, workload: Workload, ti
     m = profile.measured
     console.print(f"[bold green]chosen:[/bold green] {describe(result.winner)}  ({profile.artifact.label} written as "
                   f"{profile.artifact.bits_per_weight:.2f} bits per weight)")
-    console.print(f"  {m.decode_tps:.1f} tok/s, p95 {m.itl_p95_ms:.1f} ms (at depth {m.deep_depth or 0}: "
+    if confirmation is not None:  # the headline is the confirmed figure; the single search trial is only a trial
+        c = confirmation
+        console.print(f"  [bold]{c.decode_tps.value:.1f} tok/s [{c.decode_tps.low:.1f}, {c.decode_tps.high:.1f}], "
+                      f"p95 {c.itl_p95_ms.value:.1f} ms [{c.itl_p95_ms.low:.1f}, {c.itl_p95_ms.high:.1f}][/bold] "
+                      f"(confirmed over {c.rounds} rounds); peak {format_bytes(m.peak_rss_bytes)}")
+        label = "  search trial: "
+    else:
+        label = "  "
+    console.print(f"{label}{m.decode_tps:.1f} tok/s, p95 {m.itl_p95_ms:.1f} ms (at depth {m.deep_depth or 0}: "
                   f"{m.deep_itl_p95_ms or m.itl_p95_ms:.1f} ms), TTFT {m.ttft_ms:.0f} ms, peak {format_bytes(m.peak_rss_bytes)} "
                   f"(predicted {format_bytes(profile.predicted.memory_bytes)}, error {profile.predicted.memory_error:+.0%})")
+    seconds = profile.study.get("seconds")
+    if isinstance(seconds, dict) and seconds:
+        console.print("  [dim]time: " + ", ".join(f"{k} {v:.1f} s" for k, v in seconds.items() if v >= 0.05) + "[/dim]")
     console.print(f"profile: {profile_path}\nplot:    {plot_path}")
     if args.json:
         sys.stdout.write(profile.to_json() + "\n")

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from .study import TrialRecord, quality_loss
 
 OBJECTIVES = ("quality", "latency", "memory")
+RUN_TO_RUN_NOISE = 0.10
+"""Separate runs of one configuration differ by ±5–10% on the 2-core guests measured here: a smaller
+difference between two configurations is not evidence that one is faster."""
 
 
 def pareto_front(candidates: Sequence[TrialRecord]) -> list[TrialRecord]:
@@ -58,3 +61,51 @@ def best_per_backend(feasible: Sequence[TrialRecord], objective: str) -> dict[st
     for record in feasible:
         by_backend.setdefault(record.backend, []).append(record)
     return {name: choose(pareto_front(group), objective) for name, group in by_backend.items()}
+
+
+def improves(new: TrialRecord | None, old: TrialRecord | None, objective: str) -> bool:
+    """Is ``new`` better than ``old`` for ``objective`` by more than the noise (a real step, not a reshuffle)?"""
+    if new is None or new.key == (old.key if old else None):
+        return False
+    if old is None:
+        return True
+    (new_loss, new_p95, new_mem), (old_loss, old_p95, old_mem) = new.objectives(), old.objectives()
+    if objective == "memory":
+        return new_mem < old_mem * (1 - RUN_TO_RUN_NOISE / 2)  # resident memory varies far less than speed
+    if objective == "quality" and not _quality_tied(new, old):
+        return new_loss < old_loss
+    return new_p95 < old_p95 * (1 - RUN_TO_RUN_NOISE)
+
+
+def best_feasible(records: Iterable[TrialRecord], objective: str) -> TrialRecord | None:
+    """The winner among the feasible records for ``objective``, or None when none is feasible."""
+    feasible = [r for r in records if r.feasible]
+    return choose(pareto_front(feasible), objective) if feasible else None
+
+
+class Progress:
+    """The best configuration so far, and when the search has stopped finding better ones.
+
+    The search stops once ``patience`` trials in a row (after the starting points) could not beat the
+    best by more than the noise: more trials would only re-measure the noise.
+    """
+
+    def __init__(self, objective: str, patience: int, starting_points: int, records: Iterable[TrialRecord]) -> None:
+        self.objective, self.patience, self.starting_points = objective, patience, starting_points
+        self.best = best_feasible(records, objective)
+        self.stale = 0
+
+    def update(self, records: Iterable[TrialRecord]) -> None:
+        """Account for one more trial that reached measurement."""
+        current = best_feasible(records, self.objective)
+        if improves(current, self.best, self.objective):
+            self.best, self.stale = current, 0
+        else:
+            self.stale += 1
+
+    def done(self, trials: int) -> str | None:
+        """Why the search should stop now (said to the user), or None to go on."""
+        if self.best is None or not self.patience or self.stale < self.patience or trials < self.starting_points:
+            return None
+        return (f"stopped after {trials} trial(s): the last {self.stale} could not beat #{self.best.number} "
+                f"beyond the ±{RUN_TO_RUN_NOISE:.0%} run-to-run noise")

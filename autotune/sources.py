@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -9,10 +10,12 @@ from pathlib import Path
 from .backend import Availability, Backend, Params, SearchSpace, has_logprobs
 from .cache import artifact_dir, building
 from .conversion import Conversion, find_path
-from .errors import AutotuneError, ConversionFailed, PluginError
+from .errors import AutotuneError, BackendUnavailable, ConversionFailed, PluginError
 from .hardware import Hardware
 from .model_source import ModelSource, cached_content_hash, detect_format
+from .phases import Phases
 from .plugins import PluginManager
+from .refusals import recall, remember
 from .selftest import usable, usable_all
 from .worker import WorkerTask, run_in_worker
 from .workload import Workload
@@ -31,6 +34,16 @@ CONVERSION_TIMEOUT_S = 3600.0
 """A conversion (tracing a model, building ONNX) takes minutes on 2 cores; an hour means it hangs."""
 
 
+def _conversion_dir(conversion: Conversion, path: Path) -> Path:
+    key: dict[str, object] = {"conversion": conversion.name, "source": cached_content_hash(path)}
+    return artifact_dir("conversions", key)
+
+
+def is_converted(conversion: Conversion, path: Path) -> bool:
+    """Whether ``convert_cached`` has this conversion of this content already."""
+    return (_conversion_dir(conversion, path) / "output-path.txt").exists()
+
+
 def convert_cached(conversion: Conversion, path: Path, memory_limit_bytes: int | None = None) -> Path:
     """Run a conversion once per input content, in a worker; later calls return the cached output.
 
@@ -38,14 +51,15 @@ def convert_cached(conversion: Conversion, path: Path, memory_limit_bytes: int |
     returned to the system when the worker ends, a runaway allocation meets the memory guard
     instead of the tuner, and a crash becomes a reason instead of a dead tuner.
     """
-    key: dict[str, object] = {"conversion": conversion.name, "source": cached_content_hash(path)}
-    final = artifact_dir("conversions", key)
+    final = _conversion_dir(conversion, path)
     marker = final / "output-path.txt"
     if not marker.exists():
         with building(final) as workdir:
             result = run_in_worker(WorkerTask(conversion.convert, (path, workdir)), timeout_s=CONVERSION_TIMEOUT_S,
                                    memory_limit_bytes=memory_limit_bytes)
             if not result.ok:
+                if result.error_type == BackendUnavailable.__name__:  # the converter refuses this model: final
+                    raise BackendUnavailable(f"conversion {conversion.name}: {result.error}")
                 raise ConversionFailed(f"conversion {conversion.name} failed: {result.error}")
             output = Path(result.value)
             (workdir / "output-path.txt").write_text(str(output.resolve().relative_to(workdir.resolve())))
@@ -55,6 +69,7 @@ def convert_cached(conversion: Conversion, path: Path, memory_limit_bytes: int |
 def resolve(path: Path, backends: Sequence[Backend], conversions: Sequence[Conversion],
             warn: Callable[[str], None],
             availability_of: Callable[[Backend], Availability] = lambda backend: backend.availability(),
+            info: Callable[[str], None] = lambda message: None,
             ) -> list[ResolvedBackend]:
     """For each available backend, a ModelSource in a format it accepts; backends that cannot get one are skipped with a reason.
 
@@ -75,8 +90,17 @@ def resolve(path: Path, backends: Sequence[Backend], conversions: Sequence[Conve
         try:
             current = path
             for conversion in chain:
+                if not is_converted(conversion, current):
+                    info(f"converting {current.name} with {conversion.name} for {backend.name} (once per model; "
+                         "can take minutes)")
+                started = time.perf_counter()
                 current = convert_cached(conversion, current)
+                if time.perf_counter() - started > 2:
+                    info(f"converted with {conversion.name} in {time.perf_counter() - started:.0f} s")
             resolved.append(ResolvedBackend(backend, backend.inspect(current), [c.name for c in chain]))
+        except BackendUnavailable as error:
+            remember(backend, cached_content_hash(path), str(error))
+            warn(f"backend {backend.name!r} skipped: {error}")
         except AutotuneError as error:
             warn(f"backend {backend.name!r} skipped: {error}")
         except Exception as error:  # noqa: BLE001 - a converter's failure must not end the run
@@ -111,14 +135,19 @@ def select_backends(manager: PluginManager, names: Sequence[str]) -> list[Backen
 
 
 def plan_backends(model_path: Path, backends: Sequence[Backend], manager: PluginManager, hardware: Hardware,
-                  workload: Workload, warn: Callable[[str], None]) -> BackendPlan:
+                  workload: Workload, warn: Callable[[str], None], phases: Phases | None = None,
+                  info: Callable[[str], None] = lambda message: None) -> BackendPlan:
     """Self-test, resolve and plan the backends; a backend that cannot take part is skipped with a warning.
 
     "Runs here", not "imports here": the self-tests run in workers, side by side, before any conversion.
     """
-    checks = usable_all([b for b in backends if b.measures_this_machine], hardware)
-    resolved = resolve(model_path, backends, manager.conversions(), warn,
-                       lambda b: checks[b.name][0] if b.name in checks else b.availability())
+    phases = phases or Phases()
+    with phases.timing("self-tests"):
+        checks = usable_all([b for b in backends if b.measures_this_machine], hardware)
+    backends = [b for b in backends if not _refuses(b, model_path, manager, warn)]
+    with phases.timing("conversions"):
+        resolved = resolve(model_path, backends, manager.conversions(), warn,
+                           lambda b: checks[b.name][0] if b.name in checks else b.availability(), info)
     if not resolved:
         raise AutotuneError(f"no installed backend can run {model_path}; see the warnings above and `autotune plugins`")
     plan = BackendPlan([], {}, {})
@@ -135,6 +164,34 @@ def plan_backends(model_path: Path, backends: Sequence[Backend], manager: Plugin
     if not plan.resolved:
         raise AutotuneError("no backend could declare a search space; see the warnings above")
     return plan
+
+
+def native_source(model_path: Path, manager: PluginManager) -> ModelSource | None:
+    """The model as a backend that reads its format natively sees it (header only: milliseconds), or None."""
+    model_format = detect_format(model_path)
+    for backend in manager.backends().values():
+        if model_format not in backend.source_formats:
+            continue
+        try:
+            if backend.availability().available:
+                return backend.inspect(model_path)
+        except Exception:  # noqa: BLE001 - another reader may do; the backend's own trouble is reported later
+            continue
+    return None
+
+
+def _refuses(backend: Backend, model_path: Path, manager: PluginManager, warn: Callable[[str], None]) -> bool:
+    """Skip, before any conversion, a backend that refused this model before or says it cannot run it."""
+    reason = recall(backend, cached_content_hash(model_path))
+    if reason is None:
+        native = native_source(model_path, manager)
+        try:
+            reason = backend.supports(native) if native is not None else None
+        except Exception as error:  # noqa: BLE001 - a plugin's bug costs its backend, never the run
+            reason = f"its plugin raised {error!r} in supports()"
+    if reason is not None:
+        warn(f"backend {backend.name!r} skipped for this model, before any conversion: {reason}")
+    return reason is not None
 
 
 def reference_pool(model_path: Path, resolved: Sequence[ResolvedBackend], manager: PluginManager,

@@ -31,8 +31,9 @@ from .profile import Quality
 from .workload import Workload
 
 RECORD_ATTR = "autotune_record"
-TrialStatus = Literal["measured", "predicted-infeasible", "failed"]
-"""measured: figures exist; predicted-infeasible: skipped on a prediction over budget; failed: with a reason."""
+TrialStatus = Literal["measured", "predicted-infeasible", "screened-out", "failed"]
+"""measured: full figures exist; predicted-infeasible: skipped on a prediction over budget; screened-out: one short
+run showed it cannot win (its screen figures are kept); failed: with a reason."""
 OBJECTIVE_NAMES = ("quality_loss", "itl_p95_ms", "peak_rss_bytes")
 """All minimised. quality_loss is the mean KL divergence from the reference when measured."""
 
@@ -226,7 +227,7 @@ def tell(study: optuna.Study, trial: optuna.Trial, record: TrialRecord) -> None:
             trial.set_constraint(constraint, excess)  # ≤ 0: within budget (judgment.violations)
         study.tell(trial, values=list(record.objectives()))
     else:
-        study.tell(trial, state=TrialState.PRUNED if record.status == "predicted-infeasible" else TrialState.FAIL)
+        study.tell(trial, state=TrialState.FAIL if record.status == "failed" else TrialState.PRUNED)
 
 
 def enqueue_unseen(study: optuna.Study, backends: dict[str, Any], spaces: dict[str, SearchSpace],

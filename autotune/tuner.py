@@ -14,26 +14,26 @@ Every "within budget?" decision is made in ``judgment.py``.
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable
 from pathlib import Path
 
 import optuna
 from optuna.trial import TrialState
 
 from .assemble import Evidence, TuneResult, build_profile
-from .budget import Budget, format_bytes
+from .budget import Budget
 from .confirm import confirm_finalists
 from .errors import NothingFits
 from .hardware import Hardware
-from .judgment import nothing_fits_message
+from .judgment import cap_at_machine, nothing_fits_message
 from .model_source import cached_content_hash, detect_format
 from .options import TuneOptions
+from .phases import Phases
 from .pipeline import TrialPipeline
 from .plugins import PluginManager
 from .probe import ensure_this_machine
 from .quality_eval import QualityEvaluator
 from .reporting import Reporter, SilentReporter
-from .selection import choose, pareto_front
+from .selection import Progress, choose, pareto_front
 from .sources import BackendPlan, plan_backends, reference_pool, select_backends
 from .study import (
     TrialRecord,
@@ -85,18 +85,15 @@ class Tuner:
         self.hardware = hardware
         self.reporter = reporter
         self.rng = random.Random(options.seed)
+        self.phases = Phases()
 
     def preflight(self) -> None:
         """Checks that need no measuring, so a run that cannot be right stops before it starts."""
         if any(b.measures_this_machine for b in select_backends(self.manager, self.options.backends)):
             ensure_this_machine(self.hardware)
-        limit = self.hardware.memory.limit_bytes
-        if self.budget.memory_bytes > limit:  # capped once: a second call finds them equal
-            why = "its cgroup limit" if self.hardware.memory.cgroup_limit_bytes == limit else "its memory"
-            self.reporter.warn(f"the memory budget {format_bytes(self.budget.memory_bytes)} is above the "
-                               f"{format_bytes(limit)} this machine lets autotune use ({why}); tuning within "
-                               f"{format_bytes(limit)}")
-            self.budget = self.budget.model_copy(update={"memory_bytes": limit})
+        self.budget, warning = cap_at_machine(self.budget, self.hardware)  # a second call finds it capped already
+        if warning:
+            self.reporter.warn(warning)
         open_storage(self.options.storage)  # a bad --storage fails now, not after self-tests and conversions
         remove_orphaned_scratch()  # left by a tuner or worker killed with kill -9
 
@@ -105,7 +102,7 @@ class Tuner:
         self.preflight()
         self.reporter.begin(self.model_path, self.hardware, self.budget, self.workload)
         plan = plan_backends(self.model_path, select_backends(self.manager, self.options.backends), self.manager,
-                             self.hardware, self.workload, self.reporter.warn)
+                             self.hardware, self.workload, self.reporter.warn, self.phases, self.reporter.info)
         name = study_name(cached_content_hash(self.model_path), self.model_path.name.removesuffix(".gguf"),
                           self.hardware.fingerprint, self.workload, self.budget, list(plan.by_name),
                           extra={"objective_version": 1, "quality": self.options.measure_quality,
@@ -120,12 +117,13 @@ class Tuner:
         for backend_name, points in plan.starts.items():
             for params in points:
                 enqueue(study, backend_name, params)
-        quality = QualityEvaluator.create(
-            reference_pool(self.model_path, plan.resolved, self.manager, self.hardware, self.reporter.warn),
-            detect_format(self.model_path), self.hardware, self.workload, self.options, self.reporter) \
-            if self.options.measure_quality else None
+        with self.phases.timing("quality"):  # tokenizing the evaluation text, preparing the reference
+            quality = QualityEvaluator.create(
+                reference_pool(self.model_path, plan.resolved, self.manager, self.hardware, self.reporter.warn),
+                detect_format(self.model_path), self.hardware, self.workload, self.options, self.reporter) \
+                if self.options.measure_quality else None
         pipeline = TrialPipeline(self.budget, self.workload, self.hardware, self.options, self.reporter, quality,
-                                 {r.backend for r in previous if r.status == "measured"})
+                                 previous, self.phases, cached_content_hash(self.model_path))
         new = self._search(study, plan, pipeline, {record.key: record for record in previous})
         return self._finish(study, name, plan, pipeline, new)
 
@@ -133,8 +131,13 @@ class Tuner:
                 done: dict[str, TrialRecord]) -> int:
         """Ask, run and tell until ``options.trials`` new configurations were measured; return how many."""
         by_name, new = plan.by_name, 0
+        progress = Progress(self.options.objective, self.options.patience,
+                            sum(len(points) for points in plan.starts.values()), done.values())
         for _ in range(self.options.trials * MAX_ASKS_PER_TRIAL):
             if new >= self.options.trials or len(pipeline.dropped) == len(by_name):
+                break
+            if (stop := progress.done(new)) is not None:
+                self.reporter.info(stop)
                 break
             trial = study.ask()
             claim(trial)
@@ -169,12 +172,9 @@ class Tuner:
             done[key] = record
             if record.artifact is not None:  # it reached measurement (failed or not): that spent a trial
                 new += 1
-            self.reporter.trial(new, self.options.trials, record, self._best(done.values()))
+                progress.update(done.values())
+            self.reporter.trial(new, self.options.trials, record, progress.best)
         return new
-
-    def _best(self, done: Iterable[TrialRecord]) -> TrialRecord | None:
-        feasible = [r for r in done if r.feasible]
-        return choose(pareto_front(feasible), self.options.objective) if feasible else None
 
     def _finish(self, study: optuna.Study, name: str, plan: BackendPlan, pipeline: TrialPipeline,
                 new: int) -> TuneResult:
@@ -186,12 +186,13 @@ class Tuner:
         front = pareto_front(feasible)
         winner, confirmation, notes = choose(front, self.options.objective), None, list[str]()
         if self.options.confirm_rounds > 0:
-            winner, confirmation, notes = confirm_finalists(winner, feasible, plan.by_name, self.budget, self.workload,
-                                                            self.hardware, self.options, self.reporter)
+            with self.phases.timing("confirmation"):
+                winner, confirmation, notes = confirm_finalists(winner, feasible, plan.by_name, self.budget,
+                                                                self.workload, self.hardware, self.options, self.reporter)
         evidence = Evidence(winner=winner, front=front, feasible=feasible, records=all_records,
                             confirmation=confirmation, study_name=name, storage=self.options.storage,
                             measured_now=new, failed=len(study.get_trials(deepcopy=False, states=(TrialState.FAIL,))),
-                            dropped=pipeline.dropped)
+                            dropped=pipeline.dropped, seconds=self.phases.rounded())
         profile = build_profile(self.model_path, self.hardware, self.workload, self.budget, self.options.objective,
                                 evidence, plan.by_name, list(self.manager.exporters().values()), self.reporter.warn)
         return TuneResult(profile=profile, records=all_records, front=front, winner=winner, study_name=name,

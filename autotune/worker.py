@@ -54,6 +54,8 @@ class WorkerResult:
     peak_rss_bytes: int | None = None
     wall_s: float = 0.0
     output_tail: str = ""
+    error_type: str | None = None
+    """The class name of the exception the task raised (``BackendUnavailable``, ``ValueError``, ...)."""
     signal: str | None = None
     """The signal the child died by (``SIGILL``, ``SIGSEGV``, ...), when it killed itself; never the guard's own kill."""
 
@@ -217,7 +219,7 @@ def _child_main(result_path: str, parent_pid: int | None = None) -> int:
         detail = str(error) if isinstance(error, AutotuneError) else \
             "".join(traceback.format_exception_only(type(error), error)).strip()
         traceback.print_exc()
-        result = WorkerResult(ok=False, error=detail, peak_rss_bytes=peak_rss_self())
+        result = WorkerResult(ok=False, error=detail, peak_rss_bytes=peak_rss_self(), error_type=type(error).__name__)
     tmp = result_path + ".tmp"
     with open(tmp, "wb") as handle:
         pickle.dump(result, handle)

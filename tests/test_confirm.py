@@ -100,3 +100,22 @@ def test_confirmation_stage_on_the_noisy_fake_backend(tmp_path: Path, monkeypatc
     assert confirmation.verdict in ("tie", "single finalist"), confirmation.notes
     assert confirmation.speedup_over_untuned is not None and confirmation.speedup_over_untuned.value > 1
     assert confirmation.untuned_params == {"quant": "f16", "threads": 2}
+
+
+def test_the_rule_of_thumb_is_measured_beside_and_a_tie_is_said_not_claimed() -> None:
+    rng = random.Random(7)
+    chosen = finalist("#1", noisy(100, rng), [20] * 5)
+    thumb = finalist("rule of thumb", noisy(100, rng), [20] * 5)  # the same speed: inside the noise
+    base = finalist("untuned", [60] * 5, [30] * 5)
+    _, confirmation, notes = decide([chosen], base, BUDGET, strict=False, rounds=5, rule_of_thumb=thumb)
+    ratio = confirmation.speedup_over_rule_of_thumb
+    # Five noisy rounds of equal speeds: whatever the interval's luck, no win or loss may be claimed.
+    assert ratio is not None and confirmation.versus_rule_of_thumb == "tie"
+    assert any("tied with the rule of thumb" in n for n in notes)
+
+    slower_thumb = finalist("rule of thumb", [70, 71, 69, 70, 72], [25] * 5)
+    _, confirmation, _ = decide([chosen], base, BUDGET, strict=False, rounds=5, rule_of_thumb=slower_thumb)
+    assert confirmation.versus_rule_of_thumb == "faster" and confirmation.speedup_over_rule_of_thumb.low > 1.2
+
+    _, confirmation, _ = decide([chosen], base, BUDGET, strict=False, rounds=5, rule_of_thumb=chosen)
+    assert confirmation.versus_rule_of_thumb == "same" and confirmation.speedup_over_rule_of_thumb is None

@@ -61,7 +61,10 @@ class ReplayBackend(Backend):
         return {"quant": Categorical(tuple(self.quants)), "n_threads": Categorical(tuple(self.threads))}
 
     def starting_points(self, source: ModelSource, hardware: Hardware, workload: Workload) -> list[Params]:
-        return [{"quant": self.quants[0], "n_threads": self.threads[-1]}]
+        """As the llama.cpp backend starts: the source's own type, then Q4_0, each on every physical core."""
+        cores = min(self.threads, key=lambda t: abs(t - hardware.cpu.physical_cores))
+        quants = [self.quants[0], *(["Q4_0"] if "Q4_0" in self.quants[1:] else [])]
+        return [{"quant": quant, "n_threads": cores} for quant in quants]
 
     def untuned_params(self, source: ModelSource, hardware: Hardware, workload: Workload) -> Params:
         half = max(hardware.cpu.logical_cores // 2, 1)

@@ -7,8 +7,9 @@ with the core's ``autotune.inspect_hf_folder``::
     source = autotune.inspect_hf_folder(hf_dir)   # ModelSource(format="hf", metadata={"config": {...}, ...})
 """
 
-from .convert import available, check_supported, gguf_metadata, gguf_to_hf, supported_architectures
 from autotune.hf_folder import CONVERSION_RECORD, inspect_hf_folder, model_shape
+
+from .convert import available, check_supported, gguf_metadata, gguf_to_hf, supported_architectures
 
 __all__ = [
     "CONVERSION_RECORD", "available", "check_supported", "gguf_metadata", "gguf_to_hf", "inspect_hf_folder",

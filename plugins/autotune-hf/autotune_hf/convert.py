@@ -18,9 +18,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from autotune.errors import AutotuneError, BackendUnavailable
-
 from autotune import CONVERSION_RECORD
+from autotune.errors import AutotuneError, BackendUnavailable
 
 DTYPES = ("float32", "float16")
 

@@ -14,7 +14,6 @@ from autotune.errors import AutotuneError
 from autotune.model_source import detect_format
 from autotune.plugins import PluginManager
 from autotune.testing.tiny_gguf import make_tiny_gguf
-
 from autotune_hf import CONVERSION_RECORD, available, gguf_metadata, gguf_to_hf, inspect_hf_folder
 from autotune_hf import plugin as hf_plugin
 

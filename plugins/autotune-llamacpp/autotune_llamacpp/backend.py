@@ -18,8 +18,9 @@ Search space (parameter names as stored in studies and profiles):
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, ClassVar, Iterator, Mapping
+from typing import Any, ClassVar
 
 import numpy as np
 from pydantic import BaseModel
@@ -34,11 +35,13 @@ from autotune.workload import Workload
 
 from . import memory_model, runner, runtime_info, selftest
 from .gguf_info import GgufInfo, read_gguf_info
+from .logprobs import iter_logprobs
+from .params import KV_TYPES, LLAMA_CPP_PYTHON_DEFAULTS, LlamaCppParams
 from .quant_types import reachable_types
 from .quantize import describe_file, quantize
-from .params import KV_TYPES, LLAMA_CPP_PYTHON_DEFAULTS, LlamaCppParams
 from .runtime_params import kv_cache_types
 from .tensor_plan import as_is, plan_tensors
+from .tokens import tokenize_text
 
 N_BATCH_CHOICES = (256, 512, 2048)
 N_UBATCH_CHOICES = (128, 512)
@@ -150,6 +153,11 @@ class LlamaCppBackend(Backend):
         threads = min(max(hardware.cpu.logical_cores // 2, 1), max(1, hardware.cpu.usable_cores))
         return self._defaults(self.quant_choices(source)[0], threads, hardware)
 
+    def rule_of_thumb(self, source: ModelSource, hardware: Hardware, workload: Workload) -> Params:
+        """``Llama(model_path, n_threads=<physical cores>)``: the source file, every physical core, the defaults."""
+        cores = max(1, min(hardware.cpu.physical_cores, hardware.cpu.usable_cores))
+        return self._defaults(self.quant_choices(source)[0], cores, hardware)
+
     # -- predict, build, measure --------------------------------------------------------------
 
     def predict(self, source: ModelSource, params: Params, workload: Workload, hardware: Hardware) -> Prediction:
@@ -183,10 +191,10 @@ class LlamaCppBackend(Backend):
         return measure_session(lambda: runner.LlamaSession(artifact.path, params, workload.context), workload)
 
     def logprobs(self, artifact: Artifact, params: Params, token_ids: list[int], chunk_tokens: int) -> Iterator[np.ndarray]:
-        return runner.iter_logprobs(artifact.path, params, token_ids, chunk_tokens)
+        return iter_logprobs(artifact.path, params, token_ids, chunk_tokens)
 
     def tokenize(self, source: ModelSource, text: str) -> list[int]:
-        return runner.tokenize_text(source.path, text)
+        return tokenize_text(source.path, text)
 
     def describe(self, params: Mapping[str, Any]) -> str:
         """E.g. ``Q4_0 t=2 b=512/512 fa=off kv=q8_0/f16 (V f16: needs fa) mmap``."""

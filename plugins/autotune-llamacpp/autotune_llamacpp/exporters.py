@@ -23,16 +23,16 @@ if TYPE_CHECKING:
 BACKENDS = ("llamacpp",)
 
 
-def _settings(profile: "DeploymentProfile") -> dict[str, Any]:
+def _settings(profile: DeploymentProfile) -> dict[str, Any]:
     """The measured settings, from the validated parameters (``ProfileError`` names a bad one)."""
     return effective(llamacpp_params(profile.params), profile.workload.context)
 
 
-def _has_sliding_window(profile: "DeploymentProfile") -> bool:
+def _has_sliding_window(profile: DeploymentProfile) -> bool:
     return bool(profile.artifact.details.get("sliding_window"))
 
 
-def render_llama_server(profile: "DeploymentProfile") -> str:
+def render_llama_server(profile: DeploymentProfile) -> str:
     """A ``llama-server`` command line (flag spellings of llama.cpp's tools/server/README.md)."""
     s = _settings(profile)
     argv = [
@@ -63,7 +63,7 @@ def _modelfile_string(value: str) -> str:
     return f'"""{value}"""' if '"' in value else f'"{value}"'
 
 
-def render_ollama(profile: "DeploymentProfile") -> str:
+def render_ollama(profile: DeploymentProfile) -> str:
     """An Ollama Modelfile: ``FROM`` the artifact plus the runner parameters Ollama accepts."""
     s = _settings(profile)
     lines = [f"# Ollama Modelfile from an autotune profile (llama.cpp, {one_line(profile.artifact.label)})."]
@@ -93,7 +93,7 @@ _GGML_TYPE_NAMES = {"f32": "GGML_TYPE_F32", "f16": "GGML_TYPE_F16", "bf16": "GGM
                     "iq4_nl": "GGML_TYPE_IQ4_NL"}
 
 
-def render_llama_cpp_python(profile: "DeploymentProfile") -> str:
+def render_llama_cpp_python(profile: DeploymentProfile) -> str:
     """A Python snippet constructing ``llama_cpp.Llama`` with the measured settings."""
     s = _settings(profile)
     arguments = [

@@ -10,8 +10,8 @@ llama-cpp-python's own callback.
 from __future__ import annotations
 
 import ctypes
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 ERROR_LEVEL = 3  # ggml_log_level: GGML_LOG_LEVEL_ERROR
 

@@ -45,8 +45,9 @@ The constants below are a least-squares fit of those points (all within ±3%).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 import autotune
 from autotune.hardware import Hardware

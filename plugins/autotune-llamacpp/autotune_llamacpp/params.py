@@ -7,7 +7,8 @@ validated object, so a profile that validates always exports. The fields are the
 
 from __future__ import annotations
 
-from typing import Any, Literal, Mapping, get_args
+from collections.abc import Mapping
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 

@@ -14,7 +14,8 @@ exactly what was measured.
 from __future__ import annotations
 
 import os
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from .params import LlamaCppParams, llamacpp_params
 

@@ -7,8 +7,8 @@ import os
 from pathlib import Path
 
 from .gguf_info import read_gguf_info
+from .loading import greedy
 from .quantize import quantize
-from .runner import greedy
 
 PROMPT_TOKENS = 32
 DECODE_TOKENS = 8

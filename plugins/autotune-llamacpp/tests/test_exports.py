@@ -44,7 +44,9 @@ def _exporter(name: str):  # noqa: ANN202 - test helper
 def test_llama_server_command_round_trips_through_the_shell() -> None:
     argv = shlex.split(_exporter("llama-server").render(_profile(NASTY_PATH)))
     assert argv[:3] == ["llama-server", "-m", NASTY_PATH]
-    flags = dict(zip(argv[3::2], argv[4::2]))
+    # strict=False: the trailing switches (--no-mmap, --swa-full) take no value, so they pair up with each
+    # other (or one is left over); only the valued flags before them are checked.
+    flags = dict(zip(argv[3::2], argv[4::2], strict=False))
     assert flags["-c"] == "1024" and flags["-t"] == flags["-tb"] == "2"
     assert (flags["-b"], flags["-ub"], flags["-fa"], flags["-ngl"]) == ("512", "128", "off", "0")
     assert (flags["-ctk"], flags["-ctv"]) == ("q8_0", "f16")  # V cache stays f16 without flash attention

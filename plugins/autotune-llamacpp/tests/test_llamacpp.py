@@ -16,9 +16,9 @@ from autotune.trial import measure, prepare_artifact
 from autotune.workload import Workload
 from autotune_llamacpp import LlamaCppBackend
 from autotune_llamacpp.gguf_info import read_gguf_info, tensor_bytes
+from autotune_llamacpp.logprobs import iter_logprobs
 from autotune_llamacpp.memory_model import decode_read_bytes
 from autotune_llamacpp.quant_types import CANDIDATES, reachable_types
-from autotune_llamacpp.runner import iter_logprobs
 from autotune_llamacpp.tensor_plan import plan_tensors
 
 pytest.importorskip("llama_cpp")
@@ -177,7 +177,7 @@ def test_thread_counts_agree_on_logprobs(backend: LlamaCppBackend, tiny_256: Pat
     two = list(iter_logprobs(tiny_256, {"n_threads": 2}, tokens, 12))
     assert [c.shape for c in one] == [c.shape for c in two]
     assert all(c.dtype == np.float32 and c.shape[1] == 512 for c in one)
-    for a, b in zip(one, two):
+    for a, b in zip(one, two, strict=True):
         np.testing.assert_allclose(a, b, atol=1e-3)
 
 

@@ -8,7 +8,7 @@ says what to install.
 from .backend import MlxBackend
 from .exporters import EXPORTERS, render_generate, render_python, render_server
 from .quantization import QuantSpec
-from .runner import RuntimeSettings
+from .settings import RuntimeSettings
 
 __all__ = [
     "EXPORTERS", "MlxBackend", "QuantSpec", "RuntimeSettings", "render_generate", "render_python", "render_server",

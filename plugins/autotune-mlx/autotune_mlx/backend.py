@@ -17,8 +17,9 @@ so there only ``float32`` is searched; on Metal ``float16`` and ``bfloat16`` are
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, ClassVar, Iterator, Mapping
+from typing import Any, ClassVar
 
 import numpy as np
 from pydantic import BaseModel
@@ -31,11 +32,12 @@ from autotune.measurement import Measurement
 from autotune.model_source import ModelSource
 from autotune.workload import Workload
 
-from . import memory, runner, selftest
+from . import logprobs, memory, runner, selftest
 from .convert import convert, kv_group_size
 from .params import KV_BITS, MlxParams, mlx_params
 from .quantization import ARTIFACT_PARAMS, BITS, GROUP_SIZES, QuantSpec
 from .runtime import INSTALL_HINT, has_mlx_lm, import_mlx, import_mlx_lm, matvec_flops_per_s, runtime_info
+from .settings import DEFAULT_PREFILL_STEP, RuntimeSettings
 
 PREFILL_STEPS = (256, 512, 1024, 2048)
 CPU_DTYPES = ("float32",)
@@ -95,7 +97,9 @@ class MlxBackend(Backend):
             "group_size": Categorical(GROUP_SIZES),
             "mixed": Categorical((False, True)),
             "dtype": Categorical(self._dtypes()),
-            "kv_bits": Categorical(KV_BITS if _kv_group(source) else (16,)),
+            # mlx-lm 0.32 keeps sliding-window layers in a RotatingKVCache, which it cannot quantize (measured
+            # on Gemma 3: "RotatingKVCache Quantization NYI"): no KV bits for such models.
+            "kv_bits": Categorical(KV_BITS if _kv_group(source) and not source.sliding_window else (16,)),
         }
         steps = _prefill_steps(workload)
         if len(steps) > 1:
@@ -106,7 +110,7 @@ class MlxBackend(Backend):
         params: Params = {"bits": bits, "group_size": 64, "mixed": False, "dtype": self._dtypes()[0],
                           "kv_bits": kv_bits}
         if len(_prefill_steps(workload)) > 1:
-            params["prefill_step_size"] = runner.DEFAULT_PREFILL_STEP
+            params["prefill_step_size"] = DEFAULT_PREFILL_STEP
         return params
 
     def starting_points(self, source: ModelSource, hardware: Hardware, workload: Workload) -> list[Params]:
@@ -128,7 +132,7 @@ class MlxBackend(Backend):
         """``q4-g64-float32 kv8``: the artifact label and the non-default runtime settings."""
         label = QuantSpec.from_params(params).label
         extra = [f"kv{params['kv_bits']}"] if params.get("kv_bits", 16) < 16 else []
-        if params.get("prefill_step_size", runner.DEFAULT_PREFILL_STEP) != runner.DEFAULT_PREFILL_STEP:
+        if params.get("prefill_step_size", DEFAULT_PREFILL_STEP) != DEFAULT_PREFILL_STEP:
             extra.append(f"prefill{params['prefill_step_size']}")
         return " ".join([label, *extra])
 
@@ -168,8 +172,8 @@ class MlxBackend(Backend):
     def measure(self, artifact: Artifact, params: Params, workload: Workload) -> Measurement:
         """Load, warm up, time the runs (and the deep run) with mlx-lm's generation; add MLX's peak memory."""
         typed = mlx_params(params)
-        settings = runner.RuntimeSettings(kv_bits=typed.kv_bits, kv_group_size=artifact.details.get("kv_group_size"),
-                                          prefill_step_size=typed.prefill_step_size)
+        settings = RuntimeSettings(kv_bits=typed.kv_bits, kv_group_size=artifact.details.get("kv_group_size"),
+                                   prefill_step_size=typed.prefill_step_size)
         if settings.kv_bits < 16 and settings.kv_group_size is None:
             raise AutotuneError("this model's head size is not a multiple of 32, so mlx-lm cannot quantize its KV "
                                 "cache; use kv_bits=16")
@@ -178,7 +182,7 @@ class MlxBackend(Backend):
     def logprobs(self, artifact: Artifact, params: Params, token_ids: list[int],
                  chunk_tokens: int) -> Iterator[np.ndarray]:
         """Float32 log-softmax of the model's logits over each chunk (fresh context per chunk)."""
-        return runner.logprobs(artifact.path, token_ids, chunk_tokens)
+        return logprobs.logprobs(artifact.path, token_ids, chunk_tokens)
 
     def tokenize(self, source: ModelSource, text: str) -> list[int]:
         """Token ids from the source folder's tokenizer as mlx-lm loads it (BOS added when the model wants it)."""
@@ -211,16 +215,16 @@ def _kv_group(source: ModelSource) -> int | None:
     return kv_group_size(int(_shape(source)["head_dim"]))
 
 
-def _settings(source: ModelSource, params: Params) -> runner.RuntimeSettings:
+def _settings(source: ModelSource, params: Params) -> RuntimeSettings:
     typed = mlx_params(params)
-    return runner.RuntimeSettings(kv_bits=typed.kv_bits, kv_group_size=_kv_group(source),
-                                  prefill_step_size=typed.prefill_step_size)
+    return RuntimeSettings(kv_bits=typed.kv_bits, kv_group_size=_kv_group(source),
+                           prefill_step_size=typed.prefill_step_size)
 
 
 def _prefill_steps(workload: Workload) -> tuple[int, ...]:
     """Step sizes that change how the measured prompts are prefilled (the default always included)."""
     longest = max(workload.prompt_tokens, workload.deep_start)
-    return tuple(step for step in PREFILL_STEPS if step < longest or step == runner.DEFAULT_PREFILL_STEP)
+    return tuple(step for step in PREFILL_STEPS if step < longest or step == DEFAULT_PREFILL_STEP)
 
 
 def _check_architecture(source: ModelSource) -> None:

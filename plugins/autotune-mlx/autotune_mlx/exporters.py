@@ -14,7 +14,7 @@ from autotune.errors import one_line
 from autotune.exporter import Exporter
 
 from .params import mlx_params
-from .runner import DEFAULT_PREFILL_STEP, RuntimeSettings
+from .settings import DEFAULT_PREFILL_STEP, RuntimeSettings
 
 if TYPE_CHECKING:
     from autotune.profile import DeploymentProfile
@@ -25,14 +25,14 @@ SERVER_HOST = "127.0.0.1"
 SERVER_PORT = 8080
 
 
-def settings(profile: "DeploymentProfile") -> RuntimeSettings:
+def settings(profile: DeploymentProfile) -> RuntimeSettings:
     """The runtime settings a profile measured, from its validated parameters (``ProfileError`` names a bad one)."""
     params = mlx_params(profile.params)
     return RuntimeSettings(kv_bits=params.kv_bits, kv_group_size=profile.artifact.details.get("kv_group_size"),
                            prefill_step_size=params.prefill_step_size)
 
 
-def _flags(profile: "DeploymentProfile") -> list[str]:
+def _flags(profile: DeploymentProfile) -> list[str]:
     """mlx-lm command-line flags for the measured settings (shared by generate and server)."""
     s = settings(profile)
     flags: list[str] = []
@@ -43,21 +43,21 @@ def _flags(profile: "DeploymentProfile") -> list[str]:
     return flags
 
 
-def render_generate(profile: "DeploymentProfile") -> str:
+def render_generate(profile: DeploymentProfile) -> str:
     """An ``mlx_lm.generate`` command line (greedy, as measured; replace the prompt)."""
     argv = ["mlx_lm.generate", "--model", profile.artifact.path, "--max-tokens", str(profile.workload.gen_tokens),
             *_flags(profile), "--prompt", DEFAULT_PROMPT]
     return shlex.join(argv) + "\n"
 
 
-def render_server(profile: "DeploymentProfile") -> str:
+def render_server(profile: DeploymentProfile) -> str:
     """An ``mlx_lm.server`` command line (OpenAI-compatible HTTP server on localhost)."""
     argv = ["mlx_lm.server", "--model", profile.artifact.path, "--host", SERVER_HOST, "--port", str(SERVER_PORT),
             "--max-tokens", str(profile.workload.gen_tokens), *_flags(profile)]
     return shlex.join(argv) + "\n"
 
 
-def render_python(profile: "DeploymentProfile") -> str:
+def render_python(profile: DeploymentProfile) -> str:
     """A Python snippet with mlx-lm's ``load`` and ``generate`` and the measured settings."""
     kwargs: dict[str, Any] = {"max_tokens": profile.workload.gen_tokens, **settings(profile).generate_kwargs()}
     if kwargs.get("prefill_step_size") == DEFAULT_PREFILL_STEP:

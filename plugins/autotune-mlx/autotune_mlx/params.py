@@ -7,14 +7,15 @@ validated object, so a profile that validates always exports. The fields are the
 
 from __future__ import annotations
 
-from typing import Any, Literal, Mapping
+from collections.abc import Mapping
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from autotune.profile import IntChoice, validate_params
 
 from .quantization import BITS, DTYPES, GROUP_SIZES
-from .runner import DEFAULT_PREFILL_STEP
+from .settings import DEFAULT_PREFILL_STEP
 
 KV_BITS = (16, 8, 4)
 """16: a float KV cache; 8 or 4: quantized from the first token."""

@@ -8,7 +8,7 @@ so the core keeps one entry. Off macOS there is no Metal and MLX is not even imp
 from __future__ import annotations
 
 import sys
-from typing import Iterator
+from collections.abc import Iterator
 
 from autotune.errors import BackendUnavailable
 from autotune.hardware import Accelerator

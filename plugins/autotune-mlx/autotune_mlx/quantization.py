@@ -20,6 +20,7 @@ Several parameter combinations build the same artifact (``bits=16`` with any gro
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,7 +49,7 @@ class QuantSpec:
     dtype: str
 
     @classmethod
-    def from_params(cls, params: Params) -> "QuantSpec":
+    def from_params(cls, params: Mapping[str, Any]) -> QuantSpec:
         """Validate the artifact parameters and drop the ones that cannot matter."""
         bits, group_size = params.get("bits", 16), params.get("group_size", 64)
         mixed, dtype = bool(params.get("mixed", False)), params.get("dtype", "float16")

@@ -1,4 +1,4 @@
-"""Loading an MLX artifact and stepping it the way mlx-lm generates (runs inside the worker).
+"""The decode session: loading an MLX artifact and stepping it the way mlx-lm generates (runs inside the worker).
 
 Tokens come from mlx-lm's own ``generate_step`` (what ``mlx_lm.generate`` and ``stream_generate``
 run): greedy, with the runtime settings passed through. It never stops at EOS (only
@@ -10,37 +10,18 @@ the honest steady-state inter-token latency a user of mlx-lm sees.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
-from autotune import DecodeSession, Workload, logprob_chunks
+from autotune import DecodeSession, Workload
 
 from .runtime import import_mlx, import_mlx_lm
+from .settings import RuntimeSettings
 
 PROMPT_SEED = 0
-DEFAULT_PREFILL_STEP = 2048
-"""mlx-lm's default ``prefill_step_size``."""
-
-
-@dataclass(frozen=True)
-class RuntimeSettings:
-    """The runtime parameters mlx-lm's generation takes (and the tuner searches)."""
-
-    kv_bits: int = 16
-    """16: a float KV cache; 8 or 4: quantized from the first token (``quantized_kv_start=0``)."""
-    kv_group_size: int | None = 64
-    prefill_step_size: int = DEFAULT_PREFILL_STEP
-
-    def generate_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments of ``mlx_lm.generate_step`` (and ``generate``) for these settings."""
-        kwargs: dict[str, Any] = {"prefill_step_size": self.prefill_step_size}
-        if self.kv_bits < 16:
-            # mlx-lm's default starts quantizing at token 5000; the tuned setting quantizes from the start.
-            kwargs.update(kv_bits=self.kv_bits, kv_group_size=self.kv_group_size, quantized_kv_start=0)
-        return kwargs
 
 
 def prompt_tokens(count: int, vocab_size: int, bos: int | None) -> list[int]:
@@ -91,13 +72,3 @@ class MlxSession(DecodeSession):
         self.wired.__exit__(None, None, None)
         return {"mlx_peak_memory_bytes": int(self.mx.get_peak_memory()), "mlx_device": str(self.mx.default_device())}
 
-
-def logprobs(path: Path, token_ids: list[int], chunk_tokens: int) -> Iterator[np.ndarray]:
-    """Float32 next-token log-probabilities, one chunk (from a fresh context) at a time."""
-    mx = import_mlx()
-    mlx_lm = import_mlx_lm()
-    model, _tokenizer = mlx_lm.load(str(path))
-    for chunk in logprob_chunks(token_ids, chunk_tokens):
-        logits = model(mx.array(chunk)[None])[0, :-1].astype(mx.float32)
-        rows = logits - mx.logsumexp(logits, axis=-1, keepdims=True)
-        yield np.array(rows)

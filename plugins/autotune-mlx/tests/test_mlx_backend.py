@@ -301,7 +301,7 @@ def _exporter(name: str):  # noqa: ANN202 - test helper
 def test_generate_command_round_trips_through_the_shell() -> None:
     argv = shlex.split(_exporter("mlx-lm-generate").render(_profile(NASTY_PATH, kv_bits=8, prefill_step_size=512)))
     assert argv[:3] == ["mlx_lm.generate", "--model", NASTY_PATH]
-    flags = dict(zip(argv[3::2], argv[4::2]))
+    flags = dict(zip(argv[3::2], argv[4::2], strict=True))
     assert flags["--max-tokens"] == "48" and flags["--kv-bits"] == "8" and flags["--kv-group-size"] == "64"
     assert flags["--quantized-kv-start"] == "0" and flags["--prefill-step-size"] == "512"
 
@@ -310,7 +310,7 @@ def test_server_command_leaves_defaults_out() -> None:
     argv = shlex.split(_exporter("mlx-lm-server").render(_profile(NASTY_PATH)))
     assert argv[:3] == ["mlx_lm.server", "--model", NASTY_PATH]
     assert "--kv-bits" not in argv and "--prefill-step-size" not in argv
-    assert dict(zip(argv[3::2], argv[4::2]))["--host"] == "127.0.0.1"
+    assert dict(zip(argv[3::2], argv[4::2], strict=True))["--host"] == "127.0.0.1"
 
 
 def test_python_snippet_is_valid_python_with_the_settings() -> None:

@@ -22,8 +22,9 @@ The source is an HF folder: the tuner converts a GGUF to one first (``autotune-h
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, ClassVar, Iterator, Mapping
+from typing import Any, ClassVar
 
 import numpy as np
 from pydantic import BaseModel
@@ -39,8 +40,8 @@ from autotune.workload import Workload
 from . import convert, selftest
 from .convert import WEIGHT_ONLY, hf_to_onnx, weight_summary
 from .memory import predict_memory
-from .providers import BY_ORT, BY_SHORT, genai_can_use, usable_providers
 from .params import GRAPH_LEVELS, OnnxRuntimeParams
+from .providers import BY_ORT, BY_SHORT, genai_can_use, usable_providers
 
 ARTIFACT_PARAMS = ("precision", "block_size", "accuracy_level")
 GPU_TARGETS = ("cuda", "dml", "webgpu")
@@ -62,6 +63,14 @@ def _import_runtime() -> tuple[Any, Any]:
     return onnxruntime, onnxruntime_genai
 
 
+BUILDER_FAILURES = {
+    "gemma3": "it reads rope_type from the rope settings that transformers 5 writes per attention type "
+              "(KeyError 'rope_type', measured with onnxruntime-genai 0.18 and transformers 5.23)",
+}
+"""Architectures the model builder supports on paper but fails on with the installed converter stack,
+as measured: checked before the GGUF → HF conversion that would otherwise be spent on them."""
+
+
 class OnnxRuntimeBackend(Backend):
     """ONNX Runtime through onnxruntime-genai, on the CPU or a usable execution provider."""
 
@@ -69,6 +78,10 @@ class OnnxRuntimeBackend(Backend):
     source_formats: ClassVar[frozenset[str]] = frozenset({"hf"})
     artifact_params: ClassVar[tuple[str, ...]] = ARTIFACT_PARAMS
     params_model: ClassVar[type[BaseModel] | None] = OnnxRuntimeParams
+
+    def supports(self, source: ModelSource) -> str | None:
+        reason = BUILDER_FAILURES.get(source.architecture or "")
+        return f"the onnxruntime-genai model builder fails on {source.architecture} models: {reason}" if reason else None
 
     def availability(self) -> Availability:
         try:
@@ -199,7 +212,7 @@ class OnnxRuntimeBackend(Backend):
         return measurement
 
     def logprobs(self, artifact: Artifact, params: Params, token_ids: list[int], chunk_tokens: int) -> Iterator[np.ndarray]:
-        from .runner import iter_logprobs
+        from .logprobs import iter_logprobs
 
         self._check_runnable(artifact, params)
         return iter_logprobs(artifact.path, params, token_ids, chunk_tokens)

@@ -142,7 +142,7 @@ def weight_summary(model_dir: Path) -> dict[str, Any]:
         "rope_cache_bytes": rope_bytes,
         "quantized_ops": {op: op_counts[op] for op in ("MatMulNBits", "GatherBlockQuantized") if op in op_counts},
         "float_matmuls": op_counts.get("MatMul", 0),
-        "quantization": [dict(zip(("op", "bits", "block_size", "accuracy_level"), q))
+        "quantization": [dict(zip(("op", "bits", "block_size", "accuracy_level"), q, strict=True))
                          for q in sorted(quantization, key=str)],
     }
 

@@ -24,13 +24,13 @@ def config_fragment(params: OnnxRuntimeParams, context: int) -> dict[str, Any]:
     return fragment
 
 
-def render_genai_config(profile: "DeploymentProfile") -> str:
+def render_genai_config(profile: DeploymentProfile) -> str:
     """The ``genai_config.json`` fragment (merge it into the artifact's file, or pass it to ``og.Config.overlay``)."""
     params = onnxruntime_params(profile.params)  # ProfileError names a bad parameter
     return json.dumps(config_fragment(params, profile.workload.context), indent=2) + "\n"
 
 
-def render_python(profile: "DeploymentProfile") -> str:
+def render_python(profile: DeploymentProfile) -> str:
     """A runnable Python snippet: load the artifact with the tuned settings and stream a reply."""
     params = onnxruntime_params(profile.params)  # ProfileError names a bad parameter
     provider = genai_provider(params)

@@ -37,7 +37,8 @@ vocabulary floats) + ``RUNTIME_OVERHEAD``.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import autotune
 from autotune.backend import Prediction

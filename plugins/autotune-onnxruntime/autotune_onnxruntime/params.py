@@ -7,7 +7,8 @@ validated object, so a profile that validates always exports. The fields are the
 
 from __future__ import annotations
 
-from typing import Any, Literal, Mapping
+from collections.abc import Mapping
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 

@@ -6,8 +6,8 @@ usable ONNX Runtime device execution providers as hardware facts.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import autotune
 from autotune.backend import Backend

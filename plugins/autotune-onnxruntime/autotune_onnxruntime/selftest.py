@@ -87,7 +87,7 @@ def run_quantized_graph() -> str:
     options.log_severity_level = 3  # errors only: the self-test's output is its summary
     session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
     names = [output.name for output in session.get_outputs()]
-    results = dict(zip(names, session.run(names, {"x": x})))
+    results = dict(zip(names, session.run(names, {"x": x}), strict=True))
     reference = x @ dequantized
     scale = float(np.abs(reference).max())
     errors: dict[str, float] = {}

@@ -9,8 +9,9 @@ exporter prints, so a deployment runs exactly what was measured.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from .params import OnnxRuntimeParams, onnxruntime_params
 from .providers import BY_SHORT

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import autotune_onnxruntime.backend as backend_module
 from autotune.backend import Artifact, Backend, Params
 from autotune.errors import AutotuneError
 from autotune.hardware import Accelerator
@@ -17,8 +18,6 @@ from autotune.testing import BackendConformance
 from autotune.testing.conformance import example_hardware
 from autotune.trial import prepare_artifact
 from autotune.workload import Workload
-
-import autotune_onnxruntime.backend as backend_module
 from autotune_onnxruntime import OnnxRuntimeBackend, artifact_settings, weight_bytes, weight_summary
 from autotune_onnxruntime.memory import rope_bytes
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+import autotune_hf.plugin
 from autotune.budget import Budget
 from autotune.conversion import find_path
 from autotune.measurement import Measurement
@@ -18,8 +19,6 @@ from autotune.profile import ArtifactInfo, BackendInfo, DeploymentProfile, Model
 from autotune.testing.conformance import example_hardware
 from autotune.trial import prepare_artifact
 from autotune.workload import Workload
-
-import autotune_hf.plugin
 from autotune_onnxruntime import OnnxRuntimeBackend, plugin, providers
 
 

@@ -1,11 +1,11 @@
 """autotune's OpenVINO backend: stateful IRs from HF checkpoints, NNCF weight compression, tuned compile properties."""
 
 from .backend import OpenVINOBackend
+from .compile import compile_properties
 from .convert import conversion_unavailable, convert_hf_to_openvino
 from .devices import openvino_accelerators
 from .exporters import render_config, render_python
 from .ir_info import IrInfo, read_ir_info
-from .runtime import compile_properties
 from .weight_formats import WEIGHT_FORMATS, WeightFormat
 
 __all__ = [

@@ -12,8 +12,9 @@ Runtime parameters: ``device``, ``threads`` (``INFERENCE_NUM_THREADS``), ``perfo
 from __future__ import annotations
 
 import shutil
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, ClassVar, Iterator, Mapping
+from typing import Any, ClassVar
 
 import numpy as np
 from pydantic import BaseModel
@@ -29,8 +30,10 @@ from autotune.workload import Workload
 from . import selftest
 from .convert import IR_FILE, missing_modules
 from .ir_info import IrInfo, read_ir_info
+from .logprobs import iter_logprobs
 from .params import KV_CACHE_PRECISIONS, PERFORMANCE_HINTS, OpenVinoParams
-from .runtime import DEEP_FILL_CHUNK, OpenVinoSession, iter_logprobs, load_tokenizer
+from .runner import DEEP_FILL_CHUNK, OpenVinoSession
+from .tokens import load_tokenizer
 from .weight_formats import SOURCE, WEIGHT_FORMATS, compress, predicted_weight_bytes, weight_format
 
 REQUIRED_MODULES = ("openvino", "nncf", "tokenizers")
@@ -66,6 +69,14 @@ class OpenVINOBackend(Backend):
         self._availability: Availability | None = None
 
     # -- availability and sources ---------------------------------------------------------------
+
+    def supports(self, source: ModelSource) -> str | None:
+        # The converter traces plain full-attention caches only (convert.py refuses a DynamicSlidingWindowLayer
+        # after minutes of loading and tracing; the metadata says so at once).
+        if source.sliding_window:
+            return (f"{source.architecture or 'this model'} keeps a sliding-window KV cache ({source.sliding_window} "
+                    "tokens), and only plain full-attention caches convert to OpenVINO here")
+        return None
 
     def availability(self) -> Availability:
         if self._availability is None:

@@ -147,9 +147,10 @@ def trace_stateful(source: Path) -> Any:
         for kind in ("key", "value"):
             input_names.append(f"past_key_values.{index}.{kind}")
             output_names.append(f"present.{index}.{kind}")
-    for port, name in zip(ov_model.inputs, input_names):
+    # strict: a traced model whose ports do not line up with the names would get every later port misnamed.
+    for port, name in zip(ov_model.inputs, input_names, strict=True):
         port.get_tensor().set_names({name})
-    for port, name in zip(ov_model.outputs, output_names):
+    for port, name in zip(ov_model.outputs, output_names, strict=True):
         port.get_tensor().set_names({name})
     make_stateful(ov_model)
     return ov_model

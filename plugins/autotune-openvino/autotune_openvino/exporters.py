@@ -8,15 +8,15 @@ from typing import TYPE_CHECKING
 from autotune.errors import one_line
 from autotune.exporter import Exporter
 
+from .compile import compile_properties
 from .convert import IR_FILE
 from .params import openvino_params
-from .runtime import compile_properties
 
 if TYPE_CHECKING:
     from autotune.profile import DeploymentProfile
 
 
-def render_config(profile: "DeploymentProfile") -> str:
+def render_config(profile: DeploymentProfile) -> str:
     """``{"model", "device", "properties"}``: what to pass to ``ov.Core().compile_model``."""
     params = openvino_params(profile.params)  # ProfileError names a bad parameter
     config = {
@@ -73,7 +73,7 @@ if __name__ == "__main__":
 '''
 
 
-def render_python(profile: "DeploymentProfile") -> str:
+def render_python(profile: DeploymentProfile) -> str:
     """A self-contained script compiling the tuned IR with the tuned properties and generating greedily."""
     params = openvino_params(profile.params)  # ProfileError names a bad parameter
     title = one_line(f"Run {profile.model.path} with OpenVINO as tuned by autotune "

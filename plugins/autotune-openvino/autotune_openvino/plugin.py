@@ -5,7 +5,7 @@ Importing it needs neither openvino nor torch; each contribution imports its run
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 from autotune.backend import Backend
 from autotune.conversion import Conversion

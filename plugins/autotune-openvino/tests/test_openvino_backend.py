@@ -20,12 +20,12 @@ from autotune.testing import BackendConformance
 from autotune.testing.conformance import example_hardware
 from autotune.testing.tiny_hf import make_tiny_hf
 from autotune.trial import prepare_artifact
-
 from autotune_openvino import OpenVINOBackend, compile_properties, convert_hf_to_openvino, openvino_accelerators
 from autotune_openvino import plugin as openvino_plugin
+from autotune_openvino.compile import compile_ir
 from autotune_openvino.convert import DETOKENIZER_IR, IR_FILE, RECORD_FILE, TOKENIZER_IR, conversion_unavailable
+from autotune_openvino.decoder import Decoder
 from autotune_openvino.exporters import render_config, render_python
-from autotune_openvino.runtime import Decoder, compile_ir
 
 pytest.importorskip("openvino")
 pytest.importorskip("nncf")

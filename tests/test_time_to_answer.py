@@ -1,0 +1,145 @@
+"""Spending measurement only where it can change the answer: screens, early stops, refusals known in advance."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from autotune import SilentReporter, TuneOptions, Tuner
+from autotune.backend import Artifact, Params
+from autotune.budget import Budget
+from autotune.conversion import Conversion
+from autotune.errors import BackendUnavailable
+from autotune.hookspecs import hookimpl
+from autotune.model_source import ModelSource
+from autotune.testing import FakeBackend
+from autotune.testing.conformance import example_hardware
+from autotune.testing.inline_plugin import manager_with
+from autotune.workload import Workload
+
+WORKLOAD = Workload(prompt_tokens=16, gen_tokens=8, context=256, runs=3, depth=0)
+
+
+@pytest.fixture(autouse=True)
+def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("AUTOTUNE_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+@pytest.fixture
+def model(tmp_path: Path) -> Path:
+    path = tmp_path / "tiny.gguf"
+    path.write_bytes(b"GGUF" + bytes(64))
+    return path
+
+
+def tune(model: Path, *plugins: object, reporter: SilentReporter | None = None, **options: Any) -> Any:
+    manager = manager_with(builtins=True)
+    for index, plugin in enumerate(plugins):
+        manager.register(plugin, f"plugin{index}")
+    settings: dict[str, Any] = dict(trials=8, timeout_s=60, measure_quality=False, confirm_rounds=0, seed=1)
+    settings.update(options)
+    return Tuner(model, Budget.parse("300MB", "40ms"), WORKLOAD, TuneOptions(**settings), manager=manager,
+                 hardware=example_hardware(cores=4), reporter=reporter or SilentReporter()).run()
+
+
+class Plugin:
+    """Contributes backends and conversions given to it, as a third-party plugin would."""
+
+    def __init__(self, backends: tuple[Any, ...] = (), conversions: tuple[Conversion, ...] = ()) -> None:
+        self.backends, self.converters = backends, conversions
+
+    @hookimpl
+    def autotune_backends(self) -> Any:
+        yield from self.backends
+
+    @hookimpl
+    def autotune_conversions(self) -> Any:
+        yield from self.converters
+
+
+def test_slower_configurations_of_a_measured_artifact_are_screened_out_cheaply(model: Path) -> None:
+    reporter = SilentReporter()
+    result = tune(model, Plugin((FakeBackend(),)), reporter=reporter, objective="latency", patience=0, trials=10)
+    screened = [r for r in result.records if r.status == "screened-out"]
+    assert screened, "slower configurations were measured in full"
+    for record in screened:
+        assert record.measured is not None and record.measured.runs == 1 and record.measured.deep_depth is None
+        assert record.quality is None and "cannot beat" in (record.reason or "") or "exceeds" in (record.reason or "")
+    assert any(m.startswith("screening fake") for m in reporter.messages)
+    best = result.profile.measured
+    assert best.runs == WORKLOAD.runs  # the answer rests on a full measurement, never on a screen
+
+
+def test_without_screening_every_configuration_is_measured_in_full(model: Path) -> None:
+    result = tune(model, Plugin((FakeBackend(),)), objective="latency", patience=0, screening=False, trials=6)
+    assert not [r for r in result.records if r.status == "screened-out"]
+
+
+def test_the_search_stops_when_nothing_beats_the_best_beyond_the_noise(model: Path) -> None:
+    reporter = SilentReporter()
+    tune(model, Plugin((FakeBackend(),)), reporter=reporter, objective="latency", patience=3, trials=14)
+    stop = [m for m in reporter.messages if m.startswith("stopped after")]
+    assert len(stop) == 1 and "could not beat" in stop[0] and "noise" in stop[0]
+    assert len(reporter.trials) < 14 * 2
+
+
+def test_the_source_itself_scores_zero_loss_without_a_worker(model: Path) -> None:
+    reporter = SilentReporter()
+    result = tune(model, Plugin((FakeBackend(),)), reporter=reporter, measure_quality=True, trials=1, patience=0)
+    record = next(r for r in result.records if r.params["quant"] == "f16" and r.status == "measured")
+    quality = record.quality_report
+    assert quality is not None and quality.kl_divergence is not None and quality.kl_divergence.value == 0.0
+    assert "exact without measuring" in (quality.reference or "")
+    assert not any("scoring quality of fake f16" in m for m in reporter.messages)
+
+
+def _never_convert(source: Path, out_dir: Path) -> Path:
+    raise AssertionError("the conversion ran for a backend that says it cannot run the model")
+
+
+class HfOnly(FakeBackend):
+    """Reads only "hf" folders (so it needs a conversion) and says it cannot run sliding-window models."""
+
+    source_formats = frozenset({"hf"})
+
+    def supports(self, source: ModelSource) -> str | None:
+        return "no sliding windows here" if source.architecture == "fake" else None
+
+
+def test_a_backend_that_cannot_run_the_model_is_skipped_before_converting(model: Path) -> None:
+    reporter = SilentReporter()
+    conversion = Conversion(name="gguf-to-hf-test", source_format="gguf", target_format="hf", convert=_never_convert)
+    tune(model, Plugin((FakeBackend(), HfOnly(name="hfonly")), (conversion,)), reporter=reporter, trials=2)
+    assert any("'hfonly' skipped for this model, before any conversion: no sliding windows" in w
+               for w in reporter.warnings)
+
+
+class RefusesAtPrepare(FakeBackend):
+    def prepare(self, source: ModelSource, params: Params, workdir: Path) -> Artifact:
+        raise BackendUnavailable("this runtime cannot load the fake architecture")
+
+
+def test_a_refusal_is_remembered_and_the_next_run_skips_the_backend_at_once(model: Path) -> None:
+    first = SilentReporter()
+    tune(model, Plugin((FakeBackend(), RefusesAtPrepare(name="refuser"))), reporter=first, trials=3)
+    assert any("'refuser' dropped for this model" in w for w in first.warnings)
+    again = SilentReporter()
+    result = tune(model, Plugin((FakeBackend(), RefusesAtPrepare(name="refuser"))), reporter=again, trials=3)
+    assert any("'refuser' skipped for this model, before any conversion: this runtime cannot load" in w
+               for w in again.warnings)
+    assert result.profile.backend.name == "fake"
+
+
+@pytest.mark.parametrize("metadata, window", [
+    ({"sliding_window": 512}, 512),
+    ({"config": {"sliding_window": 4096, "layer_types": ["sliding_attention", "full_attention"]}}, 4096),
+    ({"config": {"sliding_window": 4096, "layer_types": ["full_attention"]}}, None),
+    ({"config": {"text_config": {"sliding_window": 1024}}}, 1024),
+    ({}, None),
+])
+def test_sliding_windows_are_read_from_gguf_and_hf_metadata(metadata: dict[str, object], window: int | None) -> None:
+    source = ModelSource(path=Path("m"), format="gguf", sha256="0" * 64, metadata=metadata)
+    assert source.sliding_window == window
