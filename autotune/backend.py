@@ -142,6 +142,14 @@ class Backend(ABC):
         """
         return None
 
+    def not_worth_tuning(self, hardware: Hardware) -> str | None:
+        """Why tuning this backend here by default would be wasted (it runs, but cannot compete), or None.
+
+        Only consulted when the user did not name backends: ``--backend NAME`` tunes it anyway.
+        Default: None.
+        """
+        return None
+
     def supports(self, source: ModelSource) -> str | None:
         """Why this backend cannot run the model ``source`` describes, or None when it may.
 

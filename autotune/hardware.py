@@ -119,6 +119,14 @@ class Hardware(BaseModel):
         digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
         return digest[:16]
 
+    def worker_memory_ceiling(self) -> int:
+        """What one helper worker (a conversion, a quality score) may hold: 90% of the memory this process may use.
+
+        A step that needs more is killed by the worker's memory guard with its peak, instead of the kernel's
+        OOM killer taking the tuner (or the machine) down.
+        """
+        return int(min(self.memory.limit_bytes, self.memory.available_bytes) * 0.9)
+
     def has_gpu(self) -> bool:
         """True when an accelerator a runtime can offload layers to is present."""
         return any(a.kind in {"cuda", "metal", "rocm", "vulkan"} for a in self.accelerators)

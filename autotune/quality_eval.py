@@ -36,6 +36,8 @@ class QualityEvaluator:
         self.options = options
         self.reporter = reporter
         self.cache = QualityCache()
+        self.memory_limit_bytes: int | None = None
+        """The scoring worker's memory guard (both models are loaded at once there)."""
         self.label = f"{reference.backend.name} {ref_artifact.precision} (the source, {reference.source.path.name})"
 
     @classmethod
@@ -63,7 +65,9 @@ class QualityEvaluator:
             return None
         # The token count is part of the text's identity: --eval-tokens changes what is scored.
         text_hash = f"{eval_text_hash(text)}:{len(tokens)}"
-        return cls(reference, ref_params, ref_artifact, tokens, text_hash, options, reporter)
+        evaluator = cls(reference, ref_params, ref_artifact, tokens, text_hash, options, reporter)
+        evaluator.memory_limit_bytes = hardware.worker_memory_ceiling()
+        return evaluator
 
     def evaluate(self, r: ResolvedBackend, artifact: Artifact, params: Params) -> Quality | None:
         """Quality of ``artifact`` (cached per artifact), or None with a warning when it cannot be measured."""
@@ -82,7 +86,7 @@ class QualityEvaluator:
         result = run_in_worker(
             WorkerTask(quality_task, (self.reference.backend, self.ref_artifact, self.ref_params,
                                       r.backend, artifact, params, self.tokens, chunk_size(self.options))),
-            timeout_s=self.options.timeout_s * 4,
+            timeout_s=self.options.timeout_s * 4, memory_limit_bytes=self.memory_limit_bytes,
         )
         if not result.ok:
             self.reporter.warn(f"quality of {r.backend.name} {artifact.label} not measured: {result.error}")

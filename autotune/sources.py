@@ -70,6 +70,7 @@ def resolve(path: Path, backends: Sequence[Backend], conversions: Sequence[Conve
             warn: Callable[[str], None],
             availability_of: Callable[[Backend], Availability] = lambda backend: backend.availability(),
             info: Callable[[str], None] = lambda message: None,
+            memory_limit_bytes: int | None = None,
             ) -> list[ResolvedBackend]:
     """For each available backend, a ModelSource in a format it accepts; backends that cannot get one are skipped with a reason.
 
@@ -94,7 +95,7 @@ def resolve(path: Path, backends: Sequence[Backend], conversions: Sequence[Conve
                     info(f"converting {current.name} with {conversion.name} for {backend.name} (once per model; "
                          "can take minutes)")
                 started = time.perf_counter()
-                current = convert_cached(conversion, current)
+                current = convert_cached(conversion, current, memory_limit_bytes)
                 if time.perf_counter() - started > 2:
                     info(f"converted with {conversion.name} in {time.perf_counter() - started:.0f} s")
             resolved.append(ResolvedBackend(backend, backend.inspect(current), [c.name for c in chain]))
@@ -136,18 +137,22 @@ def select_backends(manager: PluginManager, names: Sequence[str]) -> list[Backen
 
 def plan_backends(model_path: Path, backends: Sequence[Backend], manager: PluginManager, hardware: Hardware,
                   workload: Workload, warn: Callable[[str], None], phases: Phases | None = None,
-                  info: Callable[[str], None] = lambda message: None) -> BackendPlan:
+                  info: Callable[[str], None] = lambda message: None, named: bool = False) -> BackendPlan:
     """Self-test, resolve and plan the backends; a backend that cannot take part is skipped with a warning.
 
     "Runs here", not "imports here": the self-tests run in workers, side by side, before any conversion.
+    ``named``: the user chose these backends, so even those ``not_worth_tuning`` here are tuned.
     """
     phases = phases or Phases()
     with phases.timing("self-tests"):
         checks = usable_all([b for b in backends if b.measures_this_machine], hardware)
     backends = [b for b in backends if not _refuses(b, model_path, manager, warn)]
+    if not named:
+        backends = [b for b in backends if not _not_worth_it(b, hardware, info)]
     with phases.timing("conversions"):
         resolved = resolve(model_path, backends, manager.conversions(), warn,
-                           lambda b: checks[b.name][0] if b.name in checks else b.availability(), info)
+                           lambda b: checks[b.name][0] if b.name in checks else b.availability(), info,
+                           hardware.worker_memory_ceiling())
     if not resolved:
         raise AutotuneError(f"no installed backend can run {model_path}; see the warnings above and `autotune plugins`")
     plan = BackendPlan([], {}, {})
@@ -178,6 +183,17 @@ def native_source(model_path: Path, manager: PluginManager) -> ModelSource | Non
         except Exception:  # noqa: BLE001 - another reader may do; the backend's own trouble is reported later
             continue
     return None
+
+
+def _not_worth_it(backend: Backend, hardware: Hardware, info: Callable[[str], None]) -> bool:
+    """Leave out, from a default run, a backend that says it cannot compete here."""
+    try:
+        reason = backend.not_worth_tuning(hardware)
+    except Exception as error:  # noqa: BLE001 - a plugin's bug costs its backend, never the run
+        reason = f"its plugin raised {error!r} in not_worth_tuning()"
+    if reason is not None:
+        info(f"backend {backend.name} left out: {reason}")
+    return reason is not None
 
 
 def _refuses(backend: Backend, model_path: Path, manager: PluginManager, warn: Callable[[str], None]) -> bool:

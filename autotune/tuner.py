@@ -52,8 +52,7 @@ from .study import (
 from .worker import remove_orphaned_scratch
 from .workload import Workload
 
-MAX_ASKS_PER_TRIAL = 6
-"""Repeats and dropped backends cost asks, not trials; this bounds the asks when a small space is exhausted."""
+MAX_ASKS_PER_TRIAL = 6  # repeats and dropped backends cost asks, not trials: bounds them in an exhausted space
 
 
 def tune(model_path: Path, budget: Budget, workload: Workload | None = None, options: TuneOptions | None = None, *,
@@ -102,7 +101,8 @@ class Tuner:
         self.preflight()
         self.reporter.begin(self.model_path, self.hardware, self.budget, self.workload)
         plan = plan_backends(self.model_path, select_backends(self.manager, self.options.backends), self.manager,
-                             self.hardware, self.workload, self.reporter.warn, self.phases, self.reporter.info)
+                             self.hardware, self.workload, self.reporter.warn, self.phases, self.reporter.info,
+                             named=bool(self.options.backends))
         name = study_name(cached_content_hash(self.model_path), self.model_path.name.removesuffix(".gguf"),
                           self.hardware.fingerprint, self.workload, self.budget, list(plan.by_name),
                           extra={"objective_version": 1, "quality": self.options.measure_quality,

@@ -143,3 +143,17 @@ def test_a_refusal_is_remembered_and_the_next_run_skips_the_backend_at_once(mode
 def test_sliding_windows_are_read_from_gguf_and_hf_metadata(metadata: dict[str, object], window: int | None) -> None:
     source = ModelSource(path=Path("m"), format="gguf", sha256="0" * 64, metadata=metadata)
     assert source.sliding_window == window
+
+
+class CannotCompete(FakeBackend):
+    def not_worth_tuning(self, hardware: Any) -> str | None:
+        return "no GPU here; name it to tune it anyway"
+
+
+def test_a_backend_that_cannot_compete_is_left_out_unless_named(model: Path) -> None:
+    reporter = SilentReporter()
+    result = tune(model, Plugin((FakeBackend(), CannotCompete(name="slowpoke"))), reporter=reporter, trials=2)
+    assert {r.backend for r in result.records} == {"fake"}
+    assert any("slowpoke left out: no GPU here" in m for m in reporter.messages)
+    named = tune(model, Plugin((FakeBackend(), CannotCompete(name="slowpoke"))), backends=("slowpoke",), trials=2)
+    assert {r.backend for r in named.records} == {"slowpoke"}
