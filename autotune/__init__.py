@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as _version
+from typing import TYPE_CHECKING
 
 from .backend import (
     Artifact,
@@ -50,6 +51,10 @@ from .protocol import SPREAD_LIMIT, DecodeSession, logprob_chunks, measure_sessi
 from .quality import log_softmax_rows
 from .reporting import Reporter, SilentReporter
 from .workload import PROMPT_TEXT, Workload
+
+if TYPE_CHECKING:  # type checkers see the lazily loaded names below
+    from .assemble import TuneResult
+    from .tuner import Tuner, tune
 
 _LAZY = {"tune": "tuner", "Tuner": "tuner", "TuneResult": "assemble"}
 """Loaded on first use: the tuning loop imports Optuna, which a plugin's worker process never needs."""

@@ -44,7 +44,7 @@ class Budget(BaseModel):
     tokens); time to first token is a separate, optional budget (``ttft_ms``).
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     # allow_inf_nan=False: infinity passes gt=0 and would be written to a profile as null.
     memory_bytes: int = Field(gt=0, description="peak resident memory of the serving process, bytes")

@@ -76,9 +76,18 @@ def confirm_finalists(winner: TrialRecord, feasible: Sequence[TrialRecord], by_n
             everyone.append(found)
         return found
 
-    baseline = baseline_for("untuned", r.backend.untuned_params(r.source, hardware, workload))
-    thumb_params = r.backend.rule_of_thumb(r.source, hardware, workload)
-    thumb = baseline_for("rule of thumb", thumb_params) if thumb_params is not None else None
+    try:
+        baseline = baseline_for("untuned", r.backend.untuned_params(r.source, hardware, workload))
+    except Exception as error:  # noqa: BLE001 - a plugin's bug costs the comparison, never the answer
+        reporter.warn(f"backend {r.backend.name!r} could not give its untuned default ({error!r}); the winner is "
+                      "compared with itself")
+        baseline = finalists[0]
+    try:
+        thumb_params = r.backend.rule_of_thumb(r.source, hardware, workload)
+        thumb = baseline_for("rule of thumb", thumb_params) if thumb_params is not None else None
+    except Exception as error:  # noqa: BLE001
+        reporter.warn(f"backend {r.backend.name!r} could not give its rule of thumb ({error!r}); not compared")
+        thumb = None
     # One timed run per round: the rounds are the repetitions; a fresh worker each time.
     round_workload = workload.model_copy(update={"runs": 1})
     reporter.info(f"confirming {len(finalists)} finalist(s), the untuned default and the rule of thumb in {rounds} "

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, computed_field, model_validat
 class CacheLevel(BaseModel):
     """One CPU cache as sysfs describes it (per instance, not summed over cores)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     level: int
     type: str = Field(description="Data, Instruction or Unified")
@@ -29,7 +29,7 @@ class CacheLevel(BaseModel):
 class CpuInfo(BaseModel):
     """The CPU: identity, ISA features and the cores this process may use."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     architecture: str = Field(description="machine name as uname reports it: x86_64, aarch64, arm64")
     vendor: str = ""
@@ -46,7 +46,7 @@ class CpuInfo(BaseModel):
 class MemoryInfo(BaseModel):
     """System memory; ``limit_bytes`` is what a process may really use (cgroup limit applied)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     total_bytes: int
     available_bytes: int
@@ -60,7 +60,7 @@ class MemoryInfo(BaseModel):
 class MemoryBandwidth(BaseModel):
     """A measured memory copy bandwidth (a hardware fact contributed separately from MemoryInfo)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     all_threads_bytes_per_s: float
     one_thread_bytes_per_s: float
@@ -70,7 +70,7 @@ class MemoryBandwidth(BaseModel):
 class Accelerator(BaseModel):
     """A device a backend can offload to: an NVIDIA GPU, Apple's Metal GPU, an OpenVINO NPU, ..."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     kind: str = Field(description="cuda, metal, openvino, onnxruntime-ep, ...")
     name: str
@@ -85,7 +85,7 @@ HardwareFact = CpuInfo | MemoryInfo | MemoryBandwidth | Accelerator
 class Hardware(BaseModel):
     """Everything the probe found, with a fingerprint of the machine's identity."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     cpu: CpuInfo
     memory: MemoryInfo

@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 class RunTimings(BaseModel):
     """Raw timings of one timed run: prefill, first token, then each decode step."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     prompt_tokens: int
     prefill_s: float = Field(description="time to evaluate the prompt")
@@ -28,7 +28,7 @@ class Measurement(BaseModel):
     ``deep_*`` figures are decode latencies measured with the KV cache filled to ``deep_depth``.
     """
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     load_s: float
     ttft_ms: float

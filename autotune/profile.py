@@ -43,7 +43,7 @@ HINT = "pass a profile written by `autotune run`"
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class ModelInfo(_Strict):

@@ -137,7 +137,8 @@ def select_backends(manager: PluginManager, names: Sequence[str]) -> list[Backen
 
 def plan_backends(model_path: Path, backends: Sequence[Backend], manager: PluginManager, hardware: Hardware,
                   workload: Workload, warn: Callable[[str], None], phases: Phases | None = None,
-                  info: Callable[[str], None] = lambda message: None, named: bool = False) -> BackendPlan:
+                  info: Callable[[str], None] = lambda message: None, named: bool = False,
+                  objective: str = "quality") -> BackendPlan:
     """Self-test, resolve and plan the backends; a backend that cannot take part is skipped with a warning.
 
     "Runs here", not "imports here": the self-tests run in workers, side by side, before any conversion.
@@ -159,8 +160,8 @@ def plan_backends(model_path: Path, backends: Sequence[Backend], manager: Plugin
     for r in resolved:
         try:
             plan.spaces[r.backend.name] = r.backend.search_space(r.source, hardware, workload)
-            plan.starts[r.backend.name] = [r.backend.canonical_params(p)
-                                           for p in r.backend.starting_points(r.source, hardware, workload)]
+            starts = [r.backend.canonical_params(p) for p in r.backend.starting_points(r.source, hardware, workload)]
+            plan.starts[r.backend.name] = ordered_by_prediction(r, starts, workload, hardware, objective)
         except Exception as error:  # noqa: BLE001 - a plugin's bug costs its backend, never the run
             warn(f"backend {r.backend.name!r} skipped: its plugin raised {error!r} while declaring its search space")
             plan.spaces.pop(r.backend.name, None)
@@ -169,6 +170,30 @@ def plan_backends(model_path: Path, backends: Sequence[Backend], manager: Plugin
     if not plan.resolved:
         raise AutotuneError("no backend could declare a search space; see the warnings above")
     return plan
+
+
+def ordered_by_prediction(resolved: ResolvedBackend, points: list[Params], workload: Workload, hardware: Hardware,
+                          objective: str) -> list[Params]:
+    """Starting points in the order the hardware model predicts best for ``objective``.
+
+    For latency, fewest bytes streamed per token first (the bandwidth bound, else predicted memory as its
+    proxy); for memory, smallest predicted memory first; for quality, as the backend gave them (its source
+    precision first). A prediction that raises keeps its point last.
+    """
+    if objective == "quality":
+        return points
+
+    def predicted(params: Params) -> tuple[float, float]:
+        try:
+            prediction = resolved.backend.predict(resolved.source, params, workload, hardware)
+        except Exception:  # noqa: BLE001 - an unpredictable point is still measured, last
+            return float("inf"), float("inf")
+        bound = prediction.latency_lower_bound_ms
+        if objective == "latency":
+            return (bound if bound is not None else float("inf")), float(prediction.memory_bytes)
+        return float(prediction.memory_bytes), bound or 0.0
+
+    return sorted(points, key=predicted)
 
 
 def native_source(model_path: Path, manager: PluginManager) -> ModelSource | None:

@@ -102,7 +102,7 @@ class Tuner:
         self.reporter.begin(self.model_path, self.hardware, self.budget, self.workload)
         plan = plan_backends(self.model_path, select_backends(self.manager, self.options.backends), self.manager,
                              self.hardware, self.workload, self.reporter.warn, self.phases, self.reporter.info,
-                             named=bool(self.options.backends))
+                             named=bool(self.options.backends), objective=self.options.objective)
         name = study_name(cached_content_hash(self.model_path), self.model_path.name.removesuffix(".gguf"),
                           self.hardware.fingerprint, self.workload, self.budget, list(plan.by_name),
                           extra={"objective_version": 1, "quality": self.options.measure_quality,

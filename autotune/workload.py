@@ -25,7 +25,7 @@ class Workload(BaseModel):
     of the context, ``0``: only at the start).
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     prompt_tokens: int = Field(default=128, ge=1, description="tokens prefilled before decoding")
     gen_tokens: int = Field(default=64, ge=2, description="tokens generated per timed run")

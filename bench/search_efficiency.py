@@ -18,16 +18,21 @@ grid's mean decode tok/s):
   (1 s/token) without a trial, a repeat is answered from memory without a trial. Budget: as many
   measured configurations as the grid has, at most 10 asks per configuration.
 
+The replay backend keys a grid by (quantization, threads): ``epyc-2c-llamabench/grid_gemma.json``'s two load
+modes (mmap / none) collapse into one configuration per thread count, so that grid has 2 configurations.
 Misses count as "never" in the medians (a median that is a miss prints as "miss"). The target of issue
 11 is checked on the 16-core Xeon grids: median ≤ 15% of the grid's configurations, and fewer than TPE.
 
-    .venv/bin/python bench/search_efficiency.py [--seeds 20] [--to-the-end] [--cases xeon]
+    .venv/bin/python bench/search_efficiency.py [--seeds 20] [--stop-at-hit] [--cases all|xeon|epyc]
 
-By default each tuner run is stopped as soon as it is within 5% (what comes after cannot change the
-figure); ``--to-the-end`` lets every run go on until the tuner stops on its own, so the "stopped early"
-column covers every seed. Runtime: the replay answers at once, but each tuner trial starts a worker
-process (≈0.6 s) and Optuna's SQLite study adds ≈0.3 s; on the 2-core development VM 20 seeds take about
-N minutes (printed at the end), ``--to-the-end`` about twice that.
+It prints, per case: the grid's size, how many configurations fit the budget and the 5% bar; for each
+search the median trials to within 5% (and as a share of the grid), the misses and the per-seed figures;
+how often autotune stopped early on its own and after how many trials (with what it said); on the Xeon
+grids the target check. Runtime: the replay answers at once, but each tuner trial starts a worker process
+(≈0.6 s) and Optuna's SQLite study adds ≈0.3 s. On the 2-core development VM (busy with a test suite
+beside it) 5 seeds of all cases took 76 s, so the default 20 take about 5 minutes; ``--stop-at-hit`` ends
+each tuner run as soon as it is within 5% (its later trials cannot change that figure, but then "stopped
+early" is only known for misses): 2 seeds in 10 s, about 1.5 minutes for 20.
 """
 
 from __future__ import annotations
@@ -133,6 +138,8 @@ class TunerRun:
     """It ended before visiting every configuration; None: the bench stopped it at the hit, unknown."""
     wall_s: float
     note: str = ""
+    said: str = ""
+    """What the tuner said when it stopped on its own (its last message mentioning a stop)."""
 
 
 @dataclass
@@ -169,10 +176,9 @@ def grid_key(record: TrialRecord) -> tuple[str, int]:
     return str(record.params["quant"]), int(record.params["n_threads"])
 
 
-def run_tuner(case: Case, grid: Grid, seed: int, stop_at_target: bool) -> TunerRun:
+def run_tuner(case: Case, grid: Grid, seed: int, stop_at_target: bool, scratch: Path) -> TunerRun:
     """autotune's search on the replayed grid; count its trials until within 5%."""
-    folder = Path(tempfile.mkdtemp(prefix="search-efficiency-"))
-    model = folder / "m.gguf"  # a distinct file per run: its hash names a fresh study
+    model = Path(tempfile.mkdtemp(dir=scratch)) / "m.gguf"  # a distinct file per run: its hash names a fresh study
     model.write_bytes(b"GGUF" + f"{case.path}:{case.budget}:{seed}".encode())
     options = TuneOptions(trials=grid.size, timeout_s=60, measure_quality=False, confirm_rounds=0,
                           objective="latency", seed=seed)
@@ -195,7 +201,8 @@ def run_tuner(case: Case, grid: Grid, seed: int, stop_at_target: bool) -> TunerR
             hit = trials
     visited = {grid_key(record) for record in reporter.trials}
     stopped_early = None if reached else len(visited) < grid.size
-    return TunerRun(hit, trials, stopped_early, wall, note)
+    said = next((m for m in reversed(reporter.messages) if "stop" in m), "") if stopped_early else ""
+    return TunerRun(hit, trials, stopped_early, wall, note, said)
 
 
 def run_random(grid: Grid, seed: int) -> int | None:
@@ -250,13 +257,13 @@ def shown(value: float, size: int | None = None) -> str:
     return f"{value:g}" + (f" ({value / size:.0%})" if size else "")
 
 
-def run_case(case: Case, seeds: int, stop_at_target: bool) -> CaseResult:
+def run_case(case: Case, seeds: int, stop_at_target: bool, scratch: Path) -> CaseResult:
     grid = Grid.load(case)
     result = CaseResult(case, grid)
-    workdir = Path(tempfile.mkdtemp(prefix="search-efficiency-tpe-"))
+    workdir = Path(tempfile.mkdtemp(dir=scratch))
     (workdir / "m.gguf").write_bytes(b"GGUF")
     for seed in range(seeds):
-        result.tuner.append(run_tuner(case, grid, seed, stop_at_target))
+        result.tuner.append(run_tuner(case, grid, seed, stop_at_target, scratch))
         result.random.append(run_random(grid, seed))
         tpe, asks = run_tpe(grid, seed, workdir)
         result.tpe.append(tpe)
@@ -285,8 +292,11 @@ def report(result: CaseResult) -> list[str]:
                  f"{min(run.trials for run in early)}–{max(run.trials for run in early)}), "
                  f"{sum(run.trials_to_target is None for run in early)} of them before reaching 5%")
     if unknown:
-        text += f"; {unknown} run(s) were ended by the bench at the hit (--to-the-end to see where they stop)"
+        text += f"; {unknown} run(s) were ended by the bench at the hit (without --stop-at-hit they run until they stop)"
     lines.append(text)
+    said = next((run.said for run in early if run.said), "")
+    if said:
+        lines.append(f"  the tuner said: {said}")
     notes = sorted({run.note for run in result.tuner if run.note})
     lines += [f"  note: {note}" for note in notes]
     lines.append(f"  autotune wall time: {sum(run.wall_s for run in result.tuner):.0f} s for "
@@ -306,23 +316,28 @@ def report(result: CaseResult) -> list[str]:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--seeds", type=int, default=20, help="seeds per case (default 20)")
-    parser.add_argument("--to-the-end", action="store_true",
-                        help="let every tuner run go on after it is within 5%%, until it stops on its own")
+    parser.add_argument("--stop-at-hit", action="store_true",
+                        help="end each tuner run once it is within 5%% (faster; 'stopped early' then only for misses)")
     parser.add_argument("--cases", choices=("all", "xeon", "epyc"), default="all",
                         help="which machine's grids (default all)")
     args = parser.parse_args(argv)
-    # Optuna's SQLite study commits after every step: on tmpfs that costs nothing, on a disk it dominates.
+    # A scratch cache of its own (the studies, artifacts and models are thrown away). Optuna's SQLite study
+    # commits after every step: on tmpfs that costs nothing, on a disk it dominates.
     shm = Path("/dev/shm")
-    os.environ.setdefault("AUTOTUNE_CACHE", tempfile.mkdtemp(prefix="autotune-bench-",
-                                                              dir=shm if shm.is_dir() else None))
+    with tempfile.TemporaryDirectory(prefix="search-efficiency-", dir=shm if shm.is_dir() else None) as scratch:
+        os.environ["AUTOTUNE_CACHE"] = str(Path(scratch) / "cache")
+        return run(args.seeds, args.cases, args.stop_at_hit, Path(scratch))
+
+
+def run(seeds: int, which: str, stop_at_hit: bool, scratch: Path) -> int:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    cases = [c for c in CASES if args.cases == "all" or c.machine.startswith(args.cases)]
+    cases = [c for c in CASES if which == "all" or c.machine.startswith(which)]
     print(f"search efficiency by replay: trials until within {WITHIN:.0%} of each grid's best feasible decode speed, "
-          f"{args.seeds} seeds ('-' = miss)")
+          f"{seeds} seeds ('-' = miss)")
     started = time.perf_counter()
     for case in cases:
         case_started = time.perf_counter()
-        for line in report(run_case(case, args.seeds, stop_at_target=not args.to_the_end)):
+        for line in report(run_case(case, seeds, stop_at_hit, scratch)):
             print(line)
         print(f"  ({time.perf_counter() - case_started:.0f} s)", flush=True)
     print(f"total {time.perf_counter() - started:.0f} s")

@@ -174,9 +174,11 @@ def verdict(ok: bool) -> str:
 
 
 def report(result: RunResult, target_s: float, memory_budget: int) -> list[str]:
-    lines = [f"{result.name}: {result.wall_s:.1f} s wall (target ≤ {target_s:g} s: {verdict(result.wall_s <= target_s)}"
+    answered = result.returncode == 0 and result.profile is not None
+    judged = verdict(result.wall_s <= target_s) if answered else "no answer"
+    lines = [f"{result.name}: {result.wall_s:.1f} s wall (target ≤ {target_s:g} s: {judged}"
              + (f"; goal {FRESH_GOAL_S:g} s" if result.name == "fresh" else "") + ")"]
-    if result.returncode != 0 or result.profile is None:
+    if not answered:
         lines.append(f"  autotune exited with status {result.returncode}; last lines of its output:")
         lines += [f"    {line}" for line in result.stderr_tail.splitlines()]
     profile = result.profile or {}
