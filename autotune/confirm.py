@@ -90,6 +90,9 @@ def confirm_finalists(winner: TrialRecord, feasible: Sequence[TrialRecord], by_n
         thumb = None
     # One timed run per round: the rounds are the repetitions; a fresh worker each time.
     round_workload = workload.model_copy(update={"runs": 1})
+    # Baselines only lend their decode speed at the start of the context to the ratios: their latency at depth
+    # decides nothing, and its long fill (1984 tokens, up to 12 s on one thread here) would dominate the rounds.
+    baseline_workload = round_workload.model_copy(update={"depth": 0})
     reporter.info(f"confirming {len(finalists)} finalist(s), the untuned default and the rule of thumb in {rounds} "
                   "interleaved rounds")
     rng = random.Random(options.seed)
@@ -97,7 +100,8 @@ def confirm_finalists(winner: TrialRecord, feasible: Sequence[TrialRecord], by_n
     for index in range(rounds):
         order = everyone[(index + offset) % len(everyone):] + everyone[:(index + offset) % len(everyone)]
         for finalist in order:
-            result = measure(by_name[finalist.backend].backend, finalist.artifact, finalist.params, round_workload,
+            result = measure(by_name[finalist.backend].backend, finalist.artifact, finalist.params,
+                             round_workload if finalist.record is not None else baseline_workload,
                              timeout_s=options.timeout_s, memory_limit_bytes=None)
             if result.ok:
                 m: Measurement = result.value

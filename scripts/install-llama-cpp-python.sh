@@ -33,7 +33,9 @@ else
     CPU_FLAGS=$(sysctl -n machdep.cpu.brand_string machdep.cpu.features 2>/dev/null || true)
 fi
 COMPILER=$(${CC:-cc} --version 2>/dev/null | head -n1 || true)
-KEY=$(printf '%s\n' "$VERSION" "$CMAKE_ARGS" "$ARCH" "$CPU_FLAGS" "$COMPILER" | sha256sum | cut -c1-16)
+# sha256sum on Linux, shasum on macOS.
+if command -v sha256sum >/dev/null 2>&1; then HASH="sha256sum"; else HASH="shasum -a 256"; fi
+KEY=$(printf '%s\n' "$VERSION" "$CMAKE_ARGS" "$ARCH" "$CPU_FLAGS" "$COMPILER" | $HASH | cut -c1-16)
 
 CACHE=${AUTOTUNE_WHEEL_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/autotune/wheels}/llama-cpp-python-$VERSION-$KEY
 if ! ls "$CACHE"/llama_cpp_python-*.whl >/dev/null 2>&1; then

@@ -7,7 +7,7 @@ with the core's ``autotune.inspect_hf_folder``::
     source = autotune.inspect_hf_folder(hf_dir)   # ModelSource(format="hf", metadata={"config": {...}, ...})
 """
 
-from autotune.hf_folder import CONVERSION_RECORD, inspect_hf_folder, model_shape
+from autotune import CONVERSION_RECORD, inspect_hf_folder, model_shape
 
 from .convert import available, check_supported, gguf_metadata, gguf_to_hf, supported_architectures
 

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import autotune
-from autotune.conversion import Conversion
+from autotune import Conversion
 
 from .convert import available, gguf_to_hf
 

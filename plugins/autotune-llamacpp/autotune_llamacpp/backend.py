@@ -25,13 +25,23 @@ from typing import Any, ClassVar
 import numpy as np
 from pydantic import BaseModel
 
-from autotune import measure_session
-from autotune.backend import Artifact, Availability, Backend, Categorical, IntRange, Params, Prediction, SearchSpace
+from autotune import (
+    Artifact,
+    Availability,
+    Backend,
+    Categorical,
+    Hardware,
+    IntRange,
+    Measurement,
+    ModelSource,
+    Params,
+    Prediction,
+    SearchSpace,
+    Workload,
+    cached_content_hash,
+    measure_session,
+)
 from autotune.errors import AutotuneError, ModelSourceError
-from autotune.hardware import Hardware
-from autotune.measurement import Measurement
-from autotune.model_source import ModelSource, cached_content_hash
-from autotune.workload import Workload
 
 from . import memory_model, runner, runtime_info, selftest
 from .gguf_info import GgufInfo, read_gguf_info

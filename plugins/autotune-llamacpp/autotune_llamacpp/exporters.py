@@ -11,14 +11,14 @@ from __future__ import annotations
 import shlex
 from typing import TYPE_CHECKING, Any
 
+from autotune import Exporter
 from autotune.errors import ProfileError, one_line
-from autotune.exporter import Exporter
 
 from .params import llamacpp_params
 from .runtime_params import effective
 
 if TYPE_CHECKING:
-    from autotune.profile import DeploymentProfile
+    from autotune import DeploymentProfile
 
 BACKENDS = ("llamacpp",)
 

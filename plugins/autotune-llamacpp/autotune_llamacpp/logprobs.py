@@ -12,9 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from autotune import logprob_chunks
+from autotune import log_softmax_rows, logprob_chunks
 from autotune.errors import BackendUnavailable
-from autotune.quality import log_softmax_rows
 
 from .loading import import_llama_cpp, load
 

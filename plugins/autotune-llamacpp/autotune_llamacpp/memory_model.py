@@ -50,8 +50,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import autotune
-from autotune.hardware import Hardware
-from autotune.workload import Workload
+from autotune import Hardware, Workload
 
 from .gguf_info import GgufInfo, tensor_bytes
 from .runtime_params import KV_BYTES_PER_VALUE, effective

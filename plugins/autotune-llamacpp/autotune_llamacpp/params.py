@@ -12,7 +12,7 @@ from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from autotune.profile import MAX_THREADS, validate_params
+from autotune import MAX_THREADS, validate_params
 
 KvCacheType = Literal["f16", "q8_0", "q4_0", "f32", "bf16", "q4_1", "q5_0", "q5_1", "iq4_nl"]
 """KV-cache types llama.cpp takes (``-ctk``/``-ctv``) whose size the memory model knows; the search uses the first three."""

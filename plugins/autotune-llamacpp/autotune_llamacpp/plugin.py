@@ -5,8 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import autotune
-from autotune.backend import Backend
-from autotune.exporter import Exporter
+from autotune import Backend, Exporter
 
 from .backend import LlamaCppBackend
 from .exporters import EXPORTERS

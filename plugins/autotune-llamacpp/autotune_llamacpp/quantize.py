@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from autotune.backend import Artifact
+from autotune import Artifact
 from autotune.errors import AutotuneError
 
 from .gguf_info import GgufInfo, read_gguf_info

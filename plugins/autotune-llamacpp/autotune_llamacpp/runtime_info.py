@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from autotune.backend import Availability
+from autotune import Availability
 
 INSTALL_HINT = "llama-cpp-python is not installed: pip install llama-cpp-python"
 

@@ -25,12 +25,20 @@ import numpy as np
 from pydantic import BaseModel
 
 import autotune
-from autotune.backend import Artifact, Availability, Backend, Categorical, Params, Prediction, SearchSpace
+from autotune import (
+    Artifact,
+    Availability,
+    Backend,
+    Categorical,
+    Hardware,
+    Measurement,
+    ModelSource,
+    Params,
+    Prediction,
+    SearchSpace,
+    Workload,
+)
 from autotune.errors import AutotuneError, BackendUnavailable, ModelSourceError
-from autotune.hardware import Hardware
-from autotune.measurement import Measurement
-from autotune.model_source import ModelSource
-from autotune.workload import Workload
 
 from . import logprobs, memory, runner, selftest
 from .convert import convert, kv_group_size

@@ -15,10 +15,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from autotune import safetensors_header
-from autotune.backend import Artifact
+from autotune import Artifact, ModelSource, safetensors_header
 from autotune.errors import AutotuneError
-from autotune.model_source import ModelSource
 
 from .quantization import QuantSpec
 from .runtime import import_mlx_lm

@@ -10,14 +10,14 @@ from __future__ import annotations
 import shlex
 from typing import TYPE_CHECKING, Any
 
+from autotune import Exporter
 from autotune.errors import one_line
-from autotune.exporter import Exporter
 
 from .params import mlx_params
 from .settings import DEFAULT_PREFILL_STEP, RuntimeSettings
 
 if TYPE_CHECKING:
-    from autotune.profile import DeploymentProfile
+    from autotune import DeploymentProfile
 
 BACKENDS = ("mlx",)
 DEFAULT_PROMPT = "Hello"

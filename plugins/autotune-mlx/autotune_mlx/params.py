@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from autotune.profile import IntChoice, validate_params
+from autotune import IntChoice, validate_params
 
 from .quantization import BITS, DTYPES, GROUP_SIZES
 from .settings import DEFAULT_PREFILL_STEP

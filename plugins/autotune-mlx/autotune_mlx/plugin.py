@@ -5,9 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import autotune
-from autotune.backend import Backend
-from autotune.exporter import Exporter
-from autotune.hardware import HardwareFact
+from autotune import Backend, Exporter, HardwareFact
 
 from .backend import MlxBackend
 from .exporters import EXPORTERS

@@ -10,8 +10,8 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterator
 
+from autotune import Accelerator
 from autotune.errors import BackendUnavailable
-from autotune.hardware import Accelerator
 
 from .runtime import device_info, import_mlx
 

@@ -24,7 +24,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from autotune.backend import Params
+from autotune import Params
 from autotune.errors import AutotuneError
 
 BITS = (16, 8, 4, 3)

@@ -29,13 +29,23 @@ from typing import Any, ClassVar
 import numpy as np
 from pydantic import BaseModel
 
-from autotune import measure_session
-from autotune.backend import Artifact, Availability, Backend, Categorical, IntRange, Params, Prediction, SearchSpace
+from autotune import (
+    Artifact,
+    Availability,
+    Backend,
+    Categorical,
+    Hardware,
+    IntRange,
+    Measurement,
+    ModelSource,
+    Params,
+    Prediction,
+    SearchSpace,
+    Workload,
+    detect_format,
+    measure_session,
+)
 from autotune.errors import AutotuneError, ModelSourceError
-from autotune.hardware import Hardware
-from autotune.measurement import Measurement
-from autotune.model_source import ModelSource, detect_format
-from autotune.workload import Workload
 
 from . import convert, selftest
 from .convert import WEIGHT_ONLY, hf_to_onnx, weight_summary

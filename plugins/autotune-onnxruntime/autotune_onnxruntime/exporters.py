@@ -5,14 +5,14 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
+from autotune import Exporter
 from autotune.errors import one_line
-from autotune.exporter import Exporter
 
 from .params import OnnxRuntimeParams, onnxruntime_params
 from .session import genai_overlay, genai_provider
 
 if TYPE_CHECKING:
-    from autotune.profile import DeploymentProfile
+    from autotune import DeploymentProfile
 
 
 def config_fragment(params: OnnxRuntimeParams, context: int) -> dict[str, Any]:

@@ -12,9 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from autotune import logprob_chunks
+from autotune import log_softmax_rows, logprob_chunks
 from autotune.errors import AutotuneError
-from autotune.quality import log_softmax_rows
 
 from .convert import genai_decoder_config
 from .session import ort_session

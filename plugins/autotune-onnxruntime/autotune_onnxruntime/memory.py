@@ -41,8 +41,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import autotune
-from autotune.backend import Prediction
-from autotune.hardware import Hardware
+from autotune import Hardware, Prediction
 
 from .convert import WEIGHT_ONLY
 

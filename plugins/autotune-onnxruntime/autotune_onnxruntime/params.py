@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from autotune.profile import MAX_THREADS, IntChoice, validate_params
+from autotune import MAX_THREADS, IntChoice, validate_params
 
 from .convert import BLOCK_SIZES, PRECISIONS
 from .providers import BY_SHORT

@@ -10,10 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import autotune
-from autotune.backend import Backend
-from autotune.conversion import Conversion
-from autotune.exporter import Exporter
-from autotune.hardware import Accelerator
+from autotune import Accelerator, Backend, Conversion, Exporter
 
 from .backend import OnnxRuntimeBackend
 from .convert import available, hf_to_onnx

@@ -20,12 +20,22 @@ import numpy as np
 from pydantic import BaseModel
 
 import autotune
-from autotune.backend import Artifact, Availability, Backend, Categorical, IntRange, Params, Prediction, SearchSpace
+from autotune import (
+    Artifact,
+    Availability,
+    Backend,
+    Categorical,
+    Hardware,
+    IntRange,
+    Measurement,
+    ModelSource,
+    Params,
+    Prediction,
+    SearchSpace,
+    Workload,
+    cached_content_hash,
+)
 from autotune.errors import AutotuneError, ModelSourceError
-from autotune.hardware import Hardware
-from autotune.measurement import Measurement
-from autotune.model_source import ModelSource, cached_content_hash
-from autotune.workload import Workload
 
 from . import selftest
 from .convert import IR_FILE, missing_modules

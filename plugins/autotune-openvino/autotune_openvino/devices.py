@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from autotune.hardware import Accelerator
+from autotune import Accelerator
 
 log = logging.getLogger("autotune.openvino")
 

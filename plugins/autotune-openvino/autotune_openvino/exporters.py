@@ -5,15 +5,15 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING
 
+from autotune import Exporter
 from autotune.errors import one_line
-from autotune.exporter import Exporter
 
 from .compile import compile_properties
 from .convert import IR_FILE
 from .params import openvino_params
 
 if TYPE_CHECKING:
-    from autotune.profile import DeploymentProfile
+    from autotune import DeploymentProfile
 
 
 def render_config(profile: DeploymentProfile) -> str:

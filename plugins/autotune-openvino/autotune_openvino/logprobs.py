@@ -12,8 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from autotune import logprob_chunks
-from autotune.quality import log_softmax_rows
+from autotune import log_softmax_rows, logprob_chunks
 
 from .compile import compile_ir
 from .decoder import Decoder

@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from autotune.profile import MAX_THREADS, validate_params
+from autotune import MAX_THREADS, validate_params
 
 from .weight_formats import SOURCE, WEIGHT_FORMATS
 

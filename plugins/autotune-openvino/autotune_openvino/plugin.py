@@ -7,10 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from autotune.backend import Backend
-from autotune.conversion import Conversion
-from autotune.exporter import Exporter
-from autotune.hardware import HardwareFact
+from autotune import Backend, Conversion, Exporter, HardwareFact
 from autotune.hookspecs import hookimpl
 
 from .backend import OpenVINOBackend
