@@ -39,8 +39,8 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"autotune: error: {one_line(message)} (see `{self.prog} --help`)\n")
 
 
-VALUE_FLAGS = ("--budget", "--latency", "--ttft", "--timeout", "--max-quality-loss", "--trials", "--prompt-tokens",
-               "--gen-tokens", "--context", "--depth", "--eval-tokens", "--confirm-rounds", "--seed")
+VALUE_FLAGS = ("--budget", "--latency", "--ttft", "--timeout", "--max-quality-loss", "--trials", "--patience",
+               "--prompt-tokens", "--gen-tokens", "--context", "--depth", "--eval-tokens", "--confirm-rounds", "--seed")
 """Options whose value may start with "-" (``-1GB``, ``-1``, ``-inf``): the value gets the option's own message."""
 
 
@@ -137,6 +137,11 @@ def build_parser() -> argparse.ArgumentParser:
                      help=f"interleaved confirmation rounds, {run_options.MIN_CONFIRM_ROUNDS} to "
                      f"{run_options.MAX_CONFIRM_ROUNDS}; 0 skips (default: 5)")
     run.add_argument("--strict", action="store_true", help="require the p95 interval's upper end within --latency")
+    run.add_argument("--patience", type=_typed(run_options.patience), default=4,
+                     help="stop after this many trials in a row that could not beat the best beyond the noise "
+                     "(default: 4; 0: spend every --trials)")
+    run.add_argument("--no-screening", action="store_true",
+                     help="measure every configuration in full (default: one short screening run first)")
     run.add_argument("--seed", type=_typed(run_options.seed), default=0,
                      help=f"search seed, 0 to {run_options.MAX_SEED} (default: 0)")
     run.add_argument("--out", type=Path, default=Path("profiles"), help="folder for the profile (default: ./profiles)")

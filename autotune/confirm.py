@@ -9,9 +9,13 @@ otherwise it is a tie, broken by the next criterion (quality loss, then memory).
 
 from __future__ import annotations
 
+import hashlib
+import json
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+
+import optuna
 
 from .backend import Artifact, Params
 from .budget import Budget
@@ -57,8 +61,12 @@ def pick_challengers(winner: TrialRecord, feasible: Sequence[TrialRecord]) -> li
 
 def confirm_finalists(winner: TrialRecord, feasible: Sequence[TrialRecord], by_name: dict[str, ResolvedBackend],
                       budget: Budget, workload: Workload, hardware: Hardware, options: TuneOptions,
-                      reporter: Reporter) -> tuple[TrialRecord, Confirmation, list[str]]:
-    """Run the interleaved rounds; return the confirmed winner, its Confirmation and notes."""
+                      reporter: Reporter, study: optuna.Study | None = None) -> tuple[TrialRecord, Confirmation, list[str]]:
+    """Run the interleaved rounds; return the confirmed winner, its Confirmation and notes.
+
+    The rounds are kept in ``study``: rerunning the same command with the same finalists reuses them
+    instead of measuring them again (a resumed study that found nothing new answers in seconds).
+    """
     rounds = options.confirm_rounds  # TuneOptions guarantees at least MIN_CONFIRM_ROUNDS
     r = by_name[winner.backend]
     candidates = [winner, *pick_challengers(winner, feasible)]
@@ -95,6 +103,14 @@ def confirm_finalists(winner: TrialRecord, feasible: Sequence[TrialRecord], by_n
     baseline_workload = round_workload.model_copy(update={"depth": 0})
     reporter.info(f"confirming {len(finalists)} finalist(s), the untuned default and the rule of thumb in {rounds} "
                   "interleaved rounds")
+    memo = _rounds_key(everyone, rounds, workload)
+    stored = study.user_attrs.get(memo) if study is not None else None
+    if isinstance(stored, dict) and set(stored) == {f.label for f in everyone}:
+        for finalist in everyone:
+            finalist.decode_tps, finalist.itl_p95_ms, finalist.failures = (
+                list(stored[finalist.label][k]) for k in ("decode_tps", "itl_p95_ms", "failures"))
+        reporter.info(f"reusing the {rounds} confirmation rounds this study already holds for these finalists")
+        return decide(finalists, baseline, budget, options.strict, rounds, thumb)
     rng = random.Random(options.seed)
     offset = rng.randrange(len(everyone))
     for index in range(rounds):
@@ -111,7 +127,17 @@ def confirm_finalists(winner: TrialRecord, feasible: Sequence[TrialRecord], by_n
                 finalist.failures.append(result.error or "failed")
         reporter.info(f"round {index + 1}/{rounds}: " + ", ".join(
             f"{f.label} {f.decode_tps[-1]:.1f} tok/s" for f in order if f.decode_tps))
+    if study is not None:
+        study.set_user_attr(memo, {f.label: {"decode_tps": f.decode_tps, "itl_p95_ms": f.itl_p95_ms,
+                                             "failures": f.failures} for f in everyone})
     return decide(finalists, baseline, budget, options.strict, rounds, thumb)
+
+
+def _rounds_key(everyone: Sequence[Finalist], rounds: int, workload: Workload) -> str:
+    """The study attribute holding the rounds of exactly these configurations, round count and workload."""
+    identity = json.dumps({"configs": sorted(config_key(f.backend, f.params) for f in everyone), "rounds": rounds,
+                           "workload": workload.model_dump()}, sort_keys=True, default=str)
+    return "autotune_confirmation_" + hashlib.sha256(identity.encode()).hexdigest()[:16]
 
 
 def _quality_then_memory(finalist: Finalist) -> tuple[float, float]:

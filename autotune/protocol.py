@@ -6,7 +6,9 @@ backend, the way a chat loop drives a model:
 
 1. load the model (``load_s``);
 2. one warm-up run, not recorded: first-call costs (kernels for both shapes, page faults,
-   thread pools, allocators) would otherwise land in the first timed run;
+   thread pools, allocators) would otherwise land in the first timed run. It prefills the whole
+   prompt but decodes only ``WARMUP_TOKENS``: every decode step reads all the weights, so after a
+   few steps nothing is left to warm, and the rest would only cost time;
 3. ``workload.runs`` timed runs, each on an empty cache: prefill the prompt (``prefill_s``),
    pick the first token (``ttft_s``), then ``gen_tokens`` decode steps timed one by one;
 4. the spread check: when decode speed differs across those runs by more than
@@ -27,6 +29,8 @@ from typing import Protocol
 from .measurement import Measurement, RunTimings, relative_spread, summarize
 from .workload import PROMPT_TEXT, Workload
 
+WARMUP_TOKENS = 8
+"""Decode steps of the warm-up run (at most ``gen_tokens``)."""
 SPREAD_LIMIT = 0.15
 """Relative spread of decode tok/s across the timed runs ((max − min) / median) above which they are
 re-measured. Even separate processes measuring one configuration differ by ±5–10% on the 2-core
@@ -109,7 +113,7 @@ def measure_session(load: Callable[[], DecodeSession], workload: Workload, *,
     load_s = clock() - started
     try:
         prompt = session.prompt_tokens(workload.prompt_tokens)
-        timed_run(session, prompt, workload.gen_tokens, clock)  # warm-up
+        timed_run(session, prompt, min(WARMUP_TOKENS, workload.gen_tokens), clock)  # warm-up
         runs = [timed_run(session, prompt, workload.gen_tokens, clock) for _ in range(workload.runs)]
         added = extra_runs(runs, workload.runs)
         runs += [timed_run(session, prompt, workload.gen_tokens, clock) for _ in range(added)]

@@ -29,7 +29,8 @@ def run_command(args: argparse.Namespace, budget: Budget, workload: Workload, ti
     options = TuneOptions(
         backends=tuple(args.backend), trials=args.trials, timeout_s=timeout_s, storage=args.storage, objective=args.objective,
         seed=args.seed, measure_quality=not args.no_quality, eval_text=args.eval_text, eval_tokens=args.eval_tokens,
-        confirm_rounds=args.confirm_rounds, strict=args.strict,
+        confirm_rounds=args.confirm_rounds, strict=args.strict, patience=args.patience,
+        screening=not args.no_screening,
     )
     stem = re.sub(r"[^A-Za-z0-9._-]+", "_", f"{model_path.name.removesuffix('.gguf')}-{hardware.fingerprint[:8]}")
     profile_path, plot_path = prepare_out(args.out, stem)  # a bad --out fails now, not after the search

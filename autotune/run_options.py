@@ -43,6 +43,11 @@ def trials(text: str) -> int:
     return parse_whole(text, at_least=1, at_most=MAX_TRIALS, example="20")
 
 
+def patience(text: str) -> int:
+    """``--patience``: trials in a row that may fail to beat the best before the search stops (0: never stop)."""
+    return parse_whole(text, at_least=0, at_most=MAX_TRIALS, example="4")
+
+
 def prompt_tokens(text: str) -> int:
     """``--prompt-tokens``: tokens prefilled per timed run."""
     return parse_whole(text, at_least=1, at_most=MAX_TOKENS, example="128")

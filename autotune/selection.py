@@ -92,8 +92,13 @@ class Progress:
 
     def __init__(self, objective: str, patience: int, starting_points: int, records: Iterable[TrialRecord]) -> None:
         self.objective, self.patience, self.starting_points = objective, patience, starting_points
-        self.best = best_feasible(records, objective)
+        self.best: TrialRecord | None = None
         self.stale = 0
+        # A resumed study is replayed in trial order, so its staleness carries over exactly as it was.
+        done = sorted(records, key=lambda r: r.number)
+        for index, record in enumerate(done):
+            if record.artifact is not None:
+                self.update(done[:index + 1])
 
     def update(self, records: Iterable[TrialRecord]) -> None:
         """Account for one more trial that reached measurement."""
@@ -104,8 +109,13 @@ class Progress:
             self.stale += 1
 
     def done(self, trials: int) -> str | None:
-        """Why the search should stop now (said to the user), or None to go on."""
-        if self.best is None or not self.patience or self.stale < self.patience or trials < self.starting_points:
+        """Why the search should stop now (said to the user), or None to go on; ``trials`` counts this run's."""
+        resumed = self.stale >= self.patience and trials == 0  # an earlier run already found nothing better
+        if self.best is None or not self.patience or self.stale < self.patience or \
+                (trials < self.starting_points and not resumed):
             return None
+        if trials == 0:
+            return (f"nothing new to measure: the study's last {self.stale} trials could not beat #{self.best.number} "
+                    f"beyond the ±{RUN_TO_RUN_NOISE:.0%} run-to-run noise (--patience 0 searches on)")
         return (f"stopped after {trials} trial(s): the last {self.stale} could not beat #{self.best.number} "
                 f"beyond the ±{RUN_TO_RUN_NOISE:.0%} run-to-run noise")

@@ -187,8 +187,8 @@ class Tuner:
         winner, confirmation, notes = choose(front, self.options.objective), None, list[str]()
         if self.options.confirm_rounds > 0:
             with self.phases.timing("confirmation"):
-                winner, confirmation, notes = confirm_finalists(winner, feasible, plan.by_name, self.budget,
-                                                                self.workload, self.hardware, self.options, self.reporter)
+                winner, confirmation, notes = confirm_finalists(winner, feasible, plan.by_name, self.budget, self.workload,
+                                                                self.hardware, self.options, self.reporter, study)
         evidence = Evidence(winner=winner, front=front, feasible=feasible, records=all_records,
                             confirmation=confirmation, study_name=name, storage=self.options.storage,
                             measured_now=new, failed=len(study.get_trials(deepcopy=False, states=(TrialState.FAIL,))),

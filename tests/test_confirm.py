@@ -119,3 +119,25 @@ def test_the_rule_of_thumb_is_measured_beside_and_a_tie_is_said_not_claimed() ->
 
     _, confirmation, _ = decide([chosen], base, BUDGET, strict=False, rounds=5, rule_of_thumb=chosen)
     assert confirmation.versus_rule_of_thumb == "same" and confirmation.speedup_over_rule_of_thumb is None
+
+
+def test_rerunning_the_same_command_reuses_the_confirmation_rounds(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AUTOTUNE_CACHE", str(tmp_path / "cache"))
+    model = tmp_path / "m.gguf"
+    model.write_bytes(b"GGUF" + bytes(16))
+
+    def run() -> tuple[object, SilentReporter]:
+        reporter = SilentReporter()
+        options = TuneOptions(trials=4, timeout_s=30, measure_quality=False, confirm_rounds=5, seed=3)
+        result = Tuner(model, Budget.parse("400MB", "40ms"), Workload(prompt_tokens=8, gen_tokens=4, context=64, depth=0),
+                       options, manager=manager_with(FakeBackend(noise=0.05)), hardware=example_hardware(cores=4),
+                       reporter=reporter).run()
+        return result, reporter
+
+    first, first_reporter = run()
+    again, reporter = run()
+    assert not any(m.startswith("reusing the 5 confirmation rounds") for m in first_reporter.messages)
+    assert any(m.startswith("reusing the 5 confirmation rounds") for m in reporter.messages)
+    assert not any(m.startswith("round ") for m in reporter.messages)  # nothing measured again
+    assert again.profile.confirmation == first.profile.confirmation  # type: ignore[attr-defined]

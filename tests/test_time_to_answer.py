@@ -157,3 +157,11 @@ def test_a_backend_that_cannot_compete_is_left_out_unless_named(model: Path) -> 
     assert any("slowpoke left out: no GPU here" in m for m in reporter.messages)
     named = tune(model, Plugin((FakeBackend(), CannotCompete(name="slowpoke"))), backends=("slowpoke",), trials=2)
     assert {r.backend for r in named.records} == {"slowpoke"}
+
+
+def test_a_resumed_study_that_found_nothing_better_measures_nothing_new(model: Path) -> None:
+    tune(model, Plugin((FakeBackend(),)), objective="latency", patience=3, trials=14)
+    again = SilentReporter()
+    result = tune(model, Plugin((FakeBackend(),)), reporter=again, objective="latency", patience=3, trials=14)
+    assert any(m.startswith("nothing new to measure") for m in again.messages)
+    assert result.new_measurements == 0 and not again.trials
