@@ -26,20 +26,6 @@ from autotune.workload import Workload
 WORKLOAD = Workload(prompt_tokens=16, gen_tokens=8, context=256, runs=3, depth=0)
 
 
-@pytest.fixture(autouse=True)
-def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("AUTOTUNE_CACHE", str(tmp_path / "cache"))
-    monkeypatch.delenv("AUTOTUNE_HARDWARE_JSON", raising=False)
-    return tmp_path / "cache"
-
-
-@pytest.fixture
-def model(tmp_path: Path) -> Path:
-    path = tmp_path / "tiny.gguf"
-    path.write_bytes(b"GGUF" + bytes(64))
-    return path
-
-
 def tune(model: Path, *plugins: object, reporter: SilentReporter | None = None, **options: Any) -> Any:
     manager = manager_with(builtins=True)
     for index, plugin in enumerate(plugins):

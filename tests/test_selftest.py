@@ -62,20 +62,6 @@ class CrashesWhenMeasuring(LocalBackend):
         return super().measure(artifact, params, workload)
 
 
-@pytest.fixture(autouse=True)
-def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("AUTOTUNE_CACHE", str(tmp_path / "cache"))
-    monkeypatch.delenv("AUTOTUNE_HARDWARE_JSON", raising=False)
-    return tmp_path / "cache"
-
-
-@pytest.fixture
-def model(tmp_path: Path) -> Path:
-    path = tmp_path / "tiny.gguf"
-    path.write_bytes(b"GGUF" + bytes(64))
-    return path
-
-
 @pytest.fixture(scope="module")
 def here() -> Hardware:
     return probe_here(measure_bandwidth=False)

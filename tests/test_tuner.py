@@ -20,19 +20,6 @@ MiB = 2**20
 WORKLOAD = Workload(prompt_tokens=16, gen_tokens=8, context=256, runs=3, depth=0)
 
 
-@pytest.fixture(autouse=True)
-def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("AUTOTUNE_CACHE", str(tmp_path / "cache"))
-    return tmp_path / "cache"
-
-
-@pytest.fixture
-def model(tmp_path: Path) -> Path:
-    path = tmp_path / "tiny.gguf"
-    path.write_bytes(b"GGUF" + bytes(64))
-    return path
-
-
 def tune(model: Path, backend: FakeBackend, budget: Budget, reporter: SilentReporter | None = None, **options) -> object:
     defaults = dict(trials=6, timeout_s=30, measure_quality=False, confirm_rounds=0, seed=1)
     defaults.update(options)
