@@ -14,6 +14,9 @@ class Conversion:
 
     ``convert(source_path, out_dir)`` returns the path of the converted model (inside ``out_dir``).
     ``available()`` returns ``None`` when the converter can run here, else the reason it cannot.
+    ``memory_estimate(source_path)`` (optional) is the peak memory the conversion needs, estimated in
+    milliseconds from the source's header: a conversion needing more than the machine has is refused
+    with its estimate instead of being attempted.
     """
 
     name: str
@@ -21,6 +24,7 @@ class Conversion:
     target_format: str
     convert: Callable[[Path, Path], Path]
     available: Callable[[], str | None] = lambda: None
+    memory_estimate: Callable[[Path], int | None] = lambda source: None
 
 
 def find_path(conversions: Iterable[Conversion], source: str, targets: Iterable[str]) -> list[Conversion] | None:

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Sequence
+from pathlib import Path
 
 from .backend import Artifact, Params, has_logprobs
+from .cache import cache_dir
 from .errors import AutotuneError
 from .hardware import Hardware
 from .options import TuneOptions
@@ -85,7 +89,8 @@ class QualityEvaluator:
                            f"against {self.label}")
         result = run_in_worker(
             WorkerTask(quality_task, (self.reference.backend, self.ref_artifact, self.ref_params,
-                                      r.backend, artifact, params, self.tokens, chunk_size(self.options))),
+                                      r.backend, artifact, params, self.tokens, chunk_size(self.options),
+                                      self.reference_store(ref_key))),
             timeout_s=self.options.timeout_s * 4, memory_limit_bytes=self.memory_limit_bytes,
         )
         if not result.ok:
@@ -94,6 +99,12 @@ class QualityEvaluator:
         self.cache.put(*cache_args, result.value)
         return to_profile(summarize_quality(result.value), self.label, artifact.bits_per_weight)
 
+
+    def reference_store(self, ref_key: dict[str, object]) -> Path:
+        """Where the reference's log-probabilities for this text and chunking are kept between scores."""
+        identity = json.dumps({"reference": ref_key, "text": self.text_hash, "chunk": chunk_size(self.options)},
+                              sort_keys=True, default=str)
+        return cache_dir() / "quality" / "reference" / hashlib.sha256(identity.encode()).hexdigest()[:24]
 
     def identical(self, artifact: Artifact) -> Quality:
         """The quality record of the reference itself: no loss, every top-1 token agrees (exact, not measured)."""

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .backend import Availability, Backend, Params, SearchSpace, has_logprobs
+from .budget import format_bytes
 from .cache import artifact_dir, building
 from .conversion import Conversion, find_path
 from .errors import AutotuneError, BackendUnavailable, ConversionFailed, PluginError
@@ -91,6 +92,11 @@ def resolve(path: Path, backends: Sequence[Backend], conversions: Sequence[Conve
         try:
             current = path
             for conversion in chain:
+                needed = None if is_converted(conversion, current) else conversion.memory_estimate(current)
+                if needed is not None and memory_limit_bytes is not None and needed > memory_limit_bytes:
+                    raise AutotuneError(
+                        f"conversion {conversion.name} would need about {format_bytes(needed)} (estimated), more than "
+                        f"the {format_bytes(memory_limit_bytes)} this machine lets a worker use; not attempted")
                 if not is_converted(conversion, current):
                     info(f"converting {current.name} with {conversion.name} for {backend.name} (once per model; "
                          "can take minutes)")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 from pathlib import Path
 
 import numpy as np
@@ -225,3 +226,28 @@ def test_short_evaluations_still_give_several_chunks() -> None:
 
     assert chunk_size(TuneOptions(eval_tokens=1024, chunk_tokens=256)) == 256
     assert 256 // chunk_size(TuneOptions(eval_tokens=256, chunk_tokens=256)) >= MIN_CHUNKS
+
+
+def test_the_reference_is_computed_once_and_scores_exactly_as_a_fresh_one(tmp_path: Path) -> None:
+    from autotune.quality import compare_streams, quality_task
+    from autotune.testing import FakeBackend
+
+    calls = tmp_path / "reference-calls"
+
+    class CountingReference(FakeBackend):
+        def logprobs(self, artifact: Any, params: Any, token_ids: list[int], chunk_tokens: int) -> Any:
+            if params["quant"] == "f16":
+                with calls.open("a") as log:
+                    log.write("x")
+            return super().logprobs(artifact, params, token_ids, chunk_tokens)
+
+    backend = CountingReference()
+    artifact = Artifact(path=tmp_path / "m", format="gguf", precision="f16", bits_per_weight=16, size_bytes=1)
+    tokens = [i % 50 for i in range(130)]
+    store = tmp_path / "store"
+    scores = [quality_task(backend, artifact, {"quant": "f16"}, backend, artifact, {"quant": quant}, tokens, 32, store)
+              for quant in ("q8_0", "q4_0", "q4_0")]
+    assert calls.read_text() == "x" and (store / "complete").exists()  # computed once, then read back
+    fresh = compare_streams(backend.logprobs(artifact, {"quant": "f16"}, tokens, 32),
+                            backend.logprobs(artifact, {"quant": "q4_0"}, tokens, 32), tokens, 32)
+    assert scores[1] == scores[2] == fresh

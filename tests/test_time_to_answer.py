@@ -152,3 +152,18 @@ def test_a_resumed_study_that_found_nothing_better_measures_nothing_new(model: P
     result = tune(model, Plugin((FakeBackend(),)), reporter=again, objective="latency", patience=3, trials=14)
     assert any(m.startswith("nothing new to measure") for m in again.messages)
     assert result.new_measurements == 0 and not again.trials
+
+
+class HfReader(FakeBackend):
+    """Reads only "hf" folders, so the GGUF needs a conversion first."""
+
+    source_formats = frozenset({"hf"})
+
+
+def test_a_conversion_needing_more_memory_than_the_machine_has_is_refused_not_attempted(model: Path) -> None:
+    reporter = SilentReporter()
+    conversion = Conversion(name="huge-to-hf", source_format="gguf", target_format="hf", convert=_never_convert,
+                            memory_estimate=lambda source: 10**15)
+    tune(model, Plugin((FakeBackend(), HfReader(name="hfreader")), (conversion,)), reporter=reporter, trials=2)
+    assert any("'hfreader' skipped: conversion huge-to-hf would need about" in w and "not attempted" in w
+               for w in reporter.warnings)
