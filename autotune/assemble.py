@@ -49,6 +49,8 @@ class Evidence:
     failed: int
     """Failed trials in the study, those of interrupted runs (which left no record) included."""
     dropped: dict[str, str] = field(default_factory=dict)
+    left_out: dict[str, str] = field(default_factory=dict)
+    """Installed backends not tuned, with why (before the search: unavailable, cannot run the model, ...)."""
     seconds: dict[str, float] = field(default_factory=dict)
     """Wall-clock seconds per phase of this run (self-tests, conversions, builds, measurements, quality, ...)."""
 
@@ -113,6 +115,7 @@ def build_profile(model_path: Path, hardware: Hardware, workload: Workload, budg
                "failed": evidence.failed, "feasible": len(evidence.feasible),
                "conversions": {rb.backend.name: rb.conversions for rb in by_name.values()},
                "best_per_backend": {name: rec.number for name, rec in per_backend.items()},
-               "dropped_backends": dict(evidence.dropped), "seconds": dict(evidence.seconds)},
+               "dropped_backends": dict(evidence.dropped), "left_out_backends": dict(evidence.left_out),
+               "seconds": dict(evidence.seconds)},
     )
     return profile.model_copy(update={"exports": render_exports(exporters, profile, warn)})

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .backend import Availability, Backend, Params, SearchSpace, has_logprobs
@@ -72,22 +72,30 @@ def resolve(path: Path, backends: Sequence[Backend], conversions: Sequence[Conve
             availability_of: Callable[[Backend], Availability] = lambda backend: backend.availability(),
             info: Callable[[str], None] = lambda message: None,
             memory_limit_bytes: int | None = None,
+            skipped: dict[str, str] | None = None,
             ) -> list[ResolvedBackend]:
     """For each available backend, a ModelSource in a format it accepts; backends that cannot get one are skipped with a reason.
 
-    ``availability_of`` decides which backends may run (the tuner passes the self-test's verdict).
+    ``availability_of`` decides which backends may run (the tuner passes the self-test's verdict);
+    ``skipped`` receives each left-out backend's reason.
     """
+    skipped = {} if skipped is None else skipped
+
+    def skip(backend: Backend, reason: str) -> None:
+        skipped[backend.name] = reason
+        warn(f"backend {backend.name!r} skipped: {reason}")
+
     source_format = detect_format(path)
     resolved = []
     for backend in backends:
         availability = availability_of(backend)
         if not availability.available:
-            warn(f"backend {backend.name!r} skipped: {availability.reason}")
+            skip(backend, availability.reason)
             continue
         chain = find_path(conversions, source_format, backend.source_formats)
         if chain is None:
-            warn(f"backend {backend.name!r} skipped: it reads {', '.join(sorted(backend.source_formats))} and no installed "
-                 f"conversion leads there from {source_format}")
+            skip(backend, f"it reads {', '.join(sorted(backend.source_formats))} and no installed conversion leads "
+                          f"there from {source_format}")
             continue
         try:
             current = path
@@ -107,11 +115,11 @@ def resolve(path: Path, backends: Sequence[Backend], conversions: Sequence[Conve
             resolved.append(ResolvedBackend(backend, backend.inspect(current), [c.name for c in chain]))
         except BackendUnavailable as error:
             remember(backend, cached_content_hash(path), str(error))
-            warn(f"backend {backend.name!r} skipped: {error}")
+            skip(backend, str(error))
         except AutotuneError as error:
-            warn(f"backend {backend.name!r} skipped: {error}")
+            skip(backend, str(error))
         except Exception as error:  # noqa: BLE001 - a converter's failure must not end the run
-            warn(f"backend {backend.name!r} skipped: conversion failed: {error!r}")
+            skip(backend, f"conversion failed: {error!r}")
     return resolved
 
 
@@ -122,6 +130,8 @@ class BackendPlan:
     resolved: list[ResolvedBackend]
     spaces: dict[str, SearchSpace]
     starts: dict[str, list[Params]]
+    left_out: dict[str, str] = field(default_factory=dict)
+    """Backends installed but not tuned, with why (unavailable, cannot run this model, cannot compete here)."""
 
     @property
     def by_name(self) -> dict[str, ResolvedBackend]:
@@ -153,23 +163,27 @@ def plan_backends(model_path: Path, backends: Sequence[Backend], manager: Plugin
     phases = phases or Phases()
     with phases.timing("self-tests"):
         checks = usable_all([b for b in backends if b.measures_this_machine], hardware)
-    backends = [b for b in backends if not _refuses(b, model_path, manager, warn)]
-    if not named:
-        backends = [b for b in backends if not _not_worth_it(b, hardware, info)]
+    left_out: dict[str, str] = {}
+    for backend in backends:
+        reason = _refusal(backend, model_path, manager, warn) or (None if named else _not_worth_it(backend, hardware, info))
+        if reason is not None:
+            left_out[backend.name] = reason
+    backends = [b for b in backends if b.name not in left_out]
     with phases.timing("conversions"):
         resolved = resolve(model_path, backends, manager.conversions(), warn,
                            lambda b: checks[b.name][0] if b.name in checks else b.availability(), info,
-                           hardware.worker_memory_ceiling())
+                           hardware.worker_memory_ceiling(), left_out)
     if not resolved:
         raise AutotuneError(f"no installed backend can run {model_path}; see the warnings above and `autotune plugins`")
-    plan = BackendPlan([], {}, {})
+    plan = BackendPlan([], {}, {}, left_out)
     for r in resolved:
         try:
             plan.spaces[r.backend.name] = r.backend.search_space(r.source, hardware, workload)
             starts = [r.backend.canonical_params(p) for p in r.backend.starting_points(r.source, hardware, workload)]
             plan.starts[r.backend.name] = ordered_by_prediction(r, starts, workload, hardware, objective)
         except Exception as error:  # noqa: BLE001 - a plugin's bug costs its backend, never the run
-            warn(f"backend {r.backend.name!r} skipped: its plugin raised {error!r} while declaring its search space")
+            plan.left_out[r.backend.name] = f"its plugin raised {error!r} while declaring its search space"
+            warn(f"backend {r.backend.name!r} skipped: {plan.left_out[r.backend.name]}")
             plan.spaces.pop(r.backend.name, None)
             continue
         plan.resolved.append(r)
@@ -216,7 +230,7 @@ def native_source(model_path: Path, manager: PluginManager) -> ModelSource | Non
     return None
 
 
-def _not_worth_it(backend: Backend, hardware: Hardware, info: Callable[[str], None]) -> bool:
+def _not_worth_it(backend: Backend, hardware: Hardware, info: Callable[[str], None]) -> str | None:
     """Leave out, from a default run, a backend that says it cannot compete here."""
     try:
         reason = backend.not_worth_tuning(hardware)
@@ -224,10 +238,10 @@ def _not_worth_it(backend: Backend, hardware: Hardware, info: Callable[[str], No
         reason = f"its plugin raised {error!r} in not_worth_tuning()"
     if reason is not None:
         info(f"backend {backend.name} left out: {reason}")
-    return reason is not None
+    return reason
 
 
-def _refuses(backend: Backend, model_path: Path, manager: PluginManager, warn: Callable[[str], None]) -> bool:
+def _refusal(backend: Backend, model_path: Path, manager: PluginManager, warn: Callable[[str], None]) -> str | None:
     """Skip, before any conversion, a backend that refused this model before or says it cannot run it."""
     reason = recall(backend, cached_content_hash(model_path))
     if reason is None:
@@ -238,7 +252,7 @@ def _refuses(backend: Backend, model_path: Path, manager: PluginManager, warn: C
             reason = f"its plugin raised {error!r} in supports()"
     if reason is not None:
         warn(f"backend {backend.name!r} skipped for this model, before any conversion: {reason}")
-    return reason is not None
+    return reason
 
 
 def reference_pool(model_path: Path, resolved: Sequence[ResolvedBackend], manager: PluginManager,

@@ -192,7 +192,7 @@ class Tuner:
         evidence = Evidence(winner=winner, front=front, feasible=feasible, records=all_records,
                             confirmation=confirmation, study_name=name, storage=self.options.storage,
                             measured_now=new, failed=len(study.get_trials(deepcopy=False, states=(TrialState.FAIL,))),
-                            dropped=pipeline.dropped, seconds=self.phases.rounded())
+                            dropped=pipeline.dropped, left_out=plan.left_out, seconds=self.phases.rounded())
         profile = build_profile(self.model_path, self.hardware, self.workload, self.budget, self.options.objective,
                                 evidence, plan.by_name, list(self.manager.exporters().values()), self.reporter.warn)
         return TuneResult(profile=profile, records=all_records, front=front, winner=winner, study_name=name,

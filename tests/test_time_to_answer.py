@@ -167,3 +167,11 @@ def test_a_conversion_needing_more_memory_than_the_machine_has_is_refused_not_at
     tune(model, Plugin((FakeBackend(), HfReader(name="hfreader")), (conversion,)), reporter=reporter, trials=2)
     assert any("'hfreader' skipped: conversion huge-to-hf would need about" in w and "not attempted" in w
                for w in reporter.warnings)
+
+
+def test_the_profile_names_the_backends_left_out_and_why(model: Path) -> None:
+    conversion = Conversion(name="gguf-to-hf-test", source_format="gguf", target_format="hf", convert=_never_convert)
+    result = tune(model, Plugin((FakeBackend(), HfOnly(name="hfonly"), CannotCompete(name="slowpoke")), (conversion,)),
+                  trials=2)
+    left_out = result.profile.study["left_out_backends"]
+    assert left_out == {"hfonly": "no sliding windows here", "slowpoke": "no GPU here; name it to tune it anyway"}
