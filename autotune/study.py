@@ -85,9 +85,10 @@ def open_storage(url: str | None) -> optuna.storages.RDBStorage:
             return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}})
         return optuna.storages.RDBStorage(url)
     except ImportError as error:
-        driver = error.name or "its driver"
-        raise StorageError(f"--storage {shown}: the database driver {driver!r} is not installed; for PostgreSQL "
-                           "install it with `pip install 'psycopg[binary]'`") from None
+        missing = (f"the database driver {error.name!r} is not installed" if error.name else
+                   f"its database driver is not installed ({' '.join(str(error).split())[:120]})")
+        raise StorageError(f"--storage {shown}: {missing}; for PostgreSQL install it with "
+                           "`pip install 'psycopg[binary]'`") from None
     except sqlalchemy.exc.NoSuchModuleError:
         raise StorageError(f"--storage {shown}: unknown database kind; use {STORAGE_FORMS}") from None
     except sqlalchemy.exc.ArgumentError:
