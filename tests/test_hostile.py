@@ -10,30 +10,20 @@ from typing import Any
 import pytest
 from optuna.trial import TrialState
 
-from autotune import SilentReporter, TuneOptions, Tuner, hookimpl
+from autotune import SilentReporter, hookimpl
 from autotune.backend import Artifact, Params, precision_label
-from autotune.budget import Budget
 from autotune.cli import main
 from autotune.errors import StorageError
 from autotune.exporter import Exporter
 from autotune.study import open_storage, open_study, redact_url
 from autotune.testing import FakeBackend
-from autotune.testing.conformance import example_hardware
 from autotune.testing.inline_plugin import InlineBackends, manager_with
+from autotune.testing.tuning import tune_with_plugins
 from autotune.trial import prepare_artifact
-from autotune.workload import Workload
-
-WORKLOAD = Workload(prompt_tokens=16, gen_tokens=8, context=256, runs=3, depth=0)
 
 
 def tune(model: Path, *plugins: object, reporter: SilentReporter | None = None, **options: Any) -> Any:
-    manager = manager_with(builtins=True)
-    for index, plugin in enumerate(plugins):
-        manager.register(plugin, f"plugin{index}")
-    settings: dict[str, Any] = dict(trials=3, timeout_s=60, measure_quality=False, confirm_rounds=0, seed=1)
-    settings.update(options)
-    return Tuner(model, Budget.parse("300MB", "40ms"), WORKLOAD, TuneOptions(**settings), manager=manager,
-                 hardware=example_hardware(), reporter=reporter or SilentReporter()).run()
+    return tune_with_plugins(model, *plugins, reporter=reporter, **options)
 
 
 class MisspeltHook:

@@ -7,29 +7,22 @@ from typing import Any
 
 import pytest
 
-from autotune import SilentReporter, TuneOptions, Tuner
+from autotune import SilentReporter
 from autotune.backend import Artifact, Params
-from autotune.budget import Budget
 from autotune.conversion import Conversion
 from autotune.errors import BackendUnavailable
 from autotune.hookspecs import hookimpl
 from autotune.model_source import ModelSource
 from autotune.testing import FakeBackend
 from autotune.testing.conformance import example_hardware
-from autotune.testing.inline_plugin import manager_with
-from autotune.workload import Workload
+from autotune.testing.tuning import SMALL_WORKLOAD, tune_with_plugins
 
-WORKLOAD = Workload(prompt_tokens=16, gen_tokens=8, context=256, runs=3, depth=0)
+WORKLOAD = SMALL_WORKLOAD
 
 
 def tune(model: Path, *plugins: object, reporter: SilentReporter | None = None, **options: Any) -> Any:
-    manager = manager_with(builtins=True)
-    for index, plugin in enumerate(plugins):
-        manager.register(plugin, f"plugin{index}")
-    settings: dict[str, Any] = dict(trials=8, timeout_s=60, measure_quality=False, confirm_rounds=0, seed=1)
-    settings.update(options)
-    return Tuner(model, Budget.parse("300MB", "40ms"), WORKLOAD, TuneOptions(**settings), manager=manager,
-                 hardware=example_hardware(cores=4), reporter=reporter or SilentReporter()).run()
+    settings: dict[str, Any] = {"trials": 8, "hardware": example_hardware(cores=4), **options}
+    return tune_with_plugins(model, *plugins, reporter=reporter, **settings)
 
 
 class Plugin:
