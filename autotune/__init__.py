@@ -54,9 +54,10 @@ from .workload import PROMPT_TEXT, Workload
 
 if TYPE_CHECKING:  # type checkers see the lazily loaded names below
     from .assemble import TuneResult
+    from .deploy import load
     from .tuner import Tuner, tune
 
-_LAZY = {"tune": "tuner", "Tuner": "tuner", "TuneResult": "assemble"}
+_LAZY = {"tune": "tuner", "Tuner": "tuner", "TuneResult": "assemble", "load": "deploy"}
 """Loaded on first use: the tuning loop imports Optuna, which a plugin's worker process never needs."""
 
 
@@ -83,5 +84,5 @@ __all__ = [
     "bundled_model", "HardwareFact", "IntChoice", "MAX_THREADS", "PROMPT_TEXT", "cached_content_hash", "detect_format",
     "log_softmax_rows", "validate_params",
     "CONVERSION_RECORD", "inspect_hf_folder", "model_shape", "safetensors_header",
-    "Objective", "Reporter", "SilentReporter", "TuneOptions", "TuneResult", "Tuner", "tune",
+    "Objective", "Reporter", "SilentReporter", "TuneOptions", "TuneResult", "Tuner", "load", "tune",
 ]

@@ -224,6 +224,13 @@ class Backend(ABC):
         Leave ``peak_rss_bytes`` unset: the worker fills it from the operating system.
         """
 
+    def load_profile(self, profile: Any) -> Any:
+        """The runtime object ``profile`` (a ``DeploymentProfile`` of this backend) describes, ready to generate.
+
+        ``autotune.load`` calls it after checking the profile still matches this deployment.
+        """
+        raise NotImplementedError(f"backend {self.name!r} cannot load profiles yet; use its exports instead")
+
     def logprobs(self, artifact: Artifact, params: Params, token_ids: list[int], chunk_tokens: int) -> Iterator[np.ndarray]:
         """Yield next-token log-probabilities for ``token_ids``, one chunk at a time.
 

@@ -49,7 +49,7 @@ from .logprobs import iter_logprobs
 from .params import KV_TYPES, LLAMA_CPP_PYTHON_DEFAULTS, LlamaCppParams
 from .quant_types import reachable_types
 from .quantize import describe_file, quantize
-from .runtime_params import kv_cache_types
+from .runtime_params import kv_cache_types, llama_kwargs
 from .tensor_plan import as_is, plan_tensors
 from .tokens import tokenize_text
 
@@ -162,6 +162,13 @@ class LlamaCppBackend(Backend):
         """
         threads = min(max(hardware.cpu.logical_cores // 2, 1), max(1, hardware.cpu.usable_cores))
         return self._defaults(self.quant_choices(source)[0], threads, hardware)
+
+    def load_profile(self, profile: Any) -> Any:
+        """A ``llama_cpp.Llama`` with the profile's tuned settings (the same as its llama-cpp-python export)."""
+        import llama_cpp
+
+        kwargs = llama_kwargs(profile.artifact.path, profile.params, profile.workload.context)
+        return llama_cpp.Llama(**kwargs)
 
     def rule_of_thumb(self, source: ModelSource, hardware: Hardware, workload: Workload) -> Params:
         """``Llama(model_path, n_threads=<physical cores>)``: the source file, every physical core, the defaults."""
