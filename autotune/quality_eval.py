@@ -13,7 +13,16 @@ from .errors import AutotuneError
 from .hardware import Hardware
 from .options import TuneOptions
 from .profile import Interval, Quality
-from .quality import METHOD, QualityCache, eval_text_hash, load_eval_text, quality_task, summarize_quality, to_profile
+from .quality import (
+    METHOD,
+    QualityCache,
+    eval_text_hash,
+    load_eval_text,
+    quality_task,
+    store_reference,
+    summarize_quality,
+    to_profile,
+)
 from .reporting import Reporter
 from .sources import ResolvedBackend
 from .trial import artifact_key, prepare_artifact
@@ -87,10 +96,17 @@ class QualityEvaluator:
             return to_profile(summarize_quality(chunks), self.label, artifact.bits_per_weight)
         self.reporter.info(f"scoring quality of {r.backend.name} {artifact.label} on {len(self.tokens)} tokens "
                            f"against {self.label}")
+        store = self.reference_store(ref_key)
+        if not (store / "complete").exists():  # the reference alone first: never two models in one worker
+            stored = run_in_worker(
+                WorkerTask(store_reference, (self.reference.backend, self.ref_artifact, self.ref_params, self.tokens,
+                                             chunk_size(self.options), store)),
+                timeout_s=self.options.timeout_s * 4, memory_limit_bytes=self.memory_limit_bytes)
+            if not stored.ok:  # quality_task computes it beside the variant then, as before
+                self.reporter.warn(f"the reference could not be stored ({stored.error}); scoring both at once")
         result = run_in_worker(
             WorkerTask(quality_task, (self.reference.backend, self.ref_artifact, self.ref_params,
-                                      r.backend, artifact, params, self.tokens, chunk_size(self.options),
-                                      self.reference_store(ref_key))),
+                                      r.backend, artifact, params, self.tokens, chunk_size(self.options), store)),
             timeout_s=self.options.timeout_s * 4, memory_limit_bytes=self.memory_limit_bytes,
         )
         if not result.ok:

@@ -168,3 +168,12 @@ def test_the_profile_names_the_backends_left_out_and_why(model: Path) -> None:
                   trials=2)
     left_out = result.profile.study["left_out_backends"]
     assert left_out == {"hfonly": "no sliding windows here", "slowpoke": "no GPU here; name it to tune it anyway"}
+
+
+def test_the_reference_is_stored_once_before_the_first_score(model: Path, cache: Path) -> None:
+    result = tune(model, Plugin((FakeBackend(),)), measure_quality=True, trials=4, patience=0, screening=False)
+    scored = [r for r in result.records if r.quality_report and r.quality_report.kl_divergence
+              and r.quality_report.kl_divergence.value > 0]
+    assert scored, "no variant other than the source was scored"
+    stores = list((cache / "quality" / "reference").iterdir())
+    assert len(stores) == 1 and (stores[0] / "complete").exists()
