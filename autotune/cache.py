@@ -22,14 +22,18 @@ def cache_dir() -> Path:
     return root
 
 
+def key_digest(key: object, length: int = 24) -> str:
+    """A stable short name for a JSON-able key (sorted, with ``str`` for what JSON cannot hold)."""
+    return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:length]
+
+
 def artifact_dir(kind: str, key: dict[str, object]) -> Path:
     """Folder for an artifact identified by ``key`` (e.g. source hash + quantization type).
 
     The folder name is a hash of the key, so the same inputs always map to the same place and
     a finished artifact is built once.
     """
-    digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:24]
-    return cache_dir() / "artifacts" / kind / digest
+    return cache_dir() / "artifacts" / kind / key_digest(key)
 
 
 @contextmanager

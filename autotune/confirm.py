@@ -9,8 +9,6 @@ otherwise it is a tie, broken by the next criterion (quality loss, then memory).
 
 from __future__ import annotations
 
-import hashlib
-import json
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -19,6 +17,7 @@ import optuna
 
 from .backend import Artifact, Params
 from .budget import Budget
+from .cache import key_digest
 from .errors import NothingFits
 from .hardware import Hardware
 from .judgment import confirmed_status, eligible
@@ -135,9 +134,9 @@ def confirm_finalists(winner: TrialRecord, feasible: Sequence[TrialRecord], by_n
 
 def _rounds_key(everyone: Sequence[Finalist], rounds: int, workload: Workload) -> str:
     """The study attribute holding the rounds of exactly these configurations, round count and workload."""
-    identity = json.dumps({"configs": sorted(config_key(f.backend, f.params) for f in everyone), "rounds": rounds,
-                           "workload": workload.model_dump()}, sort_keys=True, default=str)
-    return "autotune_confirmation_" + hashlib.sha256(identity.encode()).hexdigest()[:16]
+    identity = {"configs": sorted(config_key(f.backend, f.params) for f in everyone), "rounds": rounds,
+                "workload": workload.model_dump()}
+    return "autotune_confirmation_" + key_digest(identity, 16)
 
 
 def _quality_then_memory(finalist: Finalist) -> tuple[float, float]:

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from .backend import Artifact, Backend, Params
-from .cache import cache_dir
+from .cache import cache_dir, key_digest
 from .errors import AutotuneError
 from .profile import Interval, Quality
 from .stats import interval_from_replicates
@@ -302,8 +302,7 @@ class QualityCache:
     def path(self, reference_key: dict[str, Any], variant_key: dict[str, Any], text_hash: str, chunk_tokens: int) -> Path:
         """Where the entry for this key lives."""
         key = self.key(reference_key, variant_key, text_hash, chunk_tokens)
-        digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:24]
-        return self.root / f"{digest}.json"
+        return self.root / f"{key_digest(key)}.json"
 
     def get(self, reference_key: dict[str, Any], variant_key: dict[str, Any], text_hash: str,
             chunk_tokens: int) -> list[ChunkStats] | None:

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Sequence
 from pathlib import Path
 
 from .backend import Artifact, Params, has_logprobs
-from .cache import cache_dir
+from .cache import cache_dir, key_digest
 from .errors import AutotuneError
 from .hardware import Hardware
 from .options import TuneOptions
@@ -118,9 +116,8 @@ class QualityEvaluator:
 
     def reference_store(self, ref_key: dict[str, object]) -> Path:
         """Where the reference's log-probabilities for this text and chunking are kept between scores."""
-        identity = json.dumps({"reference": ref_key, "text": self.text_hash, "chunk": chunk_size(self.options)},
-                              sort_keys=True, default=str)
-        return cache_dir() / "quality" / "reference" / hashlib.sha256(identity.encode()).hexdigest()[:24]
+        key = {"reference": ref_key, "text": self.text_hash, "chunk": chunk_size(self.options)}
+        return cache_dir() / "quality" / "reference" / key_digest(key)
 
     def identical(self, artifact: Artifact) -> Quality:
         """The quality record of the reference itself: no loss, every top-1 token agrees (exact, not measured)."""

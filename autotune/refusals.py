@@ -8,17 +8,16 @@ model changing) makes it try again.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
 from .backend import Backend
-from .cache import cache_dir, write_json_atomically
+from .cache import cache_dir, key_digest, write_json_atomically
 
 
 def _path(backend: Backend, model_sha256: str) -> Path:
-    key = json.dumps({"backend": backend.name, "runtime": backend.runtime_identity(), "model": model_sha256})
-    return cache_dir() / "refusals" / f"{backend.name}-{hashlib.sha256(key.encode()).hexdigest()[:20]}.json"
+    key = {"backend": backend.name, "runtime": backend.runtime_identity(), "model": model_sha256}
+    return cache_dir() / "refusals" / f"{backend.name}-{key_digest(key)}.json"
 
 
 def remember(backend: Backend, model_sha256: str, reason: str) -> None:

@@ -10,7 +10,6 @@ so the test runs once per runtime build and machine (``refresh=True`` runs it ag
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from collections.abc import Sequence
@@ -19,7 +18,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from .backend import Availability, Backend
-from .cache import cache_dir, write_json_atomically
+from .cache import cache_dir, key_digest, write_json_atomically
 from .hardware import Hardware
 from .worker import WorkerTask, run_in_worker, scratch_folder
 
@@ -78,8 +77,7 @@ def _self_test_task(backend: Backend) -> str | None:
 def _cache_path(backend: Backend, hardware: Hardware) -> Path:
     key = {"v": CACHE_VERSION, "backend": backend.name, "runtime": backend.runtime_identity(),
            "hardware": hardware.fingerprint}
-    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
-    return cache_dir() / "selftest" / f"{backend.name}-{digest}.json"
+    return cache_dir() / "selftest" / f"{backend.name}-{key_digest(key)}.json"
 
 
 def run_self_test(backend: Backend, hardware: Hardware, *, refresh: bool = False) -> SelfTestResult:

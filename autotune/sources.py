@@ -164,8 +164,11 @@ def plan_backends(model_path: Path, backends: Sequence[Backend], manager: Plugin
     with phases.timing("self-tests"):
         checks = usable_all([b for b in backends if b.measures_this_machine], hardware)
     left_out: dict[str, str] = {}
+    native = native_source(model_path, manager)  # one header read serves every backend's supports()
+    model_sha256 = cached_content_hash(model_path)
     for backend in backends:
-        reason = _refusal(backend, model_path, manager, warn) or (None if named else _not_worth_it(backend, hardware, info))
+        reason = (_refusal(backend, native, model_sha256, warn)
+                  or (None if named else _not_worth_it(backend, hardware, info)))
         if reason is not None:
             left_out[backend.name] = reason
     backends = [b for b in backends if b.name not in left_out]
@@ -241,11 +244,11 @@ def _not_worth_it(backend: Backend, hardware: Hardware, info: Callable[[str], No
     return reason
 
 
-def _refusal(backend: Backend, model_path: Path, manager: PluginManager, warn: Callable[[str], None]) -> str | None:
+def _refusal(backend: Backend, native: ModelSource | None, model_sha256: str,
+             warn: Callable[[str], None]) -> str | None:
     """Skip, before any conversion, a backend that refused this model before or says it cannot run it."""
-    reason = recall(backend, cached_content_hash(model_path))
+    reason = recall(backend, model_sha256)
     if reason is None:
-        native = native_source(model_path, manager)
         try:
             reason = backend.supports(native) if native is not None else None
         except Exception as error:  # noqa: BLE001 - a plugin's bug costs its backend, never the run
