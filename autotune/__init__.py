@@ -38,7 +38,7 @@ from .budget import Budget, parse_duration, parse_size
 from .conversion import Conversion
 from .default_model import model_path as bundled_model
 from .errors import AutotuneError
-from .exporter import Exporter
+from .exporter import Exporter, evidence, evidence_comment
 from .hardware import Accelerator, CacheLevel, CpuInfo, Hardware, HardwareFact, MemoryBandwidth, MemoryInfo
 from .hf_folder import CONVERSION_RECORD, inspect_hf_folder, model_shape, safetensors_header
 from .hookspecs import hookimpl, hookspec
@@ -85,4 +85,5 @@ __all__ = [
     "log_softmax_rows", "validate_params",
     "CONVERSION_RECORD", "inspect_hf_folder", "model_shape", "safetensors_header",
     "Objective", "Reporter", "SilentReporter", "TuneOptions", "TuneResult", "Tuner", "load", "tune",
+    "evidence", "evidence_comment",
 ]

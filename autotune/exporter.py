@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from pathlib import PurePath
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -28,6 +29,44 @@ class Exporter:
     def applies_to(self, backend: str) -> bool:
         """True when this exporter can render a profile of ``backend``."""
         return not self.backends or backend in self.backends
+
+
+def evidence(profile: DeploymentProfile) -> list[str]:
+    """The lines that tie an export to the profile and figures it came from, without comment markers.
+
+    Every exporter puts them at the top of its text as comments (``#`` for shells, Modelfiles, Python
+    and YAML), so a pasted command stays traceable to what was measured and under which budget.
+    """
+    measured = profile.measured
+    figures = [f"decode {measured.decode_tps:.1f} tok/s", f"p95 {measured.worst_itl_p95_ms:.1f} ms/token",
+               f"TTFT {measured.ttft_ms:.0f} ms"]
+    if measured.peak_rss_bytes is not None:
+        figures.append(f"peak {measured.peak_rss_bytes / 2**20:.0f} MiB")
+    quality = profile.quality
+    if quality is not None and quality.kl_divergence is not None:
+        kl = quality.kl_divergence
+        figures.append(f"KL {kl.value:.4f} [{kl.low:.4f}, {kl.high:.4f}] vs {quality.reference or 'the reference'}")
+    elif quality is not None and quality.bits_per_weight is not None:
+        figures.append(f"quality not measured ({quality.bits_per_weight:.2f} bits/weight)")
+    budget = profile.budget
+    limits = [f"{budget.memory_bytes / 2**20:.0f} MiB", f"p95 {budget.latency_ms:g} ms"]
+    if budget.ttft_ms is not None:
+        limits.append(f"TTFT {budget.ttft_ms:g} ms")
+    if budget.max_quality_loss is not None:
+        limits.append(f"KL {budget.max_quality_loss:g}")
+    fingerprint = str(profile.hardware.get("fingerprint", "unknown"))[:12]
+    version = profile.backend.version or "unknown version"
+    return [
+        f"autotune {profile.autotune_version} profile of {profile.created_at:%Y-%m-%d %H:%M} UTC: "
+        f"{PurePath(profile.model.path).name} on {profile.backend.name} {version}, {profile.artifact.precision}, "
+        f"machine {fingerprint}",
+        f"measured: {', '.join(figures)}; budget: {', '.join(limits)}",
+    ]
+
+
+def evidence_comment(profile: DeploymentProfile, marker: str = "#") -> str:
+    """``evidence(profile)`` as comment lines starting with ``marker``, each ending in a newline."""
+    return "".join(f"{marker} {' '.join(line.split())}\n" for line in evidence(profile))
 
 
 def render_exports(exporters: Iterable[Exporter], profile: DeploymentProfile,
