@@ -50,7 +50,8 @@ def _python(text: str) -> None:
 
 
 def _shell(text: str) -> None:
-    assert shlex.split(text), text
+    # comments=True: exports start with evidence comments, which may hold a quote from the model's file name.
+    assert shlex.split(text, comments=True), text
 
 
 def _json(text: str) -> None:

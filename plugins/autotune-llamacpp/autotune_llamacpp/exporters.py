@@ -3,7 +3,8 @@
 Every render reproduces the measured configuration: the same context, threads (generation and
 batch), batch sizes, flash attention, KV-cache types (K only when flash attention is off — see
 ``runtime_params.kv_cache_types``), mmap and GPU layers. Paths are quoted so the text is safe to
-paste: ``shlex`` quoting for the shell, Modelfile string quoting for Ollama, ``repr`` for Python.
+paste: ``shlex`` quoting for the shell, Modelfile string quoting for Ollama, ``repr`` for Python. Each text
+starts with ``autotune.evidence_comment``: ``#`` lines naming the profile and the figures measured with it.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import shlex
 from typing import TYPE_CHECKING, Any
 
-from autotune import Exporter
+from autotune import Exporter, evidence_comment
 from autotune.errors import ProfileError, one_line
 
 from .params import llamacpp_params
@@ -50,7 +51,7 @@ def render_llama_server(profile: DeploymentProfile) -> str:
     if _has_sliding_window(profile):
         # llama-cpp-python keeps llama.cpp's full-size sliding-window cache; llama-server defaults to the small one.
         argv.append("--swa-full")
-    return shlex.join(argv) + "\n"
+    return evidence_comment(profile) + shlex.join(argv) + "\n"
 
 
 def _modelfile_string(value: str) -> str:
@@ -85,7 +86,7 @@ def render_ollama(profile: DeploymentProfile) -> str:
         f"PARAMETER num_gpu {s['n_gpu_layers']}",
         f"PARAMETER use_mmap {'true' if s['use_mmap'] else 'false'}",
     ]
-    return "\n".join(lines) + "\n"
+    return evidence_comment(profile) + "\n".join(lines) + "\n"
 
 
 _GGML_TYPE_NAMES = {"f32": "GGML_TYPE_F32", "f16": "GGML_TYPE_F16", "bf16": "GGML_TYPE_BF16", "q8_0": "GGML_TYPE_Q8_0",
@@ -113,7 +114,7 @@ def render_llama_cpp_python(profile: DeploymentProfile) -> str:
     note = ""
     if s["type_k"] != s["type_v"]:
         note = "# V stays f16: llama.cpp stores a quantized V cache only with flash_attn=True.\n"
-    return f"import llama_cpp\nfrom llama_cpp import Llama\n\n{note}llm = Llama(\n{body})\n"
+    return f"{evidence_comment(profile)}import llama_cpp\nfrom llama_cpp import Llama\n\n{note}llm = Llama(\n{body})\n"
 
 
 EXPORTERS = (

@@ -9,6 +9,7 @@ import sys
 
 import pytest
 
+from autotune import Exporter, evidence_comment
 from autotune.budget import Budget
 from autotune.errors import AutotuneError
 from autotune.measurement import Measurement
@@ -42,7 +43,8 @@ def _exporter(name: str):  # noqa: ANN202 - test helper
 
 
 def test_llama_server_command_round_trips_through_the_shell() -> None:
-    argv = shlex.split(_exporter("llama-server").render(_profile(NASTY_PATH)))
+    # comments=True: the export starts with the evidence lines, shell comments.
+    argv = shlex.split(_exporter("llama-server").render(_profile(NASTY_PATH)), comments=True)
     assert argv[:3] == ["llama-server", "-m", NASTY_PATH]
     # strict=False: the trailing switches (--no-mmap, --swa-full) take no value, so they pair up with each
     # other (or one is left over); only the valued flags before them are checked.
@@ -84,6 +86,25 @@ def test_llama_cpp_python_snippet_is_valid_python() -> None:
     assert ast.literal_eval(keywords["n_ctx"]) == 1024 and ast.literal_eval(keywords["use_mmap"]) is False
     assert ast.unparse(keywords["type_k"]) == "llama_cpp.GGML_TYPE_Q8_0"
     assert ast.unparse(keywords["type_v"]) == "llama_cpp.GGML_TYPE_F16"
+
+
+@pytest.mark.parametrize("exporter", EXPORTERS, ids=lambda e: e.name)
+def test_every_export_starts_with_the_evidence_of_its_profile(exporter: Exporter) -> None:
+    profile = _profile(NASTY_PATH)
+    text = exporter.render(profile)
+    assert text.startswith(evidence_comment(profile))
+    assert "decode 200.0 tok/s" in text and "Q4_0" in text.splitlines()[0]
+
+
+@pytest.mark.parametrize("hostile", ["a\x00b.gguf", "lone \ud800.gguf", "two\nlines.gguf", "rtl\u202e.gguf"])
+def test_evidence_of_a_hostile_model_name_stays_a_comment(hostile: str) -> None:
+    """The model's file name is in the evidence: a NUL, a surrogate or a line break must not break the export."""
+    profile = _profile("/m/model.gguf")
+    profile = profile.model_copy(update={"model": profile.model.model_copy(update={"path": f"/m/{hostile}"})})
+    ast.parse(_exporter("llama-cpp-python").render(profile))
+    text = _exporter("llama-server").render(profile)
+    text.encode()  # writable as UTF-8
+    assert shlex.split(text, comments=True)[0] == "llama-server"
 
 
 def test_exporters_apply_only_to_llamacpp() -> None:
