@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import ExitStack
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from autotune.testing.postgres import PostgresServer
 
 
 @pytest.fixture(autouse=True)
@@ -21,3 +27,24 @@ def model(tmp_path: Path) -> Path:
     path = tmp_path / "tiny.gguf"
     path.write_bytes(b"GGUF" + bytes(64))
     return path
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """One throwaway PostgreSQL server for the session (skips, saying why, where none can run here)."""
+    from autotune.testing.postgres import PostgresUnavailable, running_postgres
+
+    with ExitStack() as stack:
+        try:
+            server = stack.enter_context(running_postgres())
+        except PostgresUnavailable as error:
+            pytest.skip(f"no PostgreSQL server here: {error}")
+        yield server
+
+
+@pytest.fixture
+def postgres_url(postgres: PostgresServer) -> Iterator[str]:
+    """The SQLAlchemy URL of a fresh empty database on the session's server, dropped after the test."""
+    url = postgres.create_database()
+    yield url
+    postgres.drop_database(url.rsplit("/", 1)[1])
