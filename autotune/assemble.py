@@ -24,7 +24,8 @@ from .profile import (
 )
 from .selection import best_per_backend
 from .sources import ResolvedBackend
-from .study import TrialRecord, redact_url
+from .storage import redact_url
+from .study import TrialRecord
 from .workload import Workload
 
 OBJECTIVE_NOTES: dict[Objective, str] = {

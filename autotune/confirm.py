@@ -13,8 +13,6 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-import optuna
-
 from .backend import Artifact, Params
 from .budget import Budget
 from .cache import key_digest
@@ -27,6 +25,7 @@ from .profile import Confirmation
 from .reporting import Reporter
 from .sources import ResolvedBackend
 from .stats import bootstrap_interval, compare, paired_ratio, rank_finalists
+from .store_view import RoundsMemo
 from .study import TrialRecord, config_key, quality_loss
 from .trial import measure, prepare_artifact
 from .workload import Workload
@@ -60,11 +59,11 @@ def pick_challengers(winner: TrialRecord, feasible: Sequence[TrialRecord]) -> li
 
 def confirm_finalists(winner: TrialRecord, feasible: Sequence[TrialRecord], by_name: dict[str, ResolvedBackend],
                       budget: Budget, workload: Workload, hardware: Hardware, options: TuneOptions,
-                      reporter: Reporter, study: optuna.Study | None = None) -> tuple[TrialRecord, Confirmation, list[str]]:
+                      reporter: Reporter, memo: RoundsMemo | None = None) -> tuple[TrialRecord, Confirmation, list[str]]:
     """Run the interleaved rounds; return the confirmed winner, its Confirmation and notes.
 
-    The rounds are kept in ``study``: rerunning the same command with the same finalists reuses them
-    instead of measuring them again (a resumed study that found nothing new answers in seconds).
+    The rounds are kept in ``memo`` (the study and the measurement store): a rerun with the same finalists —
+    the same command, or another budget that picks them again — reuses them instead of measuring them again.
     """
     rounds = options.confirm_rounds  # TuneOptions guarantees at least MIN_CONFIRM_ROUNDS
     r = by_name[winner.backend]
@@ -102,13 +101,13 @@ def confirm_finalists(winner: TrialRecord, feasible: Sequence[TrialRecord], by_n
     baseline_workload = round_workload.model_copy(update={"depth": 0})
     reporter.info(f"confirming {len(finalists)} finalist(s), the untuned default and the rule of thumb in {rounds} "
                   "interleaved rounds")
-    memo = _rounds_key(everyone, rounds, workload)
-    stored = study.user_attrs.get(memo) if study is not None else None
+    memo_key = _rounds_key(everyone, rounds, workload)
+    stored = memo.get(memo_key) if memo is not None else None
     if isinstance(stored, dict) and set(stored) == {f.label for f in everyone}:
         for finalist in everyone:
             finalist.decode_tps, finalist.itl_p95_ms, finalist.failures = (
                 list(stored[finalist.label][k]) for k in ("decode_tps", "itl_p95_ms", "failures"))
-        reporter.info(f"reusing the {rounds} confirmation rounds this study already holds for these finalists")
+        reporter.info(f"reusing the {rounds} confirmation rounds already stored for these finalists")
         return decide(finalists, baseline, budget, options.strict, rounds, thumb)
     rng = random.Random(options.seed)
     offset = rng.randrange(len(everyone))
@@ -126,8 +125,8 @@ def confirm_finalists(winner: TrialRecord, feasible: Sequence[TrialRecord], by_n
                 finalist.failures.append(result.error or "failed")
         reporter.info(f"round {index + 1}/{rounds}: " + ", ".join(
             f"{f.label} {f.decode_tps[-1]:.1f} tok/s" for f in order if f.decode_tps))
-    if study is not None:
-        study.set_user_attr(memo, {f.label: {"decode_tps": f.decode_tps, "itl_p95_ms": f.itl_p95_ms,
+    if memo is not None:
+        memo.put(memo_key, {f.label: {"decode_tps": f.decode_tps, "itl_p95_ms": f.itl_p95_ms,
                                              "failures": f.failures} for f in everyone})
     return decide(finalists, baseline, budget, options.strict, rounds, thumb)
 

@@ -7,28 +7,28 @@ trial ends, so an interrupted run loses nothing and a rerun reuses every finishe
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import random
 import socket
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from datetime import datetime
 from typing import Any, Literal
 
 import optuna
-import psutil
+from optuna.distributions import BaseDistribution, CategoricalDistribution, IntDistribution
 from optuna.trial import TrialState
 
 from .backend import Backend, Categorical, IntRange, Params, SearchSpace
 from .budget import Budget
-from .cache import cache_dir
-from .errors import StorageError
-from .judgment import within
+from .cache import key_digest
+from .judgment import violations, within
 from .measurement import Measurement
 from .profile import Quality
-from .workload import Workload
+from .storage import create_engine, default_storage, is_sqlite, schema_lock, storage_errors
+from .store import STALE_AFTER_S
 
 RECORD_ATTR = "autotune_record"
 TrialStatus = Literal["measured", "predicted-infeasible", "screened-out", "failed"]
@@ -36,22 +36,25 @@ TrialStatus = Literal["measured", "predicted-infeasible", "screened-out", "faile
 run showed it cannot win (its screen figures are kept); failed: with a reason."""
 OBJECTIVE_NAMES = ("quality_loss", "itl_p95_ms", "peak_rss_bytes")
 """All minimised. quality_loss is the mean KL divergence from the reference when measured."""
+METRIC_NAMES = ("quality loss (mean KL, or 16 - bits/weight)", "p95 ms/token", "peak memory bytes")
+"""How optuna-dashboard labels the objectives."""
 
 
-def default_storage() -> str:
-    """SQLite file in the cache: rerunning a command from anywhere resumes its study."""
-    return f"sqlite:///{cache_dir() / 'studies.sqlite3'}"
+def study_name(model_name: str, fingerprint: str, budget: Budget, objective: str, backends: Sequence[str],
+               identity: dict[str, Any]) -> str:
+    """A readable, deterministic name: same model, machine, workload, budget, objective and backends → same study.
 
-
-def study_name(model_sha256: str, model_name: str, fingerprint: str, workload: Workload, budget: Budget,
-               backends: Sequence[str], extra: dict[str, Any] | None = None) -> str:
-    """A readable, deterministic name: same model, machine, workload, budget and backends → same study."""
-    identity = json.dumps(
-        {"workload": workload.model_dump(), "budget": budget.model_dump(), "backends": sorted(backends), **(extra or {})},
-        sort_keys=True,
-    )
-    digest = hashlib.sha256(identity.encode()).hexdigest()[:10]
-    return f"{model_name}-{model_sha256[:10]}-{fingerprint[:10]}-{digest}"
+    Readable in optuna-dashboard (``SmolLM2-135M · 2.0 GiB p95 50 ms · latency · llamacpp+onnxruntime``); the
+    digest at the end tells apart what the words leave out (workload, quality settings, the model's hash).
+    """
+    limits = f"{budget.memory_bytes / 2**30:.1f} GiB p95 {budget.latency_ms:g} ms"
+    if budget.ttft_ms is not None:
+        limits += f" TTFT {budget.ttft_ms:g} ms"
+    if budget.max_quality_loss is not None:
+        limits += f" KL {budget.max_quality_loss:g}"
+    digest = key_digest({"budget": budget.model_dump(), "objective": objective, "backends": sorted(backends),
+                         "fingerprint": fingerprint, **identity}, 10)
+    return f"{model_name} · {limits} · {objective} · {'+'.join(sorted(backends))} · {fingerprint[:8]}-{digest}"
 
 
 def config_key(backend: str, params: Params) -> str:
@@ -59,51 +62,17 @@ def config_key(backend: str, params: Params) -> str:
     return json.dumps({"backend": backend, "params": params}, sort_keys=True, default=str)
 
 
-STORAGE_FORMS = "sqlite:///path/to/studies.db or postgresql+psycopg://user@host:5432/dbname"
-
-
-def redact_url(url: str) -> str:
-    """A storage URL with its password masked, for profiles, logs and messages."""
-    try:
-        from sqlalchemy.engine import make_url
-
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # noqa: BLE001 - an unreadable URL is shown without anything after the scheme's user part
-        scheme, sep, rest = url.partition("://")
-        return f"{scheme}{sep}***@{rest.rpartition('@')[2]}" if "@" in rest else url
-
-
 def open_storage(url: str | None) -> optuna.storages.RDBStorage:
     """The study storage at ``url`` (default: SQLite in the cache); any failure is one ``StorageError`` line."""
-    import sqlalchemy.exc
-
     url = url or default_storage()
-    shown = redact_url(url)
-    try:
-        if url.startswith("sqlite:///"):
-            Path(url.removeprefix("sqlite:///")).expanduser().parent.mkdir(parents=True, exist_ok=True)
-            return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}})
-        return optuna.storages.RDBStorage(url)
-    except ImportError as error:
-        missing = (f"the database driver {error.name!r} is not installed" if error.name else
-                   f"its database driver is not installed ({' '.join(str(error).split())[:120]})")
-        raise StorageError(f"--storage {shown}: {missing}; for PostgreSQL install it with "
-                           "`pip install 'psycopg[binary]'`") from None
-    except sqlalchemy.exc.NoSuchModuleError:
-        raise StorageError(f"--storage {shown}: unknown database kind; use {STORAGE_FORMS}") from None
-    except sqlalchemy.exc.ArgumentError:
-        raise StorageError(f"cannot read --storage {shown!r} as a database URL; use {STORAGE_FORMS}") from None
-    except sqlalchemy.exc.OperationalError as error:
-        detail = " ".join(str(error.orig).split())[:200]
-        raise StorageError(f"cannot open --storage {shown}: {detail}; check that the server runs, the address and "
-                           "the credentials, and that the file's folder is writable") from None
-    except sqlalchemy.exc.SQLAlchemyError as error:
-        raise StorageError(f"--storage {shown} failed: {type(error).__name__}: {' '.join(str(error).split())[:200]}") from None
-    except OSError as error:
-        raise StorageError(f"cannot create the storage file for --storage {shown}: {error.strerror}") from None
-    except RuntimeError as error:  # optuna: the schema was written by a newer version
-        raise StorageError(f"--storage {shown} holds studies in a newer schema than this autotune's optuna reads "
-                           f"({' '.join(str(error).split())[:200]}); upgrade autotune or use another storage") from None
+    with storage_errors(url):
+        engine = create_engine(url)
+        try:
+            with schema_lock(engine):  # N workers on an empty PostgreSQL database: one creates the tables
+                kwargs = {"connect_args": {"timeout": 60}} if is_sqlite(url) else {"pool_pre_ping": True}
+                return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+        finally:
+            engine.dispose()
 
 
 def open_study(name: str, storage: str | None, seed: int | None) -> optuna.Study:
@@ -112,8 +81,13 @@ def open_study(name: str, storage: str | None, seed: int | None) -> optuna.Study
     rdb = open_storage(storage)
     # Constraints reach the sampler through trial.set_constraint (see Tuner._tell).
     sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=4)
-    return optuna.create_study(study_name=name, storage=rdb, sampler=sampler, load_if_exists=True,
-                               directions=["minimize"] * len(OBJECTIVE_NAMES))
+    study = optuna.create_study(study_name=name, storage=rdb, sampler=sampler, load_if_exists=True,
+                                directions=["minimize"] * len(OBJECTIVE_NAMES))
+    if study.metric_names != list(METRIC_NAMES):
+        with warnings.catch_warnings():  # "experimental" since optuna 3.2; the dashboard reads it
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names(list(METRIC_NAMES))
+    return study
 
 
 def suggest_params(trial: optuna.Trial, backend: Backend, space: SearchSpace) -> Params:
@@ -130,22 +104,68 @@ def suggest_params(trial: optuna.Trial, backend: Backend, space: SearchSpace) ->
     return params
 
 
+def distributions(backends: Sequence[str], spaces: dict[str, SearchSpace]) -> dict[str, BaseDistribution]:
+    """The Optuna distribution of every parameter ``suggest_params`` asks for, by its namespaced key."""
+    found: dict[str, BaseDistribution] = {"backend": CategoricalDistribution(list(backends))}
+    for backend in backends:
+        for name, dimension in spaces[backend].items():
+            found[f"{backend}.{name}"] = (
+                CategoricalDistribution(list(dimension.choices)) if isinstance(dimension, Categorical) else
+                IntDistribution(dimension.low, dimension.high, step=dimension.step, log=dimension.log))
+    return found
+
+
+def add_record(study: optuna.Study, record: TrialRecord, spaces: dict[str, SearchSpace], budget: Budget,
+               backends: Sequence[str], origin: str) -> bool:
+    """Add a stored record to ``study`` as a finished trial (judged against ``budget``); False when it lies outside
+    this study's search space (it still counts as known: the caller never measures it again)."""
+    every = distributions(backends, spaces)
+    params: dict[str, Any] = {"backend": record.backend,
+                              **{f"{record.backend}.{k}": v for k, v in record.params.items()}}
+    used = {key: every.get(key) for key in params}
+    for key, distribution in used.items():
+        if distribution is None or not _within(distribution, params[key]):
+            return False
+    judged = replace(record, violations=violations(record.measured, budget, record.quality_report)
+                     if record.measured is not None and record.status == "measured" else {})
+    measured = judged.status == "measured"
+    trial = optuna.trial.create_trial(
+        state=TrialState.COMPLETE if measured else TrialState.FAIL,
+        values=list(judged.objectives()) if measured else None,
+        params=params, distributions={k: d for k, d in used.items() if d is not None},
+        user_attrs={**record_attrs(judged), "from_store": origin},
+        constraints=dict(judged.violations) if measured else None)
+    study.add_trial(trial)
+    return True
+
+
+def _within(distribution: BaseDistribution, value: Any) -> bool:
+    try:
+        return bool(distribution._contains(distribution.to_internal_repr(value)))
+    except (ValueError, TypeError):
+        return False
+
+
 def enqueue(study: optuna.Study, backend: str, params: Params) -> None:
     """Queue a configuration to be measured first (skipped when the study already has it)."""
     flat = {"backend": backend, **{f"{backend}.{k}": v for k, v in params.items()}}
     study.enqueue_trial(flat, skip_if_exists=True)
 
 
-def mark_abandoned(study: optuna.Study) -> int:
-    """Fail trials left RUNNING by an interrupted run of this host (never another host's live trial)."""
-    host = socket.gethostname()
+def mark_abandoned(study: optuna.Study, alive: Callable[[str], bool]) -> int:
+    """Fail trials left RUNNING by a run that is gone (``alive("host:pid")`` is False), never a live one's."""
     count = 0
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        owner = trial.user_attrs.get("owner", {})
-        if owner.get("host") == host and not psutil.pid_exists(int(owner.get("pid", -1))):
-            study._storage.set_trial_user_attr(trial._trial_id, "reason", "interrupted before it finished")
-            study.tell(trial.number, state=TrialState.FAIL)
-            count += 1
+        owner = trial.user_attrs.get("owner")
+        if owner is None:  # asked a moment ago and not yet claimed, or abandoned in that moment
+            started = trial.datetime_start
+            if started is None or (datetime.now() - started).total_seconds() < STALE_AFTER_S:
+                continue
+        elif alive(f"{owner.get('host')}:{owner.get('pid')}"):
+            continue
+        study._storage.set_trial_user_attr(trial._trial_id, "reason", "interrupted before it finished")
+        study.tell(trial.number, state=TrialState.FAIL)
+        count += 1
     return count
 
 
@@ -211,18 +231,46 @@ def quality_loss(record: TrialRecord) -> float:
 
 
 def records(study: optuna.Study) -> list[TrialRecord]:
-    """Every finished trial's record, in trial order."""
+    """Every finished trial's record, in trial order (numbered as this study numbers them)."""
     found = []
     for trial in study.get_trials(deepcopy=False):
         data = trial.user_attrs.get(RECORD_ATTR)
         if data and trial.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL):
-            found.append(TrialRecord(**data))
+            found.append(TrialRecord(**{**data, "number": trial.number}))
     return found
+
+
+def figures(record: TrialRecord) -> dict[str, Any]:
+    """Each figure as its own trial attribute, so optuna-dashboard shows them whole (it cuts long values)."""
+    shown: dict[str, Any] = {"backend": record.backend, "configuration": record.label or "", "status": record.status}
+    if record.precision:
+        shown["precision"] = record.precision
+    if record.bits_per_weight is not None:
+        shown["bits per weight"] = round(record.bits_per_weight, 3)
+    m = record.measured
+    if m is not None:
+        shown |= {"decode tok/s": round(m.decode_tps, 2), "p95 ms/token": round(m.worst_itl_p95_ms, 2),
+                  "TTFT ms": round(m.ttft_ms, 1)}
+        if m.peak_rss_bytes is not None:
+            shown["peak MiB"] = round(m.peak_rss_bytes / 2**20, 1)
+    quality = record.quality_report
+    if quality is not None and quality.kl_divergence is not None:
+        kl = quality.kl_divergence
+        shown |= {"KL divergence": kl.value, "KL 95% low": kl.low, "KL 95% high": kl.high}
+    if record.reason:
+        shown["reason"] = record.reason[:1000]
+    return shown
+
+
+def record_attrs(record: TrialRecord) -> dict[str, Any]:
+    """The user attributes a finished trial carries: the full record (for autotune) and its figures (for people)."""
+    return {RECORD_ATTR: record.to_json(), **figures(record)}
 
 
 def tell(study: optuna.Study, trial: optuna.Trial, record: TrialRecord) -> None:
     """Store the full record on the trial, then give Optuna its objectives and budget constraints."""
-    trial.set_user_attr(RECORD_ATTR, record.to_json())
+    for key, value in record_attrs(record).items():
+        trial.set_user_attr(key, value)
     if record.status == "measured":
         for constraint, excess in record.violations.items():
             trial.set_constraint(constraint, excess)  # ≤ 0: within budget (judgment.violations)

@@ -35,6 +35,8 @@ from .quality_eval import QualityEvaluator
 from .reporting import Reporter, SilentReporter
 from .selection import Progress, choose, pareto_front
 from .sources import BackendPlan, plan_backends, reference_pool, select_backends
+from .store import MeasurementStore, Scope, runtimes_of
+from .store_view import RoundsMemo, SharedSearch, seed, stale_messages, warm_starts
 from .study import (
     TrialRecord,
     claim,
@@ -103,17 +105,41 @@ class Tuner:
         plan = plan_backends(self.model_path, select_backends(self.manager, self.options.backends), self.manager,
                              self.hardware, self.workload, self.reporter.warn, self.phases, self.reporter.info,
                              named=bool(self.options.backends), objective=self.options.objective)
-        name = study_name(cached_content_hash(self.model_path), self.model_path.name.removesuffix(".gguf"),
-                          self.hardware.fingerprint, self.workload, self.budget, list(plan.by_name),
-                          extra={"objective_version": 1, "quality": self.options.measure_quality,
-                                 "eval": str(self.options.eval_text or "bundled"), "eval_tokens": self.options.eval_tokens})
+        sha256 = cached_content_hash(self.model_path)
+        scope = Scope(sha256, self.model_path.name.removesuffix(".gguf"), self.hardware.fingerprint,
+                      {"workload": self.workload.model_dump(), "quality": self.options.measure_quality,
+                       "eval": str(self.options.eval_text or "bundled"), "eval_tokens": self.options.eval_tokens})
+        name = study_name(scope.model_name, scope.fingerprint, self.budget, self.options.objective, list(plan.by_name),
+                          {"model": sha256, "scope": scope.workload_key, "objective_version": 1})
         study = open_study(name, self.options.storage, self.options.seed)
-        abandoned = mark_abandoned(study)
+        store = MeasurementStore(self.options.storage)
+        try:
+            return self._run_on(study, name, plan, store, scope)
+        finally:
+            store.close()
+
+    def _run_on(self, study: optuna.Study, name: str, plan: BackendPlan, store: MeasurementStore,
+                scope: Scope) -> TuneResult:
+        runtimes = runtimes_of(r.backend for r in plan.resolved)
+        store.join()
+        abandoned = mark_abandoned(study, store.alive)
         if abandoned:
             self.reporter.warn(f"{abandoned} trial(s) of an interrupted run were marked failed")
+        own = len(records(study))
+        seeded = seed(study, store, scope, runtimes, plan.spaces, self.budget)
+        for message in stale_messages(seeded, runtimes):
+            self.reporter.warn(message)
         previous = records(study)
-        if previous:
-            self.reporter.info(f"resuming study {name}: {len(previous)} finished trial(s) reused, not re-measured")
+        if own:
+            self.reporter.info(f"resuming study {name}: {own} finished trial(s) reused, not re-measured")
+        if seeded.added:
+            self.reporter.info(f"{seeded.added} configuration(s) measured for other budgets, objectives or backend "
+                               "sets taken from the store, not re-measured")
+        for backend_name, points in warm_starts(store, scope, self.hardware, plan.spaces, self.budget).items():
+            self.reporter.info(f"warm start: {len(points)} {backend_name} configuration(s) that did best on the "
+                               "nearest machine in the store are measured first")
+            for params in points:
+                enqueue(study, backend_name, params)
         for backend_name, points in plan.starts.items():
             for params in points:
                 enqueue(study, backend_name, params)
@@ -123,18 +149,20 @@ class Tuner:
                 detect_format(self.model_path), self.hardware, self.workload, self.options, self.reporter) \
                 if self.options.measure_quality else None
         pipeline = TrialPipeline(self.budget, self.workload, self.hardware, self.options, self.reporter, quality,
-                                 previous, self.phases, cached_content_hash(self.model_path))
-        new = self._search(study, plan, pipeline, {record.key: record for record in previous})
-        return self._finish(study, name, plan, pipeline, new)
+                                 previous, self.phases, scope.model_sha256)
+        shared = SharedSearch(study, store, scope, runtimes, plan.spaces, self.budget)
+        done = {**seeded.known, **{record.key: record for record in previous}}
+        new = self._search(study, plan, pipeline, done, shared, already=seeded.measured)
+        return self._finish(study, name, plan, pipeline, new, store, scope)
 
     def _search(self, study: optuna.Study, plan: BackendPlan, pipeline: TrialPipeline,
-                done: dict[str, TrialRecord]) -> int:
-        """Ask, run and tell until ``options.trials`` new configurations were measured; return how many."""
+                done: dict[str, TrialRecord], shared: SharedSearch, already: int = 0) -> int:
+        """Ask, run and tell until ``options.trials`` configurations were measured (``already`` from the store)."""
         by_name, new = plan.by_name, 0
         progress = Progress(self.options.objective, self.options.patience,
                             sum(len(points) for points in plan.starts.values()), done.values())
         for _ in range(self.options.trials * MAX_ASKS_PER_TRIAL):
-            if new >= self.options.trials or len(pipeline.dropped) == len(by_name):
+            if new + already >= self.options.trials or len(pipeline.dropped) == len(by_name):
                 break
             if (stop := progress.done(new)) is not None:
                 self.reporter.info(stop)
@@ -157,18 +185,20 @@ class Tuner:
                 study.tell(trial, state=TrialState.PRUNED)
                 continue
             key = config_key(backend_name, params)
-            if key in done:  # never re-measure: tell Optuna this point is known and steer it elsewhere
-                trial.set_user_attr("repeat_of", done[key].number)
-                study.tell(trial, state=TrialState.PRUNED)
-                enqueue_unseen(study, plan.by_name, plan.spaces, done, pipeline.dropped, self.rng)
-                continue
-            try:
-                record = pipeline.run(trial.number, r, params)
-            except KeyboardInterrupt:
-                trial.set_user_attr("reason", "interrupted")
-                study.tell(trial, state=TrialState.FAIL)
-                raise
-            tell(study, trial, record)
+            with shared.claimed(backend_name, key, done) as mine:
+                if not mine:  # known, or another worker measures it now: steer Optuna elsewhere
+                    trial.set_user_attr("repeat_of", done[key].number if key in done else -1)
+                    study.tell(trial, state=TrialState.PRUNED)
+                    enqueue_unseen(study, plan.by_name, plan.spaces, done, pipeline.dropped, self.rng)
+                    continue
+                try:
+                    record = pipeline.run(trial.number, r, params)
+                except KeyboardInterrupt:
+                    trial.set_user_attr("reason", "interrupted")
+                    study.tell(trial, state=TrialState.FAIL)
+                    raise
+                tell(study, trial, record)
+                shared.keep(record)
             done[key] = record
             if record.artifact is not None:  # it reached measurement (failed or not): that spent a trial
                 new += 1
@@ -177,7 +207,7 @@ class Tuner:
         return new
 
     def _finish(self, study: optuna.Study, name: str, plan: BackendPlan, pipeline: TrialPipeline,
-                new: int) -> TuneResult:
+                new: int, store: MeasurementStore, scope: Scope) -> TuneResult:
         """Choose on the feasible front, confirm in interleaved rounds, assemble the profile."""
         all_records = records(study)
         feasible = [r for r in all_records if r.feasible]
@@ -188,7 +218,8 @@ class Tuner:
         if self.options.confirm_rounds > 0:
             with self.phases.timing("confirmation"):
                 winner, confirmation, notes = confirm_finalists(winner, feasible, plan.by_name, self.budget, self.workload,
-                                                                self.hardware, self.options, self.reporter, study)
+                                                                self.hardware, self.options, self.reporter,
+                                                                RoundsMemo(study, store, scope, runtimes_of(r.backend for r in plan.resolved)))
         evidence = Evidence(winner=winner, front=front, feasible=feasible, records=all_records,
                             confirmation=confirmation, study_name=name, storage=self.options.storage,
                             measured_now=new, failed=len(study.get_trials(deepcopy=False, states=(TrialState.FAIL,))),

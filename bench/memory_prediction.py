@@ -13,7 +13,8 @@ import sys
 
 import optuna
 
-from autotune.study import default_storage, records
+from autotune.storage import default_storage
+from autotune.study import records
 
 
 def main() -> int:

@@ -15,7 +15,8 @@ from autotune.backend import Artifact, Params, precision_label
 from autotune.cli import main
 from autotune.errors import StorageError
 from autotune.exporter import Exporter
-from autotune.study import open_storage, open_study, redact_url
+from autotune.storage import redact_url
+from autotune.study import open_storage, open_study
 from autotune.testing import FakeBackend
 from autotune.testing.inline_plugin import InlineBackends, manager_with
 from autotune.testing.tuning import tune_with_plugins

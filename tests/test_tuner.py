@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ from optuna.trial import TrialState
 from autotune import SilentReporter, TuneOptions, Tuner
 from autotune.budget import Budget
 from autotune.errors import NothingFits
+from autotune.store import MeasurementStore
 from autotune.study import mark_abandoned, open_study
 from autotune.testing import FakeBackend
 from autotune.testing.conformance import example_hardware
@@ -90,8 +92,10 @@ def test_a_killed_run_leaves_no_running_trial_behind(model: Path, cache: Path) -
     study = open_study("killed", None, 0)
     trial = study.ask()
     trial.set_user_attr("owner", {"host": __import__("socket").gethostname(), "pid": 2**22 + 12345})
-    assert mark_abandoned(study) == 1
-    assert study.trials[0].state == TrialState.FAIL
+    live = study.ask()
+    live.set_user_attr("owner", {"host": __import__("socket").gethostname(), "pid": os.getpid()})
+    assert mark_abandoned(study, MeasurementStore().alive) == 1
+    assert study.trials[0].state == TrialState.FAIL and study.trials[1].state == TrialState.RUNNING
 
 
 def test_worker_crash_and_hang_become_failed_trials(model: Path) -> None:

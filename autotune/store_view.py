@@ -1,0 +1,244 @@
+"""The study as a view of the measurement store: seeding, claiming, keeping, and the warm start.
+
+``tuner.py`` calls these at four points: before the search (``seed`` the study with every compatible
+stored record, queue the ``warm_starts`` of the nearest machines), around each measurement
+(``claimed`` so no two workers measure one configuration; ``keep`` the record in the store), and after.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import optuna
+
+from .backend import Categorical, IntRange, Params, SearchSpace
+from .budget import Budget
+from .cache import key_digest
+from .hardware import Hardware
+from .store import MeasurementStore, Scope, StoredRecord, storable
+from .study import TrialRecord, add_record, records
+
+SEED_WAIT_S = 120.0
+"""How long a worker waits for another one seeding the same study before seeding it itself."""
+WARM_START_POINTS = 3
+
+
+@dataclass
+class Seeded:
+    """What the store contributed to this run's study."""
+
+    added: int = 0
+    """Records added to the study as finished trials (judged against this budget)."""
+    measured: int = 0
+    """Of those, how many reached measurement (they count toward ``--trials`` like this run's own)."""
+    known: dict[str, TrialRecord] = field(default_factory=dict)
+    """Every configuration the store holds current figures for: never measured again."""
+    stale: dict[str, tuple[str, int]] = field(default_factory=dict)
+    """Backend → (runtime version of its stale records, how many): measured again, never mixed in."""
+
+
+def device_summary(hardware: Hardware) -> dict[str, Any]:
+    """What machines are compared by for the warm start: ISA family, features, cores, bandwidth."""
+    return {"arch": hardware.cpu.architecture, "vendor": hardware.cpu.vendor, "brand": hardware.cpu.brand,
+            "features": sorted(hardware.cpu.features), "cores": hardware.cpu.usable_cores,
+            "bandwidth": hardware.memory.bandwidth_bytes_per_s}
+
+
+def claim_key(scope: Scope, backend: str, runtime: str, config_key: str) -> str:
+    """The claim a worker holds while it measures one configuration of one search scope."""
+    return key_digest({"model": scope.model_sha256, "machine": scope.fingerprint, "workload": scope.workload_key,
+                       "backend": backend, "runtime": runtime, "config": config_key}, 48)
+
+
+@contextmanager
+def exclusive(store: MeasurementStore, what: str, wait_s: float = SEED_WAIT_S) -> Iterator[None]:
+    """Run the block while holding the claim ``what``: one worker at a time (e.g. seeding one study)."""
+    key = key_digest({"exclusive": what}, 48)
+    deadline = time.monotonic() + wait_s
+    while not store.claim(key) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    try:
+        yield
+    finally:
+        store.release(key)
+
+
+def seed(study: optuna.Study, store: MeasurementStore, scope: Scope, runtimes: Mapping[str, str],
+         spaces: dict[str, SearchSpace], budget: Budget) -> Seeded:
+    """Add every current stored record of ``scope`` the study lacks; report the stale ones apart."""
+    seeded = Seeded()
+    backends = list(runtimes)
+    with exclusive(store, f"seed {study.study_name}"):
+        in_study = {record.key for record in records(study)}
+        for stored in store.records(scope, runtimes):
+            if stored.stale:
+                old, count = seeded.stale.get(stored.backend, (stored.runtime, 0))
+                seeded.stale[stored.backend] = (old, count + 1)
+                continue
+            record = TrialRecord(**stored.record)
+            seeded.known[record.key] = record
+            if record.key in in_study:
+                continue
+            if add_record(study, record, spaces, budget, backends, origin=describe_origin(stored)):
+                in_study.add(record.key)
+                seeded.added += 1
+                seeded.measured += record.artifact is not None
+    return seeded
+
+
+def describe_origin(stored: StoredRecord) -> str:
+    """Where a seeded trial's figures come from, for the dashboard and the profile."""
+    return f"measured on {stored.host} at {time.strftime('%Y-%m-%d %H:%M', time.gmtime(stored.measured_at))} UTC"
+
+
+def keep(store: MeasurementStore, scope: Scope, runtime: str, record: TrialRecord) -> None:
+    """Store ``record`` when its outcome holds whatever the budget (see ``store.storable``)."""
+    data = record.to_json()
+    if storable(data):
+        store.put(scope, record.backend, runtime, record.key, data)
+
+
+def warm_starts(store: MeasurementStore, scope: Scope, hardware: Hardware, spaces: dict[str, SearchSpace],
+                budget: Budget, points: int = WARM_START_POINTS) -> dict[str, list[Params]]:
+    """The best configurations stored for the nearest other machine of the same ISA family, fitted to this one.
+
+    "Best" by that machine's own figures: within this budget, fastest decoding first. A parameter
+    outside this machine's space is clamped into it (16 threads there is every core here, 2 on two
+    cores); a categorical value this machine lacks drops the configuration. They are only starting
+    points: every one is measured here before anything else, never taken as this machine's figures.
+    """
+    store.remember_device(scope.fingerprint, device_summary(hardware))
+    elsewhere = store.records_elsewhere(scope.model_sha256, scope.workload_key, scope.fingerprint)
+    if not elsewhere:
+        return {}
+    machines = store.devices()
+    here = device_summary(hardware)
+    ranked = sorted({r.fingerprint for r in elsewhere if r.fingerprint in machines},
+                    key=lambda fingerprint: distance(here, machines[fingerprint]))
+    nearest = next((f for f in ranked if math.isfinite(distance(here, machines[f]))), None)
+    if nearest is None:
+        return {}
+    candidates = [TrialRecord(**r.record) for r in elsewhere if r.fingerprint == nearest and r.backend in spaces]
+    fitting = [r for r in candidates if r.measured is not None and r.measured.peak_rss_bytes is not None
+               and r.measured.peak_rss_bytes <= budget.memory_bytes and r.measured.worst_itl_p95_ms <= budget.latency_ms]
+    chosen: dict[str, list[Params]] = {}
+    seen: set[str] = set()
+    for record in sorted(fitting or candidates, key=lambda r: -(r.measured.decode_tps if r.measured else 0.0)):
+        params = fit_to_space(record.params, spaces[record.backend])
+        key = key_digest({"backend": record.backend, "params": params})
+        if params is None or key in seen:
+            continue
+        seen.add(key)
+        chosen.setdefault(record.backend, []).append(params)
+        if len(seen) == points:
+            break
+    return chosen
+
+
+def distance(here: Mapping[str, Any], there: Mapping[str, Any]) -> float:
+    """How unlike two machines are: infinite across ISA families; else cores and bandwidth ratios, missing features."""
+    if here.get("arch") != there.get("arch"):
+        return math.inf
+    cores = abs(math.log(max(1, int(here.get("cores") or 1)) / max(1, int(there.get("cores") or 1))))
+    bandwidth = 0.0
+    if here.get("bandwidth") and there.get("bandwidth"):
+        bandwidth = abs(math.log(float(here["bandwidth"]) / float(there["bandwidth"])))
+    ours, theirs = set(here.get("features") or ()), set(there.get("features") or ())
+    features = len(ours ^ theirs) / max(1, len(ours | theirs))
+    vendor = 0.0 if here.get("vendor") == there.get("vendor") else 0.5
+    return cores + bandwidth + features + vendor
+
+
+def fit_to_space(params: Params, space: SearchSpace) -> Params | None:
+    """``params`` moved into ``space``: integers clamped to the range and step, categoricals kept only if offered."""
+    fitted: Params = {}
+    for name, dimension in space.items():
+        if name not in params:
+            return None
+        value = params[name]
+        if isinstance(dimension, Categorical):
+            if value not in dimension.choices:
+                return None
+            fitted[name] = value
+        elif isinstance(dimension, IntRange):
+            if not isinstance(value, int) or isinstance(value, bool):
+                return None
+            clamped = min(max(value, dimension.low), dimension.high)
+            fitted[name] = dimension.low + (clamped - dimension.low) // dimension.step * dimension.step
+    return fitted
+
+
+def stale_messages(seeded: Seeded, runtimes: Mapping[str, str]) -> list[str]:
+    """One line per backend whose stored figures were measured with another runtime version."""
+    return [f"{count} stored measurement(s) of {backend} {old} are stale (installed now: {runtimes[backend]}): "
+            "not used; measured again where the search reaches them" for backend, (old, count) in seeded.stale.items()]
+
+
+class SharedSearch:
+    """One run's side of a search other workers may share: claims around measuring, records into the store."""
+
+    def __init__(self, study: optuna.Study, store: MeasurementStore, scope: Scope, runtimes: Mapping[str, str],
+                 spaces: dict[str, SearchSpace], budget: Budget) -> None:
+        self.study, self.store, self.scope, self.runtimes = study, store, scope, runtimes
+        self.spaces, self.budget = spaces, budget
+
+    @contextmanager
+    def claimed(self, backend: str, key: str, done: dict[str, TrialRecord]) -> Iterator[bool]:
+        """Yield True when this run may measure ``key`` (claimed for it), False when it is known or being measured.
+
+        A configuration another worker finished since this run started is added to ``done`` (and, from the
+        store, to the study), so the caller never measures it twice.
+        """
+        if key in done:
+            yield False
+            return
+        claim = claim_key(self.scope, backend, self.runtimes[backend], key)
+        if not self.store.claim(claim):
+            yield False
+            return
+        try:
+            finished = {record.key: record for record in records(self.study)}
+            stored = self.store.lookup(self.scope, backend, self.runtimes[backend], key)
+            if key in finished:
+                done[key] = finished[key]
+            elif stored is not None:
+                done[key] = TrialRecord(**stored.record)
+                add_record(self.study, done[key], self.spaces, self.budget, list(self.runtimes),
+                           origin=describe_origin(stored))
+            yield key not in done
+        finally:
+            self.store.release(claim)
+
+    def keep(self, record: TrialRecord) -> None:
+        """Store what this run measured (see ``keep``)."""
+        keep(self.store, self.scope, self.runtimes[record.backend], record)
+
+
+class RoundsMemo:
+    """Where confirmation rounds are kept: the study's attributes, and the store (any budget reuses them)."""
+
+    def __init__(self, study: optuna.Study | None, store: MeasurementStore | None = None, scope: Scope | None = None,
+                 runtimes: Mapping[str, str] | None = None) -> None:
+        self.study, self.store, self.scope = study, store, scope
+        self.runtime = key_digest(dict(runtimes or {}), 32)
+
+    def get(self, key: str) -> Any:
+        """The rounds stored under ``key``, or None."""
+        if self.study is not None and key in self.study.user_attrs:
+            return self.study.user_attrs[key]
+        if self.store is not None and self.scope is not None:
+            found = self.store.lookup(self.scope, "confirmation", self.runtime, key, kind="confirmation")
+            return found.record if found is not None else None
+        return None
+
+    def put(self, key: str, rounds: dict[str, Any]) -> None:
+        """Keep the rounds of ``key`` in the study and the store."""
+        if self.study is not None:
+            self.study.set_user_attr(key, rounds)
+        if self.store is not None and self.scope is not None:
+            self.store.put(self.scope, "confirmation", self.runtime, key, rounds, kind="confirmation")
