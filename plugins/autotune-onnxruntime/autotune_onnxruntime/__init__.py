@@ -12,8 +12,9 @@ Modules import without onnxruntime; ``OnnxRuntimeBackend().availability()`` says
 
 from .backend import OnnxRuntimeBackend, artifact_settings
 from .convert import hf_to_onnx, weight_summary
+from .deployment import GenaiDeployment
 from .memory import predict_memory, weight_bytes
 from .providers import usable_providers
 
-__all__ = ["OnnxRuntimeBackend", "artifact_settings", "hf_to_onnx", "predict_memory", "usable_providers",
-           "weight_bytes", "weight_summary"]
+__all__ = ["GenaiDeployment", "OnnxRuntimeBackend", "artifact_settings", "hf_to_onnx", "predict_memory",
+           "usable_providers", "weight_bytes", "weight_summary"]

@@ -227,6 +227,17 @@ class OnnxRuntimeBackend(Backend):
         self._check_runnable(artifact, params)
         return iter_logprobs(artifact.path, params, token_ids, chunk_tokens)
 
+    def load_profile(self, profile: Any) -> Any:
+        """A ``GenaiDeployment``: the artifact's ``og.Model`` with the profile's session options and provider (as
+        measured, and as its ``onnxruntime-python`` export builds it), its tokenizer and the measured context."""
+        from .deployment import load_deployment
+
+        info = profile.artifact
+        artifact = Artifact(path=Path(info.path), format=info.format, precision=info.precision,
+                            bits_per_weight=info.bits_per_weight, size_bytes=info.size_bytes, details=info.details)
+        self._check_runnable(artifact, profile.params)
+        return load_deployment(artifact.path, profile.params, profile.workload)
+
     def tokenize(self, source: ModelSource, text: str) -> list[int]:
         from .tokens import encode
 

@@ -46,6 +46,18 @@ def genai_overlay(params: Settings) -> dict[str, Any]:
     return {"model": {"decoder": {"session_options": session_options(params)}}}
 
 
+def config_fragment(params: Settings, context: int) -> dict[str, Any]:
+    """What to merge into the model's ``genai_config.json``: session options, provider and context.
+
+    What the ``genai-config`` export prints and the Foundry Local script writes into its folder.
+    """
+    fragment = genai_overlay(params)
+    provider = genai_provider(params)
+    fragment["model"]["decoder"]["session_options"]["provider_options"] = [{provider: {}}] if provider else []
+    fragment["search"] = {"max_length": context}
+    return fragment
+
+
 def genai_provider(params: Settings) -> str | None:
     """onnxruntime-genai's provider name for ``params`` (``None``: the CPU, which needs no provider entry)."""
     short = onnxruntime_params(params).execution_provider

@@ -90,7 +90,7 @@ def test_exporters_render_the_measured_settings(manager: PluginManager, tiny_hf:
         odd.symlink_to(artifact.path, target_is_directory=True)
     profile = _profile(odd, params)
     exporters = manager.exporters()
-    assert {"genai-config", "onnxruntime-python"} <= set(exporters)
+    assert {"genai-config", "onnxruntime-python", "foundry-local"} <= set(exporters)
     assert exporters["genai-config"].applies_to("onnxruntime") and not exporters["genai-config"].applies_to("llamacpp")
 
     fragment = json.loads(exporters["genai-config"].render(profile))
