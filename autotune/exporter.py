@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from pathlib import PurePath
 from typing import TYPE_CHECKING
 
+from .errors import one_line
+
 if TYPE_CHECKING:
     from .profile import DeploymentProfile
 
@@ -64,21 +66,15 @@ def evidence(profile: DeploymentProfile) -> list[str]:
     ]
 
 
-def _comment_text(line: str) -> str:
-    """``line`` as one line of printable text: whitespace runs (line breaks too) become one space, and any other
-    unprintable character its ``\\x..``/``\\u....`` escape.
-
-    The line carries the profile's own strings (the model's file name, versions, precision): a NUL byte makes
-    a Python export unparseable, a lone surrogate cannot be written as UTF-8, and a line break would end the
-    comment and turn the rest of the line into code.
-    """
-    return "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii")
-                   for ch in " ".join(line.split()))
-
-
 def evidence_comment(profile: DeploymentProfile, marker: str = "#") -> str:
-    """``evidence(profile)`` as comment lines starting with ``marker``, each ending in a newline."""
-    return "".join(f"{marker} {_comment_text(line)}\n" for line in evidence(profile))
+    """``evidence(profile)`` as comment lines starting with ``marker``, each ending in a newline.
+
+    The lines carry the profile's own strings (the model's file name, versions, precision): whitespace runs become
+    one space and other unprintable characters their escapes (``one_line``), since a line break would end the
+    comment and turn the rest into code, a NUL makes a Python export unparseable and a lone surrogate cannot be
+    written as UTF-8.
+    """
+    return "".join(f"{marker} {one_line(' '.join(line.split()))}\n" for line in evidence(profile))
 
 
 def render_exports(exporters: Iterable[Exporter], profile: DeploymentProfile,
