@@ -4,11 +4,13 @@ from .backend import OpenVINOBackend
 from .compile import compile_properties
 from .convert import conversion_unavailable, convert_hf_to_openvino
 from .devices import openvino_accelerators
-from .exporters import render_config, render_python
+from .exporters import render_config, render_genai, render_python
+from .genai import load_pipeline
 from .ir_info import IrInfo, read_ir_info
 from .weight_formats import WEIGHT_FORMATS, WeightFormat
 
 __all__ = [
     "IrInfo", "OpenVINOBackend", "WEIGHT_FORMATS", "WeightFormat", "compile_properties", "conversion_unavailable",
-    "convert_hf_to_openvino", "openvino_accelerators", "read_ir_info", "render_config", "render_python",
+    "convert_hf_to_openvino", "load_pipeline", "openvino_accelerators", "read_ir_info", "render_config", "render_genai",
+    "render_python",
 ]

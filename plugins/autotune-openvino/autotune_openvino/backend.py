@@ -294,6 +294,14 @@ class OpenVINOBackend(Backend):
     def tokenize(self, source: ModelSource, text: str) -> list[int]:
         return list(load_tokenizer(source.path).encode(text).ids)
 
+    def load_profile(self, profile: Any) -> Any:
+        """An ``openvino_genai.LLMPipeline`` on the tuned IR with the profile's device and compile properties
+        (``INFERENCE_NUM_THREADS``, ``PERFORMANCE_HINT``, ``INFERENCE_PRECISION_HINT``, ``KV_CACHE_PRECISION``) and
+        the stateful SDPA cache autotune measured: the same pipeline as its ``openvino-genai`` export."""
+        from .genai import load_pipeline
+
+        return load_pipeline(Path(profile.artifact.path), profile.params)
+
 
 def _meta_int(source: ModelSource, key: str, default: int = 0) -> int:
     """An integer that ``inspect`` stored in the source's metadata."""

@@ -1,15 +1,21 @@
-"""Exporters for ``openvino`` profiles: the compile configuration as JSON, and a runnable Python script."""
+"""Exporters for ``openvino`` profiles: the compile configuration as JSON, and two runnable Python scripts.
+
+``openvino-python`` compiles the IR with ``openvino`` alone (the infer request autotune measured);
+``openvino-genai`` runs it through openvino-genai's ``LLMPipeline`` with the same properties. The scripts start
+with ``autotune.evidence_comment``; the JSON, which has no comments, carries the same lines under ``evidence``.
+"""
 
 from __future__ import annotations
 
 import json
 from typing import TYPE_CHECKING
 
-from autotune import Exporter
+from autotune import Exporter, evidence, evidence_comment
 from autotune.errors import one_line
 
 from .compile import compile_properties
 from .convert import IR_FILE
+from .genai import pipeline_arguments
 from .params import openvino_params
 
 if TYPE_CHECKING:
@@ -17,9 +23,10 @@ if TYPE_CHECKING:
 
 
 def render_config(profile: DeploymentProfile) -> str:
-    """``{"model", "device", "properties"}``: what to pass to ``ov.Core().compile_model``."""
+    """``{"evidence", "model", "device", "properties"}``: what to pass to ``ov.Core().compile_model``, and why."""
     params = openvino_params(profile.params)  # ProfileError names a bad parameter
     config = {
+        "evidence": evidence(profile),
         "model": f"{profile.artifact.path}/{IR_FILE}",
         "device": params.device,
         "properties": compile_properties(params),
@@ -79,10 +86,51 @@ def render_python(profile: DeploymentProfile) -> str:
     title = one_line(f"Run {profile.model.path} with OpenVINO as tuned by autotune "
                      f"({profile.artifact.label}, measured {profile.measured.decode_tps:.1f} tok/s).")
     # The title is a docstring: its backslashes must stay text (\N would not compile) and it must not close early.
-    return PYTHON_TEMPLATE.format(
+    return evidence_comment(profile) + PYTHON_TEMPLATE.format(
         title=title.replace("\\", "\\\\").replace('"""', "'''"), model_dir=str(profile.artifact.path),
         device=params.device, properties=compile_properties(params), ir_file=IR_FILE,
     )
+
+
+GENAI_TEMPLATE = '''\
+# openvino-genai's LLMPipeline on the IR autotune tuned ({label}), with the measured device and properties.
+import openvino_genai
+
+MODEL_DIR = {model_dir!r}
+DEVICE = {device!r}
+PROPERTIES = {properties!r}  # ATTENTION_BACKEND SDPA: the stateful KV cache autotune measured
+
+pipeline = openvino_genai.LLMPipeline(MODEL_DIR, DEVICE, **PROPERTIES)
+
+
+def generate(prompt, max_new_tokens={tokens}):
+    """Greedy reply to ``prompt`` (at most ``max_new_tokens`` tokens), printed as it comes and returned."""
+    config = pipeline.get_generation_config()  # the model's own (its EOS token, ...)
+    config.max_new_tokens = max_new_tokens
+    config.do_sample = False  # greedy, as autotune measured
+
+    def stream(text):
+        print(text, end="", flush=True)
+        return openvino_genai.StreamingStatus.RUNNING
+
+    reply = pipeline.generate(prompt, config, stream)
+    print()
+    return str(reply)
+
+
+if __name__ == "__main__":  # usage
+    generate({prompt!r})
+'''
+USAGE_PROMPT = "The capital of France is"
+USAGE_TOKENS = 64
+
+
+def render_genai(profile: DeploymentProfile) -> str:
+    """A script running the tuned IR through ``openvino_genai.LLMPipeline``: defines ``generate``, answers one prompt."""
+    device, properties = pipeline_arguments(profile.params)  # ProfileError names a bad parameter
+    return evidence_comment(profile) + GENAI_TEMPLATE.format(
+        label=one_line(profile.artifact.label), model_dir=str(profile.artifact.path), device=device,
+        properties=properties, tokens=USAGE_TOKENS, prompt=USAGE_PROMPT)
 
 
 EXPORTERS = (
@@ -90,4 +138,6 @@ EXPORTERS = (
              render=render_config, backends=("openvino",)),
     Exporter(name="openvino-python", description="Python script compiling and running the tuned OpenVINO IR",
              render=render_python, backends=("openvino",)),
+    Exporter(name="openvino-genai", description="Python script running the tuned IR with openvino-genai's LLMPipeline",
+             render=render_genai, backends=("openvino",)),
 )

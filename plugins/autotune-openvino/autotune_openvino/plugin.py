@@ -39,7 +39,7 @@ def autotune_conversions() -> Iterator[Conversion]:
 
 @hookimpl
 def autotune_exporters() -> Iterator[Exporter]:
-    """Contribute ``openvino-config`` and ``openvino-python``."""
+    """Contribute ``openvino-config``, ``openvino-python`` and ``openvino-genai``."""
     yield from EXPORTERS
 
 

@@ -11,16 +11,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from autotune import Accelerator, Budget, DeploymentProfile, Workload
+from autotune import Accelerator, Budget, DeploymentProfile, Workload, evidence, evidence_comment
 from autotune.backend import Artifact
 from autotune.measurement import Measurement
 from autotune.plugins import PluginManager
 from autotune.profile import ArtifactInfo, BackendInfo, ModelInfo, Predicted
 from autotune.testing import BackendConformance
 from autotune.testing.conformance import example_hardware
-from autotune.testing.tiny_hf import make_tiny_hf
 from autotune.trial import prepare_artifact
-from autotune_openvino import OpenVINOBackend, compile_properties, convert_hf_to_openvino, openvino_accelerators
+from autotune_openvino import OpenVINOBackend, compile_properties, openvino_accelerators
 from autotune_openvino import plugin as openvino_plugin
 from autotune_openvino.compile import compile_ir
 from autotune_openvino.convert import DETOKENIZER_IR, IR_FILE, RECORD_FILE, TOKENIZER_IR, conversion_unavailable
@@ -32,29 +31,6 @@ pytest.importorskip("nncf")
 
 RUNTIME = {"device": "CPU", "threads": 2, "performance_hint": "LATENCY", "inference_precision": "f32",
            "kv_cache_precision": "u8"}
-
-
-@pytest.fixture(scope="session")
-def tiny_hf(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_tiny_hf(tmp_path_factory.mktemp("hf") / "tiny-llama")
-
-
-@pytest.fixture(scope="session")
-def tiny_ir(tiny_hf: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    pytest.importorskip("torch")
-    return convert_hf_to_openvino(tiny_hf, tmp_path_factory.mktemp("converted"))
-
-
-@pytest.fixture(scope="session")
-def artifact_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("cache")
-
-
-@pytest.fixture
-def cached(artifact_cache: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Artifacts built in one test are reused by the next (the cache is per session)."""
-    monkeypatch.setenv("AUTOTUNE_CACHE", str(artifact_cache))
-    return artifact_cache
 
 
 class TestOpenVINOConformance(BackendConformance):
@@ -180,7 +156,7 @@ def test_plugin_imports_without_any_runtime() -> None:
     reason, conversion, rest = result.stdout.splitlines()
     assert reason == "openvino, nncf, tokenizers not installed: pip install openvino nncf tokenizers"
     assert conversion.startswith("converting HF models to OpenVINO needs torch, transformers, openvino, openvino_tokenizers")
-    assert rest == "[] ['openvino-config', 'openvino-python']"
+    assert rest == "[] ['openvino-config', 'openvino-python', 'openvino-genai']"
 
 
 def test_device_hook_reports_only_non_cpu_devices() -> None:
@@ -211,6 +187,7 @@ def test_plugin_contributes_backend_conversion_and_exporters() -> None:
     assert "openvino" in manager.backends()
     assert [(c.name, c.source_format, c.target_format) for c in manager.conversions()] == [("hf-to-openvino", "hf", "openvino")]
     exporters = manager.exporters()
+    assert {"openvino-config", "openvino-python", "openvino-genai"} <= set(exporters)
     assert exporters["openvino-python"].applies_to("openvino") and not exporters["openvino-config"].applies_to("llamacpp")
 
 
@@ -235,10 +212,13 @@ def test_exporters_render_config_and_a_script_that_runs(tiny_ir: Path, cached: P
     shutil.copytree(artifact.path, awkward)
     profile = _profile(awkward, params)
     config = json.loads(render_config(profile))
-    assert config == {"model": f"{awkward}/{IR_FILE}", "device": "CPU", "properties": compile_properties(params)}
+    assert config == {"evidence": evidence(profile), "model": f"{awkward}/{IR_FILE}", "device": "CPU",
+                      "properties": compile_properties(params)}
     assert config["properties"] == {"INFERENCE_NUM_THREADS": 2, "PERFORMANCE_HINT": "LATENCY",
                                     "INFERENCE_PRECISION_HINT": "f32", "KV_CACHE_PRECISION": "u8"}
+    text = render_python(profile)
+    assert text.startswith(evidence_comment(profile))
     script = tmp_path / "run.py"
-    script.write_text(render_python(profile).replace("max_new_tokens=64", "max_new_tokens=4"))
+    script.write_text(text.replace("max_new_tokens=64", "max_new_tokens=4"))
     result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
