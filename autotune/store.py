@@ -75,6 +75,7 @@ workers = sa.Table(
 claims = sa.Table(
     "autotune_claims", metadata,
     sa.Column("key", sa.String(64), primary_key=True),
+    sa.Column("scope", sa.String(64), nullable=False),  # what the claim belongs to: one search's scope
     sa.Column("worker", sa.String(300), nullable=False),
     sa.Column("claimed_at", sa.Float, nullable=False),
 )
@@ -253,14 +254,15 @@ class MeasurementStore:
 
     # ---- claims --------------------------------------------------------------------------------------------------
 
-    def claim(self, key: str) -> bool:
+    def claim(self, key: str, scope: str = "") -> bool:
         """Claim ``key`` for this process; False while a live worker holds it. A dead worker's claim is taken over."""
         self._beat()
         with storage_errors(self.url):
             for _ in range(2):
                 try:
                     with self.engine.begin() as connection:
-                        connection.execute(claims.insert().values(key=key, worker=self.worker, claimed_at=time.time()))
+                        connection.execute(claims.insert().values(key=key, scope=scope, worker=self.worker,
+                                                                 claimed_at=time.time()))
                     with self._lock:
                         self._held.add(key)
                     return True
@@ -275,6 +277,13 @@ class MeasurementStore:
             self._held.discard(key)
         with storage_errors(self.url), self.engine.begin() as connection:
             connection.execute(claims.delete().where(claims.c.key == key, claims.c.worker == self.worker))
+
+    def others_measuring(self, scope: str) -> int:
+        """How many claims of ``scope`` live workers other than this one hold now."""
+        with storage_errors(self.url), self.engine.connect() as connection:
+            holders = connection.execute(sa.select(claims.c.worker).where(claims.c.scope == scope,
+                                                                          claims.c.worker != self.worker)).scalars()
+            return sum(1 for worker in list(holders) if self.alive(worker))
 
     def alive(self, worker: str) -> bool:
         """Whether the worker ``host:pid`` still runs: its process exists on this host, or its heartbeat is fresh."""

@@ -186,6 +186,19 @@ class SharedSearch:
                  spaces: dict[str, SearchSpace], budget: Budget) -> None:
         self.study, self.store, self.scope, self.runtimes = study, store, scope, runtimes
         self.spaces, self.budget = spaces, budget
+        self.tag = key_digest({"model": scope.model_sha256, "machine": scope.fingerprint,
+                               "workload": scope.workload_key}, 48)
+
+    def settle(self, timeout_s: float) -> int:
+        """Wait (up to ``timeout_s``) until no other live worker measures in this scope; return how many still do.
+
+        So that every worker of a fleet chooses from the same evidence: the last measurements in flight
+        elsewhere land in the shared study before this run picks its answer.
+        """
+        deadline = time.monotonic() + timeout_s
+        while (busy := self.store.others_measuring(self.tag)) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        return busy
 
     @contextmanager
     def claimed(self, backend: str, key: str, done: dict[str, TrialRecord]) -> Iterator[bool]:
@@ -198,7 +211,7 @@ class SharedSearch:
             yield False
             return
         claim = claim_key(self.scope, backend, self.runtimes[backend], key)
-        if not self.store.claim(claim):
+        if not self.store.claim(claim, self.tag):
             yield False
             return
         try:

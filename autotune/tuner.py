@@ -153,6 +153,8 @@ class Tuner:
         shared = SharedSearch(study, store, scope, runtimes, plan.spaces, self.budget)
         done = {**seeded.known, **{record.key: record for record in previous}}
         new = self._search(study, plan, pipeline, done, shared, already=seeded.measured)
+        if shared.settle(self.options.timeout_s):
+            self.reporter.warn("other workers are still measuring this search; answering without their last figures")
         return self._finish(study, name, plan, pipeline, new, store, scope)
 
     def _search(self, study: optuna.Study, plan: BackendPlan, pipeline: TrialPipeline,

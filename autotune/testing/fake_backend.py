@@ -33,6 +33,8 @@ class FakeBackend(Backend):
       per quantization type when given, with optional multiplicative ``noise`` (relative sd)
     - ``crash_on`` / ``hang_on``: parameter values that make ``measure`` crash or hang
     - ``predict_error``: relative error added to predictions (to test pruning tolerance)
+    - ``measure_s``: wall time a measurement takes (to test workers measuring at the same time)
+    - ``version``: the runtime version it reports (to test stale stored figures)
     """
 
     name: ClassVar[str] = "fake"
@@ -53,7 +55,11 @@ class FakeBackend(Backend):
         extra_memory: int = 0,
         predict_error: float = 0.0,
         name: str | None = None,
+        measure_s: float = 0.0,
+        version: str = "1.0",
     ) -> None:
+        self.measure_s = measure_s
+        self.runtime_version = version
         self.parameters = parameters
         self.max_threads = max_threads
         self.base_ms = base_ms
@@ -67,7 +73,7 @@ class FakeBackend(Backend):
             self.name = name  # type: ignore[misc]
 
     def availability(self) -> Availability:
-        return Availability(available=True, version="1.0")
+        return Availability(available=True, version=self.runtime_version)
 
     def inspect(self, path: Path) -> ModelSource:
         return ModelSource(path=path, format="gguf", sha256=cached_content_hash(path), architecture="fake",
@@ -114,6 +120,7 @@ class FakeBackend(Backend):
             os.abort()  # a real crash: the worker dies without reporting
         if self._matches(self.hang_on, params):
             time.sleep(3600)
+        time.sleep(self.measure_s)
         rng = random.Random()
         def run_factor() -> float:
             return max(0.2, rng.gauss(1.0, self.noise)) if self.noise else 1.0
