@@ -6,10 +6,11 @@ says what to install.
 """
 
 from .backend import MlxBackend
+from .deployment import MlxDeployment
 from .exporters import EXPORTERS, render_generate, render_python, render_server
 from .quantization import QuantSpec
 from .settings import RuntimeSettings
 
 __all__ = [
-    "EXPORTERS", "MlxBackend", "QuantSpec", "RuntimeSettings", "render_generate", "render_python", "render_server",
+    "EXPORTERS", "MlxBackend", "MlxDeployment", "QuantSpec", "RuntimeSettings", "render_generate", "render_python", "render_server",
 ]

@@ -194,6 +194,13 @@ class MlxBackend(Backend):
                                 "cache; use kv_bits=16")
         return autotune.measure_session(lambda: runner.MlxSession(artifact.path, settings, workload), workload)
 
+    def load_profile(self, profile: Any) -> Any:
+        """An ``MlxDeployment``: ``mlx_lm.load`` of the tuned folder with the runtime settings the profile measured
+        (KV-cache bits and group size, prefill step), which its ``generate`` passes as the ``mlx-python`` export does."""
+        from .deployment import load_deployment
+
+        return load_deployment(Path(profile.artifact.path), profile.params, profile.artifact.details.get("kv_group_size"))
+
     def logprobs(self, artifact: Artifact, params: Params, token_ids: list[int],
                  chunk_tokens: int) -> Iterator[np.ndarray]:
         """Float32 log-softmax of the model's logits over each chunk (fresh context per chunk)."""

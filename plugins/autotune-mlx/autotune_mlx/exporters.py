@@ -1,8 +1,9 @@
 """Render an MLX deployment profile for the tools people run: ``mlx_lm.generate``, ``mlx_lm.server``, Python.
 
-Each render reproduces the measured runtime settings (KV-cache bits and group size, quantized
-from the first token, and the prefill step when it was tuned) for the converted folder. Paths are
-quoted so the text is safe to paste: ``shlex`` quoting for the shell, ``repr`` for Python.
+Each render starts with ``autotune.evidence_comment`` (the profile and figures it came from) and reproduces
+the measured runtime settings (KV-cache bits and group size, quantized from the first token, and the prefill
+step when it was tuned) for the converted folder. Paths are quoted so the text is safe to paste: ``shlex``
+quoting for the shell, ``repr`` for Python.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import shlex
 from typing import TYPE_CHECKING, Any
 
-from autotune import Exporter
+from autotune import Exporter, evidence_comment
 from autotune.errors import one_line
 
 from .params import mlx_params
@@ -47,29 +48,47 @@ def render_generate(profile: DeploymentProfile) -> str:
     """An ``mlx_lm.generate`` command line (greedy, as measured; replace the prompt)."""
     argv = ["mlx_lm.generate", "--model", profile.artifact.path, "--max-tokens", str(profile.workload.gen_tokens),
             *_flags(profile), "--prompt", DEFAULT_PROMPT]
-    return shlex.join(argv) + "\n"
+    return evidence_comment(profile) + shlex.join(argv) + "\n"
 
 
 def render_server(profile: DeploymentProfile) -> str:
     """An ``mlx_lm.server`` command line (OpenAI-compatible HTTP server on localhost)."""
     argv = ["mlx_lm.server", "--model", profile.artifact.path, "--host", SERVER_HOST, "--port", str(SERVER_PORT),
             "--max-tokens", str(profile.workload.gen_tokens), *_flags(profile)]
-    return shlex.join(argv) + "\n"
+    return evidence_comment(profile) + shlex.join(argv) + "\n"
+
+
+PYTHON_TEMPLATE = '''\
+# MLX ({label}) as measured by autotune.
+import mlx_lm
+
+model, tokenizer = mlx_lm.load({model_dir!r})
+SETTINGS = {settings!r}  # the runtime settings autotune measured
+
+
+def generate(prompt, max_new_tokens={tokens}):
+    """Greedy reply to ``prompt`` (at most ``max_new_tokens`` tokens) with the measured settings."""
+    return mlx_lm.generate(model, tokenizer, prompt=prompt, max_tokens=max_new_tokens, **SETTINGS)
+
+
+if __name__ == "__main__":  # usage
+    print(generate({prompt!r}))
+'''
+
+
+def generate_settings(profile: DeploymentProfile) -> dict[str, Any]:
+    """The keyword arguments of ``mlx_lm.generate`` for the measured settings, mlx-lm's defaults left out."""
+    kwargs = settings(profile).generate_kwargs()
+    if kwargs.get("prefill_step_size") == DEFAULT_PREFILL_STEP:
+        del kwargs["prefill_step_size"]
+    return kwargs
 
 
 def render_python(profile: DeploymentProfile) -> str:
-    """A Python snippet with mlx-lm's ``load`` and ``generate`` and the measured settings."""
-    kwargs: dict[str, Any] = {"max_tokens": profile.workload.gen_tokens, **settings(profile).generate_kwargs()}
-    if kwargs.get("prefill_step_size") == DEFAULT_PREFILL_STEP:
-        del kwargs["prefill_step_size"]
-    arguments = "".join(f", {name}={value!r}" for name, value in kwargs.items())
-    return (
-        f"# MLX ({one_line(profile.artifact.label)}) as measured by autotune.\n"
-        "from mlx_lm import generate, load\n\n"
-        f"model, tokenizer = load({str(profile.artifact.path)!r})\n"
-        f"text = generate(model, tokenizer, prompt={DEFAULT_PROMPT!r}{arguments})\n"
-        "print(text)\n"
-    )
+    """A Python snippet: mlx-lm's ``load``, a ``generate`` with the measured settings, and one prompt."""
+    return evidence_comment(profile) + PYTHON_TEMPLATE.format(
+        label=one_line(profile.artifact.label), model_dir=str(profile.artifact.path),
+        settings=generate_settings(profile), tokens=profile.workload.gen_tokens, prompt=DEFAULT_PROMPT)
 
 
 EXPORTERS = (

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from autotune import evidence_comment
 from autotune.backend import Artifact, Params
 from autotune.budget import Budget
 from autotune.errors import AutotuneError
@@ -23,7 +24,6 @@ from autotune.plugins import PluginManager
 from autotune.profile import ArtifactInfo, BackendInfo, DeploymentProfile, ModelInfo, Predicted
 from autotune.testing import BackendConformance
 from autotune.testing.conformance import example_hardware
-from autotune.testing.tiny_hf import make_tiny_hf
 from autotune.trial import measure, prepare_artifact
 from autotune.workload import Workload
 from autotune_mlx import EXPORTERS, MlxBackend, plugin, probe
@@ -32,16 +32,6 @@ from autotune_mlx.convert import hoist_rope_parameters
 pytest.importorskip("mlx_lm")
 
 TEXT = "The quick brown fox jumps over the lazy dog. A small language model runs on a laptop. " * 2
-
-
-@pytest.fixture(scope="module")
-def tiny_hf(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_tiny_hf(tmp_path_factory.mktemp("tiny") / "tiny-llama")
-
-
-@pytest.fixture(scope="module")
-def shared_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("autotune-cache")
 
 
 @pytest.fixture(autouse=True)
@@ -299,7 +289,8 @@ def _exporter(name: str):  # noqa: ANN202 - test helper
 
 
 def test_generate_command_round_trips_through_the_shell() -> None:
-    argv = shlex.split(_exporter("mlx-lm-generate").render(_profile(NASTY_PATH, kv_bits=8, prefill_step_size=512)))
+    argv = shlex.split(_exporter("mlx-lm-generate").render(_profile(NASTY_PATH, kv_bits=8, prefill_step_size=512)),
+                       comments=True)
     assert argv[:3] == ["mlx_lm.generate", "--model", NASTY_PATH]
     flags = dict(zip(argv[3::2], argv[4::2], strict=True))
     assert flags["--max-tokens"] == "48" and flags["--kv-bits"] == "8" and flags["--kv-group-size"] == "64"
@@ -307,20 +298,30 @@ def test_generate_command_round_trips_through_the_shell() -> None:
 
 
 def test_server_command_leaves_defaults_out() -> None:
-    argv = shlex.split(_exporter("mlx-lm-server").render(_profile(NASTY_PATH)))
+    argv = shlex.split(_exporter("mlx-lm-server").render(_profile(NASTY_PATH)), comments=True)
     assert argv[:3] == ["mlx_lm.server", "--model", NASTY_PATH]
     assert "--kv-bits" not in argv and "--prefill-step-size" not in argv
     assert dict(zip(argv[3::2], argv[4::2], strict=True))["--host"] == "127.0.0.1"
 
 
 def test_python_snippet_is_valid_python_with_the_settings() -> None:
-    text = _exporter("mlx-python").render(_profile(NASTY_PATH, kv_bits=4))
+    profile = _profile(NASTY_PATH, kv_bits=4)
+    text = _exporter("mlx-python").render(profile)
+    assert text.startswith(evidence_comment(profile))
     tree = ast.parse(text)
     strings = [node.value for node in ast.walk(tree) if isinstance(node, ast.Constant)]
-    assert NASTY_PATH in strings
-    call = next(n for n in ast.walk(tree) if isinstance(n, ast.Call) and getattr(n.func, "id", "") == "generate")
-    keywords = {k.arg: ast.literal_eval(k.value) for k in call.keywords}
-    assert keywords == {"prompt": "Hello", "max_tokens": 48, "kv_bits": 4, "kv_group_size": 64, "quantized_kv_start": 0}
+    assert NASTY_PATH in strings and "Hello" in strings
+    settings = next(n.value for n in ast.walk(tree) if isinstance(n, ast.Assign) and getattr(n.targets[0], "id", "") == "SETTINGS")
+    assert ast.literal_eval(settings) == {"kv_bits": 4, "kv_group_size": 64, "quantized_kv_start": 0}
+    generate = next(n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef) and n.name == "generate")
+    assert ast.literal_eval(generate.args.defaults[0]) == 48  # the measured number of tokens
+
+
+def test_shell_exports_start_with_their_evidence() -> None:
+    profile = _profile(NASTY_PATH)
+    for name in ("mlx-lm-generate", "mlx-lm-server"):
+        text = _exporter(name).render(profile)
+        assert text.startswith(evidence_comment(profile)) and shlex.split(text, comments=True)[0] == name.replace("mlx-lm-", "mlx_lm.")
 
 
 def test_exporters_apply_only_to_mlx() -> None:
