@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 
@@ -27,3 +29,18 @@ def test_load_returns_the_tuned_model_that_decodes(q4_profile: DeploymentProfile
                                         **deployment.settings.generate_kwargs()))
     assert 1 <= steps[-1].generation_tokens <= 8
     assert deployment.generate("The quick brown fox", 8)
+
+
+EXAMPLE = Path(__file__).parents[3] / "examples" / "load_any_profile.py"
+
+
+def test_the_load_any_profile_example_generates(q4_profile: DeploymentProfile, tmp_path: Path) -> None:
+    if not EXAMPLE.is_file():
+        pytest.skip(f"{EXAMPLE} is not here (an installed plugin, outside the repository)")
+    path = tmp_path / "profile.json"
+    path.write_text(q4_profile.to_json())
+    done = subprocess.run([sys.executable, str(EXAMPLE), str(path), "The quick brown fox", "8"], capture_output=True,
+                          text=True, timeout=180, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    first, _, text = done.stdout.partition("\n")
+    assert first == "mlx: autotune_mlx.deployment.MlxDeployment" and text.strip("\n"), done.stdout
