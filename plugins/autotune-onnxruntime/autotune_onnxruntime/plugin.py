@@ -1,6 +1,6 @@
 """autotune plugin entry point (``onnxruntime = "autotune_onnxruntime.plugin"``).
 
-Contributes the ``onnxruntime`` backend, the HF → ONNX conversion, the two exporters and the
+Contributes the ``onnxruntime`` backend, the HF → ONNX conversion, the three exporters and the
 usable ONNX Runtime device execution providers as hardware facts.
 """
 
@@ -36,7 +36,7 @@ def autotune_conversions() -> Iterator[Conversion]:
 
 @autotune.hookimpl
 def autotune_exporters() -> Iterator[Exporter]:
-    """``genai-config`` and ``onnxruntime-python``."""
+    """``genai-config``, ``onnxruntime-python`` and ``foundry-local``."""
     yield from EXPORTERS
 
 
