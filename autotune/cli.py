@@ -31,6 +31,11 @@ EPILOG = f"""Units: sizes accept {SIZE_FORMS}. Durations accept {DURATION_FORMS}
 of the context and at --depth; time to first token is separate (--ttft)."""
 
 
+STORAGE_HELP = ("database of the studies and the measurement store (default: a SQLite file in the cache); a fleet of "
+                "devices shares one PostgreSQL database: postgresql+psycopg://user:password@host:5432/dbname "
+                "(pip install 'autotune[postgres]'); the password is never written to profiles or output")
+
+
 class OneLineParser(argparse.ArgumentParser):
     """argparse that reports usage errors in one line (with where to find help), not a usage dump."""
 
@@ -80,6 +85,39 @@ def _typed(convert: Callable[[str], T]) -> Callable[[str], T]:
     return argparse_type
 
 
+def _add_question(parser: argparse.ArgumentParser) -> None:
+    """The options that say what is asked (model, budget, workload, backends, storage): shared by run and answer."""
+    parser.add_argument("--model", help="a .gguf file, a model folder, or a bundled model: gemma3-270m (the default, "
+                        "Gemma 3 270M Q4_K_M) or smollm2-135m (SmolLM2-135M-Instruct Q4_1)")
+    parser.add_argument("--budget", required=True, type=_typed(parse_size),
+                        help="peak memory budget, e.g. 2GB (10^9 bytes) or 1.5GiB (2^30); at most 2^60 bytes")
+    parser.add_argument("--latency", required=True, type=_typed(parse_duration),
+                        help="p95 inter-token decode latency budget, e.g. 50ms; at most 3600s")
+    parser.add_argument("--ttft", type=_typed(parse_duration),
+                        help="time-to-first-token budget, e.g. 500ms; at most 3600s (default: none)")
+    parser.add_argument("--max-quality-loss", type=_typed(run_options.quality_loss),
+                        help="largest accepted mean KL divergence from the reference, e.g. 0.05 "
+                        f"(0 to {run_options.MAX_QUALITY_LOSS:g})")
+    parser.add_argument("--objective", choices=("quality", "latency", "memory"), default="quality",
+                        help="what picks the winner among feasible configurations (default: quality)")
+    parser.add_argument("--backend", action="append", default=[], help="tune only this backend (repeatable)")
+    parser.add_argument("--prompt-tokens", type=_typed(run_options.prompt_tokens), default=128,
+                        help="prompt tokens per timed run (default: 128)")
+    parser.add_argument("--gen-tokens", type=_typed(run_options.gen_tokens), default=64,
+                        help=f"generated tokens per timed run, at least {run_options.MIN_GEN_TOKENS} (default: 64)")
+    parser.add_argument("--context", type=_typed(run_options.context), default=2048,
+                        help=f"context window in tokens, {run_options.MIN_CONTEXT} to {run_options.MAX_TOKENS} "
+                        "(default: 2048)")
+    parser.add_argument("--depth", type=_typed(run_options.depth), default=None,
+                        help="KV depth where decode latency is also measured, 0 to context - gen tokens "
+                        "(default: context - gen tokens; 0: start only)")
+    parser.add_argument("--eval-text", type=Path, help="text to measure quality loss on (default: the bundled text)")
+    parser.add_argument("--eval-tokens", type=_typed(run_options.eval_tokens), default=1024,
+                        help=f"tokens of it to use, at least {run_options.MIN_EVAL_TOKENS} (default: 1024)")
+    parser.add_argument("--no-quality", action="store_true", help="skip quality measurement (bits-per-weight proxy)")
+    parser.add_argument("--storage", help=STORAGE_HELP)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for documentation and tests)."""
     parser = OneLineParser(prog="autotune", description="Measured deployment profiles for small language models.",
@@ -100,39 +138,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser("run", help="tune a model within memory and latency budgets and write a profile",
                               epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    run.add_argument("--model", help="a .gguf file, a model folder, or a bundled model: gemma3-270m (the default, "
-                     "Gemma 3 270M Q4_K_M) or smollm2-135m (SmolLM2-135M-Instruct Q4_1)")
-    run.add_argument("--budget", required=True, type=_typed(parse_size),
-                     help="peak memory budget, e.g. 2GB (10^9 bytes) or 1.5GiB (2^30); at most 2^60 bytes")
-    run.add_argument("--latency", required=True, type=_typed(parse_duration),
-                     help="p95 inter-token decode latency budget, e.g. 50ms; at most 3600s")
-    run.add_argument("--ttft", type=_typed(parse_duration),
-                     help="time-to-first-token budget, e.g. 500ms; at most 3600s (default: none)")
-    run.add_argument("--max-quality-loss", type=_typed(run_options.quality_loss),
-                     help="largest accepted mean KL divergence from the reference, e.g. 0.05 "
-                     f"(0 to {run_options.MAX_QUALITY_LOSS:g})")
-    run.add_argument("--objective", choices=("quality", "latency", "memory"), default="quality",
-                     help="what picks the winner among feasible configurations (default: quality)")
-    run.add_argument("--backend", action="append", default=[], help="tune only this backend (repeatable)")
+    _add_question(run)
     run.add_argument("--trials", type=_typed(run_options.trials), default=10,
-                     help=f"new configurations to measure, 1 to {run_options.MAX_TRIALS} (default: 10)")
+                     help=f"configurations to measure, 1 to {run_options.MAX_TRIALS} (default: 10); what the store holds "
+                     "from runs with another budget, objective or backend set counts toward them")
     run.add_argument("--timeout", type=_typed(run_options.timeout), default="300s",
                      help=f"per-measurement timeout, {run_options.MIN_TIMEOUT_S:g}s to {run_options.MAX_TIMEOUT_S:g}s "
                      "(default: 300s)")
-    run.add_argument("--prompt-tokens", type=_typed(run_options.prompt_tokens), default=128,
-                     help="prompt tokens per timed run (default: 128)")
-    run.add_argument("--gen-tokens", type=_typed(run_options.gen_tokens), default=64,
-                     help=f"generated tokens per timed run, at least {run_options.MIN_GEN_TOKENS} (default: 64)")
-    run.add_argument("--context", type=_typed(run_options.context), default=2048,
-                     help=f"context window in tokens, {run_options.MIN_CONTEXT} to {run_options.MAX_TOKENS} "
-                     "(default: 2048)")
-    run.add_argument("--depth", type=_typed(run_options.depth), default=None,
-                     help="KV depth where decode latency is also measured, 0 to context - gen tokens "
-                     "(default: context - gen tokens; 0: start only)")
-    run.add_argument("--eval-text", type=Path, help="text to measure quality loss on (default: the bundled text)")
-    run.add_argument("--eval-tokens", type=_typed(run_options.eval_tokens), default=1024,
-                     help=f"tokens of it to use, at least {run_options.MIN_EVAL_TOKENS} (default: 1024)")
-    run.add_argument("--no-quality", action="store_true", help="skip quality measurement (bits-per-weight proxy)")
     run.add_argument("--confirm-rounds", type=_typed(run_options.confirm_rounds), default=5,
                      help=f"interleaved confirmation rounds, {run_options.MIN_CONFIRM_ROUNDS} to "
                      f"{run_options.MAX_CONFIRM_ROUNDS}; 0 skips (default: 5)")
@@ -145,8 +157,19 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--seed", type=_typed(run_options.seed), default=0,
                      help=f"search seed, 0 to {run_options.MAX_SEED} (default: 0)")
     run.add_argument("--out", type=Path, default=Path("profiles"), help="folder for the profile (default: ./profiles)")
-    run.add_argument("--storage", help="Optuna storage URL (default: a SQLite file in the cache; resumable)")
     run.add_argument("--json", action="store_true", help="print the profile JSON on stdout")
+
+    answer = commands.add_parser("answer", help="what `run` would pick for a budget, from stored measurements only "
+                                 "(nothing is measured)", epilog=EPILOG,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    _add_question(answer)
+    answer.add_argument("--json", action="store_true", help="print the answer as JSON")
+
+    stored = commands.add_parser("store", help="list what the measurement store holds, per machine and model")
+    stored.add_argument("--model", help="only this model (a path or a bundled name)")
+    stored.add_argument("--all-machines", action="store_true", help="every machine's figures, not only this one's")
+    stored.add_argument("--storage", help=STORAGE_HELP)
+    stored.add_argument("--json", action="store_true", help="print as JSON")
 
     export = commands.add_parser("export", help="render a profile for another tool")
     export.add_argument("profile", type=Path)
@@ -257,6 +280,20 @@ def cmd_run(args: argparse.Namespace) -> int:
     return run_command(args, checked.budget, checked.workload, checked.timeout_s)
 
 
+def cmd_answer(args: argparse.Namespace) -> int:
+    checked = run_options.check_question(args)
+    from .store_commands import answer_command
+
+    return answer_command(args, checked.budget, checked.workload)
+
+
+def cmd_store(args: argparse.Namespace) -> int:
+    run_options.check_model(args.model)
+    from .store_commands import store_command
+
+    return store_command(args)
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from .plugins import get_plugin_manager
     from .profile import load_profile
@@ -308,7 +345,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"probe": cmd_probe, "plugins": cmd_plugins, "run": cmd_run, "export": cmd_export,
+COMMANDS = {"probe": cmd_probe, "plugins": cmd_plugins, "run": cmd_run, "answer": cmd_answer, "store": cmd_store,
+            "export": cmd_export,
             "schema": cmd_schema, "validate": cmd_validate}
 
 if __name__ == "__main__":

@@ -101,6 +101,14 @@ def quality_loss(text: str) -> float:
 
 
 @dataclass(frozen=True)
+class CheckedQuestion:
+    """The budget and workload a question is about, built from checked options."""
+
+    budget: Budget
+    workload: Workload
+
+
+@dataclass(frozen=True)
 class CheckedRun:
     """What ``autotune run`` measures against, built from options that have all been checked."""
 
@@ -115,6 +123,13 @@ def check_run_options(args: argparse.Namespace) -> CheckedRun:
     ``args`` comes from the ``run`` parser, whose types have already read and bounded each number.
     Nothing is created or measured here: the ``--out`` folder is only made once the run starts.
     """
+    question = check_question(args)
+    _check_out(args.out)
+    return CheckedRun(budget=question.budget, workload=question.workload, timeout_s=args.timeout)
+
+
+def check_question(args: argparse.Namespace) -> CheckedQuestion:
+    """The options ``run`` and ``answer`` share (model, budget, workload, evaluation text), checked and built."""
     workload = _workload(args)
     budget = Budget(
         memory_bytes=args.budget,
@@ -122,11 +137,10 @@ def check_run_options(args: argparse.Namespace) -> CheckedRun:
         ttft_ms=args.ttft * 1000 if args.ttft is not None else None,
         max_quality_loss=args.max_quality_loss,
     )
-    _check_model(args.model)
+    check_model(args.model)
     if args.eval_text is not None:
         _check_eval_text(args.eval_text)
-    _check_out(args.out)
-    return CheckedRun(budget=budget, workload=workload, timeout_s=args.timeout)
+    return CheckedQuestion(budget=budget, workload=workload)
 
 
 def _workload(args: argparse.Namespace) -> Workload:
@@ -147,7 +161,7 @@ def _shown(path: Path | str) -> str:
     return quoted(str(path), limit=200)
 
 
-def _check_model(argument: str | None) -> None:
+def check_model(argument: str | None) -> None:
     """``--model`` names a bundled model, or an existing readable file or folder."""
     if argument is None or argument in BUNDLED:
         return

@@ -110,6 +110,7 @@ class StoredRecord:
     measured_at: float
     fingerprint: str
     model_name: str = ""
+    model_sha256: str = ""
     stale: bool = False
     """Measured with another runtime version than the one installed now."""
 
@@ -349,7 +350,7 @@ class MeasurementStore:
 def _stored(row: Any, stale: bool) -> StoredRecord:
     return StoredRecord(backend=row["backend"], runtime=row["runtime"], record=json.loads(row["record"]),
                         host=row["host"], measured_at=row["measured_at"], fingerprint=row["fingerprint"],
-                        model_name=row["model_name"], stale=stale)
+                        model_name=row["model_name"], model_sha256=row["model_sha256"], stale=stale)
 
 
 def runtimes_of(backends: Iterable[Any]) -> dict[str, str]:

@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import optuna
@@ -20,8 +21,11 @@ from .backend import Categorical, IntRange, Params, SearchSpace
 from .budget import Budget
 from .cache import key_digest
 from .hardware import Hardware
+from .model_source import cached_content_hash
+from .options import TuneOptions
 from .store import MeasurementStore, Scope, StoredRecord, storable
 from .study import TrialRecord, add_record, records
+from .workload import Workload
 
 SEED_WAIT_S = 120.0
 """How long a worker waits for another one seeding the same study before seeding it itself."""
@@ -40,6 +44,13 @@ class Seeded:
     """Every configuration the store holds current figures for: never measured again."""
     stale: dict[str, tuple[str, int]] = field(default_factory=dict)
     """Backend → (runtime version of its stale records, how many): measured again, never mixed in."""
+
+
+def search_scope(model_path: Path, hardware: Hardware, workload: Workload, options: TuneOptions) -> Scope:
+    """The scope of a search: the model's content, this machine, and the workload with what scores quality."""
+    return Scope(cached_content_hash(model_path), model_path.name.removesuffix(".gguf"), hardware.fingerprint,
+                 {"workload": workload.model_dump(), "quality": options.measure_quality,
+                  "eval": str(options.eval_text or "bundled"), "eval_tokens": options.eval_tokens})
 
 
 def device_summary(hardware: Hardware) -> dict[str, Any]:

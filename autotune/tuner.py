@@ -25,7 +25,7 @@ from .confirm import confirm_finalists
 from .errors import NothingFits
 from .hardware import Hardware
 from .judgment import cap_at_machine, nothing_fits_message
-from .model_source import cached_content_hash, detect_format
+from .model_source import detect_format
 from .options import TuneOptions
 from .phases import Phases
 from .pipeline import TrialPipeline
@@ -36,7 +36,7 @@ from .reporting import Reporter, SilentReporter
 from .selection import Progress, choose, pareto_front
 from .sources import BackendPlan, plan_backends, reference_pool, select_backends
 from .store import MeasurementStore, Scope, runtimes_of
-from .store_view import RoundsMemo, SharedSearch, seed, stale_messages, warm_starts
+from .store_view import RoundsMemo, SharedSearch, search_scope, seed, stale_messages, warm_starts
 from .study import (
     TrialRecord,
     claim,
@@ -105,12 +105,9 @@ class Tuner:
         plan = plan_backends(self.model_path, select_backends(self.manager, self.options.backends), self.manager,
                              self.hardware, self.workload, self.reporter.warn, self.phases, self.reporter.info,
                              named=bool(self.options.backends), objective=self.options.objective)
-        sha256 = cached_content_hash(self.model_path)
-        scope = Scope(sha256, self.model_path.name.removesuffix(".gguf"), self.hardware.fingerprint,
-                      {"workload": self.workload.model_dump(), "quality": self.options.measure_quality,
-                       "eval": str(self.options.eval_text or "bundled"), "eval_tokens": self.options.eval_tokens})
+        scope = search_scope(self.model_path, self.hardware, self.workload, self.options)
         name = study_name(scope.model_name, scope.fingerprint, self.budget, self.options.objective, list(plan.by_name),
-                          {"model": sha256, "scope": scope.workload_key, "objective_version": 1})
+                          {"model": scope.model_sha256, "scope": scope.workload_key, "objective_version": 1})
         study = open_study(name, self.options.storage, self.options.seed)
         store = MeasurementStore(self.options.storage)
         try:
