@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # The built-in plugins with the extras the main job and the tests use (conversions need transformers + PyTorch).
 MLX_EXTRA := $(if $(filter Darwin,$(shell uname -s)),metal,cpu)
-PLUGINS := -e plugins/autotune-llamacpp -e 'plugins/autotune-hf[convert]' -e 'plugins/autotune-onnxruntime[convert]' \
+PLUGINS := -e 'plugins/autotune-llamacpp[server]' -e 'plugins/autotune-hf[convert]' -e 'plugins/autotune-onnxruntime[convert]' \
 	-e 'plugins/autotune-openvino[convert,genai]' -e 'plugins/autotune-mlx[$(MLX_EXTRA)]'
 
 .PHONY: run test setup clean

@@ -64,7 +64,8 @@ def _modelfile(text: str) -> None:
 
 
 SYNTAX: dict[str, Callable[[str], None]] = {
-    "llama-server": _shell, "ollama": _modelfile, "llama-cpp-python": _python, "genai-config": _json,
+    "llama-server": _shell, "ollama": _modelfile, "llama-cpp-python": _python, "llama-cpp-python-server": _shell,
+    "vllm": _shell, "genai-config": _json,
     "onnxruntime-python": _python, "openvino-config": _json, "openvino-python": _python, "mlx-lm-generate": _shell,
     "mlx-lm-server": _shell, "mlx-python": _python, "json": _json,
 }

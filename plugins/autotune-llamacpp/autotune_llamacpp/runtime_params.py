@@ -52,11 +52,14 @@ def effective(params: LlamaCppParams | Mapping[str, Any], context: int) -> dict[
     }
 
 
-def ggml_type_id(name: str) -> int:
-    """The ``llama_cpp.GGML_TYPE_*`` id of a KV-cache type name such as ``q8_0``."""
-    import llama_cpp
+GGML_TYPE_IDS = {"f32": 0, "f16": 1, "q4_0": 2, "q4_1": 3, "q5_0": 6, "q5_1": 7, "q8_0": 8, "iq4_nl": 20, "bf16": 30}
+"""``enum ggml_type`` ids (ggml/include/ggml.h) of the KV-cache types, as ``Llama(type_k=...)`` takes them.
+Written out because llama-cpp-python 0.3.36 has no ``GGML_TYPE_BF16`` constant, and so exports render without it."""
 
-    return int(getattr(llama_cpp, f"GGML_TYPE_{name.upper()}"))
+
+def ggml_type_id(name: str) -> int:
+    """The ``enum ggml_type`` id of a KV-cache type name such as ``q8_0``."""
+    return GGML_TYPE_IDS[name]
 
 
 def llama_kwargs(model_path: str, params: Mapping[str, Any], context: int) -> dict[str, Any]:

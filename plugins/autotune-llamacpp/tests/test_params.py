@@ -14,9 +14,8 @@ from autotune.testing.profiles import sample_profile
 from autotune.testing.tiny_gguf import make_tiny_gguf
 from autotune.workload import Workload
 from autotune_llamacpp import EXPORTERS, LlamaCppBackend
-from autotune_llamacpp.exporters import _GGML_TYPE_NAMES
 from autotune_llamacpp.params import KvCacheType, LlamaCppParams, llamacpp_params
-from autotune_llamacpp.runtime_params import KV_BYTES_PER_VALUE, effective
+from autotune_llamacpp.runtime_params import GGML_TYPE_IDS, KV_BYTES_PER_VALUE, effective
 
 
 @pytest.mark.parametrize("gpu", [False, True])
@@ -33,8 +32,15 @@ def test_every_configuration_of_the_search_validates(tmp_path: Path, monkeypatch
     assert_params_model_accepts(backend, configurations)
 
 
-def test_every_kv_cache_type_has_a_size_and_a_ggml_name() -> None:
-    assert set(get_args(KvCacheType)) == set(KV_BYTES_PER_VALUE) == set(_GGML_TYPE_NAMES)
+def test_every_kv_cache_type_has_a_size_and_a_ggml_type_id() -> None:
+    assert set(get_args(KvCacheType)) == set(KV_BYTES_PER_VALUE) == set(GGML_TYPE_IDS)
+
+
+def test_ggml_type_ids_are_llama_cpps() -> None:
+    llama_cpp = pytest.importorskip("llama_cpp")
+    for name, type_id in GGML_TYPE_IDS.items():
+        # llama-cpp-python 0.3.36 lacks GGML_TYPE_BF16; ggml.h: GGML_TYPE_BF16 = 30.
+        assert getattr(llama_cpp, f"GGML_TYPE_{name.upper()}", 30) == type_id, name
 
 
 def test_defaults_are_llama_cpp_pythons() -> None:
