@@ -130,14 +130,14 @@ def render_llama_cpp_python(profile: DeploymentProfile) -> str:
 
 
 def render_llama_cpp_python_server(profile: DeploymentProfile) -> str:
-    """llama-cpp-python's OpenAI-compatible server (``python -m llama_cpp.server``) with the measured settings.
+    """llama-cpp-python's OpenAI-compatible server (``python3 -m llama_cpp.server``) with the measured settings.
 
     Argument names are the fields of ``llama_cpp/server/settings.py`` (0.3.36), booleans spelled ``true``/``false``
     as its ``cli._parse_bool_arg`` reads them, cache types as ggml type ids (its ``type_k``/``type_v`` are ints).
     """
     s = _settings(profile)
     argv = [
-        "python", "-m", "llama_cpp.server", "--model", profile.artifact.path,
+        "python3", "-m", "llama_cpp.server", "--model", profile.artifact.path,
         "--n_ctx", str(s["n_ctx"]),
         "--n_threads", str(s["n_threads"]), "--n_threads_batch", str(s["n_threads"]),
         "--n_batch", str(s["n_batch"]), "--n_ubatch", str(s["n_ubatch"]),
@@ -206,7 +206,7 @@ EXPORTERS = (
     Exporter(name="llama-cpp-python", description="Python snippet constructing llama_cpp.Llama",
              render=render_llama_cpp_python, backends=BACKENDS),
     Exporter(name="llama-cpp-python-server",
-             description="llama-cpp-python's OpenAI-compatible server (python -m llama_cpp.server)",
+             description="llama-cpp-python's OpenAI-compatible server (python3 -m llama_cpp.server)",
              render=render_llama_cpp_python_server, backends=BACKENDS),
     Exporter(name="vllm", description="vllm serve of the GGUF (what maps; not run by autotune)",
              render=render_vllm, backends=BACKENDS),

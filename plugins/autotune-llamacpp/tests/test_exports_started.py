@@ -193,7 +193,7 @@ def test_llama_cpp_python_server_export_starts_and_completes(tmp_path: Path) -> 
     text = export("llama-cpp-python-server", profile)
     port, log = free_port(), tmp_path / "server.log"
     base = f"http://127.0.0.1:{port}"
-    # `python` in the export is this venv's: its folder goes first on PATH.
+    # `python3` in the export is this venv's: its folder goes first on PATH.
     with started(command_of(text, "--host", "127.0.0.1", "--port", str(port)), f"{base}/v1/models", log,
                  [Path(sys.executable).parent]):
         answer = http(f"{base}/v1/completions", {"prompt": PROMPT, "max_tokens": 8, "temperature": 0})
