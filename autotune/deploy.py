@@ -19,7 +19,9 @@ class ProfileMismatch(UserWarning):
 def load(profile_path: Path | str, *, strict: bool = False, manager: PluginManager | None = None) -> Any:
     """Load the model as ``profile_path`` says, configured with its tuned settings, ready to generate.
 
-    The backend's plugin builds the object (``llama_cpp.Llama`` for llama.cpp). Before that: the
+    The backend's plugin builds the object: a ``llama_cpp.Llama`` (llama.cpp), a ``GenaiDeployment`` holding the
+    ``onnxruntime_genai`` model and tokenizer (ONNX Runtime), an ``openvino_genai.LLMPipeline`` (OpenVINO), an
+    ``MlxDeployment`` holding mlx-lm's model and tokenizer (MLX). Before that: the
     deployed file must still be the one measured (its sha256 for a file used as is) — else
     ``ProfileError``; a different runtime version or machine fingerprint warns (``ProfileMismatch``),
     or raises ``ProfileError`` with ``strict=True``: the figures in the profile may not hold here.

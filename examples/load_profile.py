@@ -4,8 +4,9 @@
     .venv/bin/python examples/load_profile.py profiles/<model>-<machine>.json
 
 ``autotune.load`` checks first that the model file is still the one measured, and warns when the runtime
-version or the machine differs from the profile's (``strict=True`` refuses instead). Implemented for llama.cpp
-profiles (a ``llama_cpp.Llama``); other backends say they cannot load profiles yet and keep their exports.
+version or the machine differs from the profile's (``strict=True`` refuses instead). For a llama.cpp profile
+the object is a ``llama_cpp.Llama``; ``examples/load_any_profile.py`` shows every runtime (ONNX Runtime GenAI,
+OpenVINO GenAI's ``LLMPipeline``, mlx-lm).
 """
 
 from __future__ import annotations

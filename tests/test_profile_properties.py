@@ -67,7 +67,8 @@ SYNTAX: dict[str, Callable[[str], None]] = {
     "llama-server": _shell, "ollama": _modelfile, "llama-cpp-python": _python, "llama-cpp-python-server": _shell,
     "vllm": _shell, "genai-config": _json,
     "onnxruntime-python": _python, "openvino-config": _json, "openvino-python": _python, "mlx-lm-generate": _shell,
-    "mlx-lm-server": _shell, "mlx-python": _python, "json": _json,
+    "mlx-lm-server": _shell, "mlx-python": _python, "json": _json, "openvino-genai": _python,
+    "foundry-local": _python,
 }
 """How to check that each exporter's text is well-formed in its own format."""
 
