@@ -118,10 +118,11 @@ def warm_starts(store: MeasurementStore, scope: Scope, hardware: Hardware, space
                 budget: Budget, points: int = WARM_START_POINTS) -> dict[str, list[Params]]:
     """The best configurations stored for the nearest other machine of the same ISA family, fitted to this one.
 
-    "Best" by that machine's own figures: within this budget, fastest decoding first. A parameter
-    outside this machine's space is clamped into it (16 threads there is every core here, 2 on two
-    cores); a categorical value this machine lacks drops the configuration. They are only starting
-    points: every one is measured here before anything else, never taken as this machine's figures.
+    "Best" by that machine's own figures: within this budget, fastest decoding first. Each is fitted
+    by ``fit_to_space``: a thread count keeps its share of the cores (all 16 there → all 2 here, 2 of 2
+    there → 16 of 16 here), another parameter outside this machine's space is clamped into it, and a
+    categorical value this machine lacks drops the configuration. They are only starting points: every
+    one is measured here before anything else, never taken as this machine's figures.
     """
     store.remember_device(scope.fingerprint, device_summary(hardware))
     elsewhere = store.records_elsewhere(scope.model_sha256, scope.workload_key, scope.fingerprint)
@@ -140,7 +141,8 @@ def warm_starts(store: MeasurementStore, scope: Scope, hardware: Hardware, space
     chosen: dict[str, list[Params]] = {}
     seen: set[str] = set()
     for record in sorted(fitting or candidates, key=lambda r: -(r.measured.decode_tps if r.measured else 0.0)):
-        params = fit_to_space(record.params, spaces[record.backend])
+        params = fit_to_space(record.params, spaces[record.backend],
+                              cores=(int(machines[nearest].get("cores") or 0), hardware.cpu.usable_cores))
         key = key_digest({"backend": record.backend, "params": params})
         if params is None or key in seen:
             continue
@@ -165,23 +167,44 @@ def distance(here: Mapping[str, Any], there: Mapping[str, Any]) -> float:
     return cores + bandwidth + features + vendor
 
 
-def fit_to_space(params: Params, space: SearchSpace) -> Params | None:
-    """``params`` moved into ``space``: integers clamped to the range and step, categoricals kept only if offered."""
+def fit_to_space(params: Params, space: SearchSpace, cores: tuple[int, int] | None = None) -> Params | None:
+    """``params`` moved into ``space``, or None when a parameter is missing or a categorical value is not offered.
+
+    With ``cores`` (usable cores where ``params`` was measured, usable cores here), a thread count (a
+    parameter whose name contains "thread": ``n_threads``, ``intra_op_num_threads``, ``threads``) keeps
+    its share of the cores, at least 1: 16 of 16 becomes 2 of 2, 2 of 2 becomes 16 of 16, 4 of 16 becomes
+    1 of 2. It then takes the nearest value the space offers (a categorical list of counts included).
+    Other integers are clamped to the range and its step; other categoricals are kept only if offered.
+    """
     fitted: Params = {}
     for name, dimension in space.items():
         if name not in params:
             return None
         value = params[name]
+        threads = _threads_here(name, value, cores)
         if isinstance(dimension, Categorical):
+            counts = [c for c in dimension.choices if isinstance(c, int) and not isinstance(c, bool) and c > 0]
+            if threads is not None and counts:
+                value = min(counts, key=lambda count: (abs(math.log(count / threads)), count))
             if value not in dimension.choices:
                 return None
             fitted[name] = value
         elif isinstance(dimension, IntRange):
             if not isinstance(value, int) or isinstance(value, bool):
                 return None
-            clamped = min(max(value, dimension.low), dimension.high)
+            wanted = int(threads + 0.5) if threads is not None else value  # halves round up
+            clamped = min(max(wanted, dimension.low), dimension.high)
             fitted[name] = dimension.low + (clamped - dimension.low) // dimension.step * dimension.step
     return fitted
+
+
+def _threads_here(name: str, value: Any, cores: tuple[int, int] | None) -> float | None:
+    """The thread count ``value`` of parameter ``name`` as the same share of this machine's cores, or None."""
+    if cores is None or "thread" not in name.lower() or not isinstance(value, int) or isinstance(value, bool) \
+            or value < 1 or min(cores) < 1:
+        return None
+    there, here = cores
+    return max(1.0, value * here / there)
 
 
 def stale_messages(seeded: Seeded, runtimes: Mapping[str, str]) -> list[str]:
