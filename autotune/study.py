@@ -38,6 +38,11 @@ OBJECTIVE_NAMES = ("quality_loss", "itl_p95_ms", "peak_rss_bytes")
 """All minimised. quality_loss is the mean KL divergence from the reference when measured."""
 METRIC_NAMES = ("quality loss (mean KL, or 16 - bits/weight)", "p95 ms/token", "peak memory bytes")
 """How optuna-dashboard labels the objectives."""
+DASHBOARD_CONSTRAINTS = "constraints"
+"""optuna-dashboard (0.21) reads a trial's constraints only from this system attribute, as a list; optuna 5 writes one
+``constraints:<name>`` attribute per constraint instead. Both are written (the same values, in ``judgment.violations``
+order), so the dashboard tells trials over budget apart; optuna then lists each constraint twice, under its name
+and its position, which changes no feasibility and no ranking of violations."""
 
 
 def study_name(model_name: str, fingerprint: str, budget: Budget, objective: str, backends: Sequence[str],
@@ -134,6 +139,7 @@ def add_record(study: optuna.Study, record: TrialRecord, spaces: dict[str, Searc
         values=list(judged.objectives()) if measured else None,
         params=params, distributions={k: d for k, d in used.items() if d is not None},
         user_attrs={**record_attrs(judged), "from_store": origin},
+        system_attrs={DASHBOARD_CONSTRAINTS: list(judged.violations.values())} if measured else None,
         constraints=dict(judged.violations) if measured else None)
     study.add_trial(trial)
     return True
@@ -274,6 +280,7 @@ def tell(study: optuna.Study, trial: optuna.Trial, record: TrialRecord) -> None:
     if record.status == "measured":
         for constraint, excess in record.violations.items():
             trial.set_constraint(constraint, excess)  # ≤ 0: within budget (judgment.violations)
+        study._storage.set_trial_system_attr(trial._trial_id, DASHBOARD_CONSTRAINTS, list(record.violations.values()))
         study.tell(trial, values=list(record.objectives()))
     else:
         study.tell(trial, state=TrialState.FAIL if record.status == "failed" else TrialState.PRUNED)
