@@ -11,10 +11,13 @@ Layout, in the order a run meets it (one concept per module):
 * the plugins: ``hookspecs`` (the tutorial), ``plugins`` (failure-isolated manager), ``backend`` (the contract),
   ``protocol`` (the measurement protocol, written once), ``physics`` (KV cache, bandwidth bound);
 * the run: ``tuner`` (the loop, ``tune()``) → ``sources`` (which backends, from which model) → ``study``
-  (Optuna storage and trial records) → ``pipeline`` (one trial) → ``trial``/``worker`` (artifacts, isolated
+  (Optuna study and trial records) over ``storage`` (database URLs, errors) → ``store`` (every measurement under
+  the key that determines it; claims for fleets) and ``store_view`` (the study seeded from the store, claims
+  around each measurement, the warm start) → ``pipeline`` (one trial) → ``trial``/``worker`` (artifacts, isolated
   measurement) → ``quality``/``quality_eval`` → ``judgment`` (every budget decision) → ``selection`` and
   ``confirm`` (choosing) → ``assemble`` (the profile) → ``profile``/``exporter`` (the output);
-* the CLI: ``cli`` (thin), ``run``/``run_options``/``console``/``plot``.
+* answers from the store without measuring: ``answer`` (``autotune answer``/``autotune store``);
+* the CLI: ``cli`` (thin), ``run``/``run_options``/``console``/``plot``, ``store_commands``.
 """
 
 from __future__ import annotations

@@ -23,8 +23,9 @@ from .cache import key_digest
 from .hardware import Hardware
 from .model_source import cached_content_hash
 from .options import TuneOptions
+from .reporting import Reporter
 from .store import MeasurementStore, Scope, StoredRecord, storable
-from .study import TrialRecord, add_record, records
+from .study import TrialRecord, add_record, enqueue, mark_abandoned, records
 from .workload import Workload
 
 SEED_WAIT_S = 120.0
@@ -99,6 +100,31 @@ def seed(study: optuna.Study, store: MeasurementStore, scope: Scope, runtimes: M
                 in_study.add(record.key)
                 seeded.added += 1
                 seeded.measured += record.artifact is not None
+    return seeded
+
+
+def open_view(study: optuna.Study, store: MeasurementStore, scope: Scope, runtimes: Mapping[str, str],
+              spaces: dict[str, SearchSpace], budget: Budget, hardware: Hardware, reporter: Reporter) -> Seeded:
+    """Before the search: join the workers, fail trials of runs that are gone, seed the study from the store,
+    and queue the warm start; say what was reused and what is stale."""
+    store.join()
+    abandoned = mark_abandoned(study, store.alive)
+    if abandoned:
+        reporter.warn(f"{abandoned} trial(s) of an interrupted run were marked failed")
+    own = len(records(study))
+    seeded = seed(study, store, scope, runtimes, spaces, budget)
+    for message in stale_messages(seeded, runtimes):
+        reporter.warn(message)
+    if own:
+        reporter.info(f"resuming study {study.study_name}: {own} finished trial(s) reused, not re-measured")
+    if seeded.added:
+        reporter.info(f"{seeded.added} configuration(s) measured for other budgets, objectives or backend sets "
+                      "taken from the store, not re-measured")
+    for backend, points in warm_starts(store, scope, hardware, spaces, budget).items():
+        reporter.info(f"warm start: {len(points)} {backend} configuration(s) that did best on the nearest machine "
+                      "in the store are measured first")
+        for params in points:
+            enqueue(study, backend, params)
     return seeded
 
 

@@ -36,14 +36,13 @@ from .reporting import Reporter, SilentReporter
 from .selection import Progress, choose, pareto_front
 from .sources import BackendPlan, plan_backends, reference_pool, select_backends
 from .store import MeasurementStore, Scope, runtimes_of
-from .store_view import RoundsMemo, SharedSearch, search_scope, seed, stale_messages, warm_starts
+from .store_view import RoundsMemo, SharedSearch, open_view, search_scope
 from .study import (
     TrialRecord,
     claim,
     config_key,
     enqueue,
     enqueue_unseen,
-    mark_abandoned,
     open_storage,
     open_study,
     records,
@@ -118,25 +117,8 @@ class Tuner:
     def _run_on(self, study: optuna.Study, name: str, plan: BackendPlan, store: MeasurementStore,
                 scope: Scope) -> TuneResult:
         runtimes = runtimes_of(r.backend for r in plan.resolved)
-        store.join()
-        abandoned = mark_abandoned(study, store.alive)
-        if abandoned:
-            self.reporter.warn(f"{abandoned} trial(s) of an interrupted run were marked failed")
-        own = len(records(study))
-        seeded = seed(study, store, scope, runtimes, plan.spaces, self.budget)
-        for message in stale_messages(seeded, runtimes):
-            self.reporter.warn(message)
+        seeded = open_view(study, store, scope, runtimes, plan.spaces, self.budget, self.hardware, self.reporter)
         previous = records(study)
-        if own:
-            self.reporter.info(f"resuming study {name}: {own} finished trial(s) reused, not re-measured")
-        if seeded.added:
-            self.reporter.info(f"{seeded.added} configuration(s) measured for other budgets, objectives or backend "
-                               "sets taken from the store, not re-measured")
-        for backend_name, points in warm_starts(store, scope, self.hardware, plan.spaces, self.budget).items():
-            self.reporter.info(f"warm start: {len(points)} {backend_name} configuration(s) that did best on the "
-                               "nearest machine in the store are measured first")
-            for params in points:
-                enqueue(study, backend_name, params)
         for backend_name, points in plan.starts.items():
             for params in points:
                 enqueue(study, backend_name, params)
