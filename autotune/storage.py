@@ -72,6 +72,10 @@ def storage_errors(url: str) -> Iterator[None]:
         detail = " ".join(str(error.orig).split())[:200]
         raise StorageError(f"cannot open --storage {shown}: {detail}; check that the server runs, the address and "
                            "the credentials, and that the file's folder is writable") from None
+    except sqlalchemy.exc.DatabaseError as error:
+        detail = " ".join(str(error.orig).split())[:200]
+        raise StorageError(f"--storage {shown} cannot be used as a database ({detail}); point --storage at another "
+                           "file or server") from None
     except sqlalchemy.exc.SQLAlchemyError as error:
         raise StorageError(f"--storage {shown} failed: {type(error).__name__}: {' '.join(str(error).split())[:200]}") from None
     except OSError as error:

@@ -104,6 +104,14 @@ def test_an_unreachable_server_and_the_cli_say_what_to_check() -> None:
     assert result.stderr.count("\n") == 1
 
 
+def test_a_file_that_is_not_a_database_is_one_line(tmp_path: Path) -> None:
+    garbage = tmp_path / "garbage.db"
+    garbage.write_text("not a database at all, but long enough to look like a header " * 4)
+    for open_it in (open_storage, MeasurementStore):
+        with pytest.raises(StorageError, match="cannot be used as a database \\(file is not a database\\)"):
+            open_it(f"sqlite:///{garbage}")
+
+
 def test_a_store_written_by_a_newer_autotune_is_refused(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'newer.db'}"
     MeasurementStore(url).close()
