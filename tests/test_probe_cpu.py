@@ -9,6 +9,7 @@ import pytest
 
 from autotune.hardware import NOTABLE_FEATURES, CpuInfo
 from autotune.probes import cpu
+from autotune.testing import machines
 from autotune.testing.captures import sections, write_text
 
 FIXTURES = Path(__file__).parent / "fixtures" / "hardware"
@@ -25,22 +26,7 @@ def proc_self_cgroup(machine: Path) -> str:
 
 def fake_root(machine: Path, root: Path) -> Path:
     """A folder shaped like ``/`` holding the capture's sysfs caches, NUMA nodes and cgroup files."""
-    parts = sections(machine)
-    for line in parts["caches"].splitlines():
-        path, *fields = line.split()
-        values = dict(field.split("=", 1) for field in fields)
-        folder = root / path.lstrip("/")
-        folder.mkdir(parents=True)
-        for name, key in (("level", "level"), ("type", "type"), ("size", "size"), ("shared_cpu_list", "shared")):
-            (folder / name).write_text(values[key] + "\n")
-    for line in parts["numa"].split():
-        (root / line.lstrip("/")).mkdir(parents=True)
-    for line in parts["cgroup"].splitlines():
-        if line.startswith("/"):
-            path, _, value = line.partition(": ")
-            (root / path.lstrip("/")).parent.mkdir(parents=True, exist_ok=True)
-            (root / path.lstrip("/")).write_text(value + "\n")
-    return root
+    return machines.fake_root(sections(machine), root)
 
 
 def probe_capture(machine: Path, root: Path) -> CpuInfo:

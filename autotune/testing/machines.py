@@ -24,7 +24,7 @@ def captured_hardware(machine: Path) -> Hardware:
     proc_self_cgroup = "\n".join(line for line in parts["cgroup"].splitlines() if not line.startswith("/"))
     report = json.loads((machine / "python_probe.json").read_text())
     with tempfile.TemporaryDirectory(prefix="capture-") as scratch:
-        root = _fake_root(parts, Path(scratch))
+        root = fake_root(parts, Path(scratch))
         cpu_info = cpu.linux_cpu_info((machine / "cpuinfo_first.txt").read_text(), proc_self_cgroup, root=root,
                                       architecture=str(report.get("machine") or "x86_64"))
         memory_info = memory.memory_info(parts["meminfo"], proc_self_cgroup, root)
@@ -36,7 +36,7 @@ def captured_hardware(machine: Path) -> Hardware:
     return Hardware(cpu=cpu_info, memory=memory_info, accelerators=accelerators, os=str(report.get("platform", "")))
 
 
-def _fake_root(parts: dict[str, str], root: Path) -> Path:
+def fake_root(parts: dict[str, str], root: Path) -> Path:
     """A folder shaped like ``/`` holding the capture's sysfs caches, NUMA nodes and cgroup files."""
     for line in parts["caches"].splitlines():
         path, *fields = line.split()

@@ -21,11 +21,11 @@ from pathlib import Path
 import pytest
 
 from autotune import DeploymentProfile, evidence_comment
+from autotune.testing.exports import PROMPT, snippet_generates
 from autotune_mlx import MlxBackend, render_generate, render_python, render_server
 
 pytest.importorskip("mlx_lm", reason="mlx-lm is not installed: pip install 'autotune-mlx[cpu]' (Linux) or [metal]")
 
-PROMPT = "The quick brown fox"
 BIN = str(Path(sys.executable).parent)
 """Where this environment's ``mlx_lm.generate`` and ``mlx_lm.server`` live: put first on PATH, as an activated venv."""
 
@@ -42,15 +42,7 @@ def test_python_export_starts_with_its_evidence_and_answers_as_autotune_load(q4_
     assert "'kv_bits': 8" in text and "'prefill_step_size': 512" in text
     script = tmp_path / "snippet.py"
     script.write_text(text)
-    usage = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=180, check=False)
-    assert usage.returncode == 0, usage.stderr[-2000:]
-    assert usage.stdout.strip()  # the usage line's reply
-    driver = ("import json, runpy, sys; snippet = runpy.run_path(sys.argv[1]); "
-              f"print(json.dumps(snippet['generate']({PROMPT!r}, 8)))")
-    done = subprocess.run([sys.executable, "-c", driver, str(script)], capture_output=True, text=True, timeout=180,
-                          check=False)
-    assert done.returncode == 0, done.stderr[-2000:]
-    exported = json.loads(done.stdout.strip().splitlines()[-1])
+    exported = snippet_generates(script)  # as pasted (its usage line answers), then its generate()
     assert exported and exported == MlxBackend().load_profile(q4_profile).generate(PROMPT, 8)
 
 

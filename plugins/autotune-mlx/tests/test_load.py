@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import warnings
 from pathlib import Path
 
@@ -12,6 +10,7 @@ import pytest
 import autotune
 from autotune import DeploymentProfile
 from autotune.deploy import ProfileMismatch
+from autotune.testing.exports import load_example_generates
 from autotune_mlx import MlxDeployment, RuntimeSettings
 
 mlx_lm = pytest.importorskip("mlx_lm", reason="mlx-lm is not installed: pip install 'autotune-mlx[cpu]' (Linux) or [metal]")
@@ -31,16 +30,6 @@ def test_load_returns_the_tuned_model_that_decodes(q4_profile: DeploymentProfile
     assert deployment.generate("The quick brown fox", 8)
 
 
-EXAMPLE = Path(__file__).parents[3] / "examples" / "load_any_profile.py"
-
-
 def test_the_load_any_profile_example_generates(q4_profile: DeploymentProfile, tmp_path: Path) -> None:
-    if not EXAMPLE.is_file():
-        pytest.skip(f"{EXAMPLE} is not here (an installed plugin, outside the repository)")
-    path = tmp_path / "profile.json"
-    path.write_text(q4_profile.to_json())
-    done = subprocess.run([sys.executable, str(EXAMPLE), str(path), "The quick brown fox", "8"], capture_output=True,
-                          text=True, timeout=180, check=False)
-    assert done.returncode == 0, done.stderr[-2000:]
-    first, _, text = done.stdout.partition("\n")
-    assert first == "mlx: autotune_mlx.deployment.MlxDeployment" and text.strip("\n"), done.stdout
+    first, text = load_example_generates(q4_profile, tmp_path)
+    assert first == "mlx: autotune_mlx.deployment.MlxDeployment" and text

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from autotune import DeploymentProfile, evidence_comment
+from autotune.testing.exports import PROMPT, snippet_generates
 from autotune.testing.profiles import HOSTILE_TEXT, sample_profile
 from autotune_onnxruntime import OnnxRuntimeBackend
 from autotune_onnxruntime.exporters import render_genai_config, render_python
@@ -25,7 +26,6 @@ from autotune_onnxruntime.foundry_local import PASSTHROUGH_TEMPLATE, PUBLISHER, 
 
 og = pytest.importorskip("onnxruntime_genai")
 
-PROMPT = "The quick brown fox"
 
 FOUNDRY_LOCAL_GRAMMAR = {
     "inference_model.json": ("Name", "PromptTemplate", "{Content}"),
@@ -63,15 +63,7 @@ def test_python_export_starts_with_its_evidence_and_answers_as_autotune_load(int
     assert text.startswith(evidence_comment(int4_profile))
     script = tmp_path / "snippet.py"
     script.write_text(text)
-    usage = _run_script(script)  # the snippet as pasted: its usage line answers one prompt
-    assert usage.returncode == 0, usage.stderr[-2000:]
-    assert usage.stdout.strip()
-    driver = ("import json, runpy, sys; snippet = runpy.run_path(sys.argv[1]); "
-              f"print(json.dumps(snippet['generate']({PROMPT!r}, 8)))")
-    done = subprocess.run([sys.executable, "-c", driver, str(script)], capture_output=True, text=True, timeout=120,
-                          check=False)
-    assert done.returncode == 0, done.stderr[-2000:]
-    exported = json.loads(done.stdout.strip().splitlines()[-1])
+    exported = snippet_generates(script)  # as pasted (its usage line answers), then its generate()
     assert exported and exported == OnnxRuntimeBackend().load_profile(int4_profile).generate(PROMPT, 8)
 
 

@@ -7,14 +7,13 @@ configuration compiles and decodes a token. (The plain-openvino script runs in `
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from autotune import DeploymentProfile, evidence, evidence_comment
+from autotune.testing.exports import PROMPT, snippet_generates
 from autotune_openvino import OpenVINOBackend, render_config, render_genai
 from autotune_openvino.decoder import Decoder
 from autotune_openvino.tokens import load_tokenizer
@@ -22,7 +21,6 @@ from autotune_openvino.tokens import load_tokenizer
 ov = pytest.importorskip("openvino")
 pytest.importorskip("nncf")
 
-PROMPT = "The quick brown fox"
 
 
 def test_genai_export_starts_with_its_evidence_and_answers_as_autotune_load(int8_profile: DeploymentProfile,
@@ -34,15 +32,7 @@ def test_genai_export_starts_with_its_evidence_and_answers_as_autotune_load(int8
     assert "'INFERENCE_NUM_THREADS': 2" in text and "'KV_CACHE_PRECISION': 'u8'" in text
     script = tmp_path / "snippet.py"
     script.write_text(text)
-    usage = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120, check=False)
-    assert usage.returncode == 0, usage.stderr[-2000:]
-    assert usage.stdout.strip()  # the usage line's reply
-    driver = ("import json, runpy, sys; snippet = runpy.run_path(sys.argv[1]); "
-              f"print(json.dumps(snippet['generate']({PROMPT!r}, 8)))")
-    done = subprocess.run([sys.executable, "-c", driver, str(script)], capture_output=True, text=True, timeout=120,
-                          check=False)
-    assert done.returncode == 0, done.stderr[-2000:]
-    exported = json.loads(done.stdout.strip().splitlines()[-1])
+    exported = snippet_generates(script)  # as pasted (its usage line answers), then its generate()
     pipeline = OpenVINOBackend().load_profile(int8_profile)
     config = pipeline.get_generation_config()
     config.max_new_tokens, config.do_sample = 8, False
