@@ -126,7 +126,7 @@ from autotune.testing.tuning import tune_with_plugins
 result = tune_with_plugins(Path(sys.argv[1]), InlineBackends(FakeBackend(measure_s=float(sys.argv[3]))),
                            storage=sys.argv[2], trials=int(sys.argv[4]), patience=0, objective="latency")
 print(json.dumps({"study": result.study_name, "new": result.new_measurements,
-                  "winner": result.winner.key, "evidence": len(result.records)}))
+                  "winner": result.winner.key, "evidence": len(result.records), "profile": result.profile.to_json()}))
 """
 
 
@@ -158,6 +158,9 @@ def test_four_workers_on_a_fresh_postgresql_database_share_one_search(model: Pat
     password = postgres_url.split(":")[2].split("@")[0]
     study = open_study(results[0]["study"], postgres_url, 0)
     assert password and password not in json.dumps(study.user_attrs) + json.dumps([t.user_attrs for t in study.trials])
+    for result, (_, err) in zip(results, outputs, strict=True):
+        assert password not in result["profile"] + err
+        assert json.loads(result["profile"])["study"]["storage"] == postgres_url.replace(password, "***")
 
 
 def test_a_worker_killed_mid_trial_neither_loses_nor_blocks_the_search(model: Path, postgres_url: str) -> None:
