@@ -43,7 +43,7 @@ def evidence(profile: DeploymentProfile) -> list[str]:
     figures = [f"decode {measured.decode_tps:.1f} tok/s", f"p95 {measured.worst_itl_p95_ms:.1f} ms/token",
                f"TTFT {measured.ttft_ms:.0f} ms"]
     if measured.peak_rss_bytes is not None:
-        figures.append(f"peak {measured.peak_rss_bytes / 2**20:.0f} MiB")
+        figures.append(f"peak {measured.peak_rss_bytes // 2**20} MiB")  # integer: a profile's int may exceed a float
     quality = profile.quality
     if quality is not None and quality.kl_divergence is not None:
         kl = quality.kl_divergence
@@ -51,7 +51,7 @@ def evidence(profile: DeploymentProfile) -> list[str]:
     elif quality is not None and quality.bits_per_weight is not None:
         figures.append(f"quality not measured ({quality.bits_per_weight:.2f} bits/weight)")
     budget = profile.budget
-    limits = [f"{budget.memory_bytes / 2**20:.0f} MiB", f"p95 {budget.latency_ms:g} ms"]
+    limits = [f"{budget.memory_bytes // 2**20} MiB", f"p95 {budget.latency_ms:g} ms"]
     if budget.ttft_ms is not None:
         limits.append(f"TTFT {budget.ttft_ms:g} ms")
     if budget.max_quality_loss is not None:

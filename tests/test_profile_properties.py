@@ -325,3 +325,15 @@ def test_labels_and_paths_cannot_break_out_of_comments(label: str) -> None:
     for backend in BACKENDS if set(BACKENDS) <= set(INSTALLED) else ():
         data = mutated(mutated(sample_data(backend), ("artifact", "precision"), label), ("model", "path"), label)
         assert check_exports(data) in ("accepted", "refused")
+
+
+def test_evidence_renders_integers_beyond_a_float() -> None:
+    """A loaded profile's byte counts are unbounded ints: the evidence lines must not overflow a float."""
+    from autotune import evidence
+    from autotune.testing.profiles import sample_profile
+
+    profile = sample_profile("llamacpp")
+    huge = profile.model_copy(update={"measured": profile.measured.model_copy(update={"peak_rss_bytes": 10**400}),
+                                      "budget": profile.budget.model_copy(update={"memory_bytes": 10**400})})
+    lines = evidence(huge)
+    assert f"peak {10**400 // 2**20} MiB" in lines[1] and f"budget: {10**400 // 2**20} MiB" in lines[1]
