@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .budget import Budget
 from .errors import NothingFits
 from .hardware import Hardware
-from .judgment import nothing_fits_message, violations
+from .judgment import judged, nothing_fits_message
 from .options import TuneOptions
 from .plugins import PluginManager
 from .selection import choose, pareto_front
@@ -81,19 +81,12 @@ def answer_from_store(model_path: Path, budget: Budget, workload: Workload, opti
         extra = f" ({stale} stored figure(s) are stale: another runtime version)" if stale else ""
         raise NothingFits(f"nothing is stored for {model_path.name} with this workload on this machine{extra}; "
                           "run `autotune run` with the same options first")
-    judged = [rejudged(TrialRecord(**s.record), budget) for s in current]
-    feasible = [r for r in judged if r.feasible]
+    judged_records = [judged(TrialRecord(**s.record), budget) for s in current]
+    feasible = [r for r in judged_records if r.feasible]
     if not feasible:
-        raise NothingFits(f"from {len(current)} stored measurement(s): " + nothing_fits_message(judged, budget, {}))
+        raise NothingFits(f"from {len(current)} stored measurement(s): " + nothing_fits_message(judged_records, budget, {}))
     front = pareto_front(feasible)
     return StoredAnswer(winner=choose(front, options.objective), front=front, rests_on=current, stale=stale)
-
-
-def rejudged(record: TrialRecord, budget: Budget) -> TrialRecord:
-    """``record`` with its budget violations computed for ``budget`` (stored ones were for the budget of their run)."""
-    if record.status != "measured" or record.measured is None:
-        return record
-    return replace(record, violations=violations(record.measured, budget, record.quality_report))
 
 
 @dataclass

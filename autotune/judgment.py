@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from .backend import Prediction
@@ -81,6 +81,13 @@ def violations(measurement: Measurement, budget: Budget, quality: Quality | None
         else:  # a zero budget admits only a lossless variant
             found["quality"] = 1.0 if loss > 0 else 0.0
     return found
+
+
+def judged(record: TrialRecord, budget: Budget) -> TrialRecord:
+    """``record`` with its violations of ``budget`` (a stored record carries those of the budget it was run for)."""
+    if record.status != "measured" or record.measured is None:
+        return replace(record, violations={})
+    return replace(record, violations=violations(record.measured, budget, record.quality_report))
 
 
 def within(excess: dict[str, float]) -> bool:

@@ -8,6 +8,7 @@ A password in the URL is never shown: every message and profile carries ``redact
 
 from __future__ import annotations
 
+import fcntl
 import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -97,9 +98,25 @@ def create_engine(url: str) -> sqlalchemy.Engine:
 
 @contextmanager
 def schema_lock(engine: sqlalchemy.Engine) -> Iterator[None]:
-    """Hold the database-wide schema lock while tables are created (PostgreSQL; SQLite serialises writes itself)."""
+    """Hold the database-wide schema lock while tables are created.
+
+    PostgreSQL: an advisory lock. SQLite: an exclusive ``flock`` on a file beside the database (two processes
+    creating tables in one new file at once otherwise fail with "table … already exists").
+    """
     import sqlalchemy
 
+    if engine.dialect.name == "sqlite":
+        database = engine.url.database
+        if not database or database == ":memory:":
+            yield
+            return
+        with open(f"{database}.lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+        return
     if engine.dialect.name != "postgresql":
         yield
         return

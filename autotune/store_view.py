@@ -21,9 +21,11 @@ from .backend import Categorical, IntRange, Params, SearchSpace
 from .budget import Budget
 from .cache import key_digest
 from .hardware import Hardware
+from .judgment import judged
 from .model_source import cached_content_hash
 from .options import TuneOptions
 from .reporting import Reporter
+from .selection import choose, pareto_front
 from .store import MeasurementStore, Scope, StoredRecord, storable
 from .study import TrialRecord, add_record, enqueue, mark_abandoned, records
 from .workload import Workload
@@ -104,7 +106,8 @@ def seed(study: optuna.Study, store: MeasurementStore, scope: Scope, runtimes: M
 
 
 def open_view(study: optuna.Study, store: MeasurementStore, scope: Scope, runtimes: Mapping[str, str],
-              spaces: dict[str, SearchSpace], budget: Budget, hardware: Hardware, reporter: Reporter) -> Seeded:
+              spaces: dict[str, SearchSpace], budget: Budget, hardware: Hardware, reporter: Reporter,
+              objective: str) -> Seeded:
     """Before the search: join the workers, fail trials of runs that are gone, seed the study from the store,
     and queue the warm start; say what was reused and what is stale."""
     store.join()
@@ -120,7 +123,7 @@ def open_view(study: optuna.Study, store: MeasurementStore, scope: Scope, runtim
     if seeded.added:
         reporter.info(f"{seeded.added} configuration(s) measured for other budgets, objectives or backend sets "
                       "taken from the store, not re-measured")
-    for backend, points in warm_starts(store, scope, hardware, spaces, budget).items():
+    for backend, points in warm_starts(store, scope, hardware, spaces, budget, objective).items():
         reporter.info(f"warm start: {len(points)} {backend} configuration(s) that did best on the nearest machine "
                       "in the store are measured first")
         for params in points:
@@ -141,10 +144,11 @@ def keep(store: MeasurementStore, scope: Scope, runtime: str, record: TrialRecor
 
 
 def warm_starts(store: MeasurementStore, scope: Scope, hardware: Hardware, spaces: dict[str, SearchSpace],
-                budget: Budget, points: int = WARM_START_POINTS) -> dict[str, list[Params]]:
+                budget: Budget, objective: str, points: int = WARM_START_POINTS) -> dict[str, list[Params]]:
     """The best configurations stored for the nearest other machine of the same ISA family, fitted to this one.
 
-    "Best" by that machine's own figures: within this budget, fastest decoding first. Each is fitted
+    "Best" by that machine's own figures: within this budget (if any is; else all), ranked as ``run``
+    ranks by ``objective`` (``ranked``). Each is fitted
     by ``fit_to_space``: a thread count keeps its share of the cores (all 16 there → all 2 here, 2 of 2
     there → 16 of 16 here), another parameter outside this machine's space is clamped into it, and a
     categorical value this machine lacks drops the configuration. They are only starting points: every
@@ -156,17 +160,18 @@ def warm_starts(store: MeasurementStore, scope: Scope, hardware: Hardware, space
         return {}
     machines = store.devices()
     here = device_summary(hardware)
-    ranked = sorted({r.fingerprint for r in elsewhere if r.fingerprint in machines},
-                    key=lambda fingerprint: distance(here, machines[fingerprint]))
-    nearest = next((f for f in ranked if math.isfinite(distance(here, machines[f]))), None)
+    nearest_first = sorted({r.fingerprint for r in elsewhere if r.fingerprint in machines},
+                           key=lambda fingerprint: distance(here, machines[fingerprint]))
+    nearest = next((f for f in nearest_first if math.isfinite(distance(here, machines[f]))), None)
     if nearest is None:
         return {}
-    candidates = [TrialRecord(**r.record) for r in elsewhere if r.fingerprint == nearest and r.backend in spaces]
-    fitting = [r for r in candidates if r.measured is not None and r.measured.peak_rss_bytes is not None
-               and r.measured.peak_rss_bytes <= budget.memory_bytes and r.measured.worst_itl_p95_ms <= budget.latency_ms]
+    candidates = [judged(TrialRecord(**r.record), budget) for r in elsewhere
+                  if r.fingerprint == nearest and r.backend in spaces]
+    candidates = [r for r in candidates if r.measured is not None and r.measured.peak_rss_bytes is not None]
+    fitting = [r for r in candidates if r.feasible]
     chosen: dict[str, list[Params]] = {}
     seen: set[str] = set()
-    for record in sorted(fitting or candidates, key=lambda r: -(r.measured.decode_tps if r.measured else 0.0)):
+    for record in ranked(fitting or candidates, objective):
         params = fit_to_space(record.params, spaces[record.backend],
                               cores=(int(machines[nearest].get("cores") or 0), hardware.cpu.usable_cores))
         key = key_digest({"backend": record.backend, "params": params})
@@ -177,6 +182,16 @@ def warm_starts(store: MeasurementStore, scope: Scope, hardware: Hardware, space
         if len(seen) == points:
             break
     return chosen
+
+
+def ranked(records: list[TrialRecord], objective: str) -> list[TrialRecord]:
+    """``records`` best first for ``objective``: the winner ``choose`` picks, then the winner of the rest, ..."""
+    remaining, order = list(records), []
+    while remaining:
+        best = choose(pareto_front(remaining), objective)
+        order.append(best)
+        remaining.remove(best)
+    return order
 
 
 def distance(here: Mapping[str, Any], there: Mapping[str, Any]) -> float:

@@ -13,7 +13,7 @@ import random
 import socket
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
@@ -24,7 +24,8 @@ from optuna.trial import TrialState
 from .backend import Backend, Categorical, IntRange, Params, SearchSpace
 from .budget import Budget
 from .cache import key_digest
-from .judgment import violations, within
+from .judgment import judged as judged_against
+from .judgment import within
 from .measurement import Measurement
 from .profile import Quality
 from .storage import create_engine, default_storage, is_sqlite, schema_lock, storage_errors
@@ -131,18 +132,21 @@ def add_record(study: optuna.Study, record: TrialRecord, spaces: dict[str, Searc
     for key, distribution in used.items():
         if distribution is None or not _within(distribution, params[key]):
             return False
-    judged = replace(record, violations=violations(record.measured, budget, record.quality_report)
-                     if record.measured is not None and record.status == "measured" else {})
-    measured = judged.status == "measured"
-    trial = optuna.trial.create_trial(
-        state=TrialState.COMPLETE if measured else TrialState.FAIL,
-        values=list(judged.objectives()) if measured else None,
-        params=params, distributions={k: d for k, d in used.items() if d is not None},
-        user_attrs={**record_attrs(judged), "from_store": origin},
-        system_attrs={DASHBOARD_CONSTRAINTS: list(judged.violations.values())} if measured else None,
-        constraints=dict(judged.violations) if measured else None)
-    study.add_trial(trial)
+    study.add_trial(finished_trial(judged_against(record, budget), params,
+                                   {k: d for k, d in used.items() if d is not None}, {"from_store": origin}))
     return True
+
+
+def finished_trial(record: TrialRecord, params: dict[str, Any], distributions: dict[str, BaseDistribution],
+                   extra: dict[str, Any] | None = None) -> optuna.trial.FrozenTrial:
+    """A finished trial holding ``record`` (judged already) as ``tell`` would leave it, for ``study.add_trial``."""
+    measured = record.status == "measured"
+    state = TrialState.COMPLETE if measured else TrialState.FAIL if record.status == "failed" else TrialState.PRUNED
+    return optuna.trial.create_trial(
+        state=state, values=list(record.objectives()) if measured else None, params=params,
+        distributions=distributions, user_attrs={**record_attrs(record), **(extra or {})},
+        system_attrs={DASHBOARD_CONSTRAINTS: list(record.violations.values())} if measured else None,
+        constraints=dict(record.violations) if measured else None)
 
 
 def _within(distribution: BaseDistribution, value: Any) -> bool:
@@ -274,7 +278,28 @@ def record_attrs(record: TrialRecord) -> dict[str, Any]:
 
 
 def tell(study: optuna.Study, trial: optuna.Trial, record: TrialRecord) -> None:
-    """Store the full record on the trial, then give Optuna its objectives and budget constraints."""
+    """Store the full record on the trial, then give Optuna its objectives and budget constraints.
+
+    On SQLite two workers can pop the same queued trial (no row lock) and the other one may have ended it
+    meanwhile; the record then goes into a finished trial of its own, so no measurement is lost.
+    """
+    try:
+        _tell(study, trial, record)
+    except optuna.exceptions.UpdateFinishedTrialError:
+        study.add_trial(finished_trial(record, trial.params, trial.distributions, {"shared_queue_trial": trial.number}))
+
+
+def end_quietly(study: optuna.Study, trial: optuna.Trial, state: TrialState, **attrs: Any) -> None:
+    """End a trial that measured nothing (a repeat, a dropped backend); nothing to do if another worker ended it."""
+    try:
+        for key, value in attrs.items():
+            trial.set_user_attr(key, value)
+        study.tell(trial, state=state)
+    except optuna.exceptions.UpdateFinishedTrialError:
+        pass
+
+
+def _tell(study: optuna.Study, trial: optuna.Trial, record: TrialRecord) -> None:
     for key, value in record_attrs(record).items():
         trial.set_user_attr(key, value)
     if record.status == "measured":

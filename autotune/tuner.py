@@ -41,6 +41,7 @@ from .study import (
     TrialRecord,
     claim,
     config_key,
+    end_quietly,
     enqueue,
     enqueue_unseen,
     open_storage,
@@ -117,7 +118,8 @@ class Tuner:
     def _run_on(self, study: optuna.Study, name: str, plan: BackendPlan, store: MeasurementStore,
                 scope: Scope) -> TuneResult:
         runtimes = runtimes_of(r.backend for r in plan.resolved)
-        seeded = open_view(study, store, scope, runtimes, plan.spaces, self.budget, self.hardware, self.reporter)
+        seeded = open_view(study, store, scope, runtimes, plan.spaces, self.budget, self.hardware, self.reporter,
+                           self.options.objective)
         previous = records(study)
         for backend_name, points in plan.starts.items():
             for params in points:
@@ -153,8 +155,7 @@ class Tuner:
             backend_name = trial.suggest_categorical("backend", list(by_name))
             if backend_name in pipeline.dropped:
                 # The categorical cannot shrink inside a study: skip the dropped backend, steer elsewhere.
-                trial.set_user_attr("reason", f"backend dropped: {pipeline.dropped[backend_name]}")
-                study.tell(trial, state=TrialState.PRUNED)
+                end_quietly(study, trial, TrialState.PRUNED, reason=f"backend dropped: {pipeline.dropped[backend_name]}")
                 enqueue_unseen(study, plan.by_name, plan.spaces, done, pipeline.dropped, self.rng)
                 continue
             r = by_name[backend_name]
@@ -163,20 +164,18 @@ class Tuner:
             except Exception as error:  # noqa: BLE001 - a plugin's bug costs its backend, never the run
                 pipeline.dropped[backend_name] = f"its plugin raised {error!r} in canonical_params"
                 self.reporter.warn(f"backend {backend_name!r} dropped for this run: {pipeline.dropped[backend_name]}")
-                study.tell(trial, state=TrialState.PRUNED)
+                end_quietly(study, trial, TrialState.PRUNED)
                 continue
             key = config_key(backend_name, params)
             with shared.claimed(backend_name, key, done) as mine:
                 if not mine:  # known, or another worker measures it now: steer Optuna elsewhere
-                    trial.set_user_attr("repeat_of", done[key].number if key in done else -1)
-                    study.tell(trial, state=TrialState.PRUNED)
+                    end_quietly(study, trial, TrialState.PRUNED, repeat_of=done[key].number if key in done else -1)
                     enqueue_unseen(study, plan.by_name, plan.spaces, done, pipeline.dropped, self.rng)
                     continue
                 try:
                     record = pipeline.run(trial.number, r, params)
                 except KeyboardInterrupt:
-                    trial.set_user_attr("reason", "interrupted")
-                    study.tell(trial, state=TrialState.FAIL)
+                    end_quietly(study, trial, TrialState.FAIL, reason="interrupted")
                     raise
                 tell(study, trial, record)
                 shared.keep(record)

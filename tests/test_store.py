@@ -197,3 +197,23 @@ def _running_trials(url: str) -> int:
     summaries = optuna.get_all_study_summaries(url)
     return sum(len(optuna.load_study(study_name=s.study_name, storage=url).get_trials(
         deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))) for s in summaries)
+
+
+def test_a_trial_another_worker_ended_keeps_its_record_in_a_trial_of_its_own() -> None:
+    """SQLite has no row lock: two workers can pop one queued trial; the second to finish must not lose its record."""
+    from optuna.trial import TrialState
+
+    from autotune.study import end_quietly, records, tell
+
+    study = open_study("shared queue", None, 0)
+    trial = study.ask()
+    trial.suggest_categorical("backend", ["fake"])
+    trial.suggest_categorical("fake.quant", ["f16", "q8_0"])
+    end_quietly(study, trial, TrialState.PRUNED, repeat_of=-1)  # the other worker's view: a repeat
+    end_quietly(study, trial, TrialState.PRUNED, repeat_of=-1)  # again: nothing to do, no error
+    record = TrialRecord(number=trial.number, status="failed", backend="fake", params={"quant": "f16"},
+                         reason="prepare failed: test", cause="prepare failed")
+    tell(study, trial, record)
+    (kept,) = records(study)
+    assert kept.reason == "prepare failed: test" and kept.number != trial.number
+    assert study.trials[kept.number].user_attrs["shared_queue_trial"] == trial.number

@@ -101,7 +101,7 @@ def test_no_warm_start_without_a_stored_machine_of_the_family(tmp_path: Path) ->
     try:
         scope = Scope("0" * 64, "tiny", example_hardware().fingerprint, {"workload": {}})
         assert warm_starts(store, scope, example_hardware(), {"fake": {"threads": IntRange(1, 2)}},
-                           Budget.parse("1GB", "1s")) == {}
+                           Budget.parse("1GB", "1s"), "latency") == {}
         assert example_hardware().fingerprint in store.devices()  # remembered for the next machine
     finally:
         store.close()
