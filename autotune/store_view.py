@@ -27,7 +27,7 @@ from .options import TuneOptions
 from .reporting import Reporter
 from .selection import choose, pareto_front
 from .store import MeasurementStore, Scope, StoredRecord, storable
-from .study import TrialRecord, add_record, enqueue, mark_abandoned, records
+from .study import TrialRecord, abandoned, add_record, enqueue, mark_abandoned, records
 from .workload import Workload
 
 SEED_WAIT_S = 120.0
@@ -271,9 +271,15 @@ class SharedSearch:
         elsewhere land in the shared study before this run picks its answer.
         """
         deadline = time.monotonic() + timeout_s
-        while (busy := self.store.others_measuring(self.tag)) and time.monotonic() < deadline:
+        while (busy := self.store.others_measuring(self.tag) + self._others_running()) and \
+                time.monotonic() < deadline:
             time.sleep(0.5)
         return busy
+
+    def _others_running(self) -> int:
+        """Trials of this study other live workers hold (asked, maybe not yet claimed); this run's are all told."""
+        running = self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+        return sum(1 for trial in running if not abandoned(trial, self.store.alive))
 
     @contextmanager
     def claimed(self, backend: str, key: str, done: dict[str, TrialRecord]) -> Iterator[bool]:

@@ -166,17 +166,20 @@ def mark_abandoned(study: optuna.Study, alive: Callable[[str], bool]) -> int:
     """Fail trials left RUNNING by a run that is gone (``alive("host:pid")`` is False), never a live one's."""
     count = 0
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        owner = trial.user_attrs.get("owner")
-        if owner is None:  # asked a moment ago and not yet claimed, or abandoned in that moment
-            started = trial.datetime_start
-            if started is None or (datetime.now() - started).total_seconds() < STALE_AFTER_S:
-                continue
-        elif alive(f"{owner.get('host')}:{owner.get('pid')}"):
-            continue
-        study._storage.set_trial_user_attr(trial._trial_id, "reason", "interrupted before it finished")
-        study.tell(trial.number, state=TrialState.FAIL)
-        count += 1
+        if abandoned(trial, alive):
+            study._storage.set_trial_user_attr(trial._trial_id, "reason", "interrupted before it finished")
+            study.tell(trial.number, state=TrialState.FAIL)
+            count += 1
     return count
+
+
+def abandoned(trial: optuna.trial.FrozenTrial, alive: Callable[[str], bool]) -> bool:
+    """Whether a RUNNING trial's run is gone: its owner is not alive, or it never got an owner in ``STALE_AFTER_S``."""
+    owner = trial.user_attrs.get("owner")
+    if owner is None:  # asked a moment ago and not yet claimed, or abandoned in that moment
+        started = trial.datetime_start
+        return started is not None and (datetime.now() - started).total_seconds() >= STALE_AFTER_S
+    return not alive(f"{owner.get('host')}:{owner.get('pid')}")
 
 
 def claim(trial: optuna.Trial) -> None:
