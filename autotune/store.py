@@ -98,6 +98,11 @@ class Scope:
     def workload_key(self) -> str:
         return key_digest(self.workload, 32)
 
+    @property
+    def key(self) -> str:
+        """The whole scope in one digest: what a fleet's claims of one search share."""
+        return key_digest({"model": self.model_sha256, "machine": self.fingerprint, "workload": self.workload_key}, 48)
+
 
 @dataclass(frozen=True)
 class StoredRecord:

@@ -65,8 +65,7 @@ def device_summary(hardware: Hardware) -> dict[str, Any]:
 
 def claim_key(scope: Scope, backend: str, runtime: str, config_key: str) -> str:
     """The claim a worker holds while it measures one configuration of one search scope."""
-    return key_digest({"model": scope.model_sha256, "machine": scope.fingerprint, "workload": scope.workload_key,
-                       "backend": backend, "runtime": runtime, "config": config_key}, 48)
+    return key_digest({"scope": scope.key, "backend": backend, "runtime": runtime, "config": config_key}, 48)
 
 
 @contextmanager
@@ -261,8 +260,6 @@ class SharedSearch:
                  spaces: dict[str, SearchSpace], budget: Budget) -> None:
         self.study, self.store, self.scope, self.runtimes = study, store, scope, runtimes
         self.spaces, self.budget = spaces, budget
-        self.tag = key_digest({"model": scope.model_sha256, "machine": scope.fingerprint,
-                               "workload": scope.workload_key}, 48)
 
     def settle(self, timeout_s: float) -> int:
         """Wait (up to ``timeout_s``) until no other live worker measures in this scope; return how many still do.
@@ -271,7 +268,7 @@ class SharedSearch:
         elsewhere land in the shared study before this run picks its answer.
         """
         deadline = time.monotonic() + timeout_s
-        while (busy := self.store.others_measuring(self.tag) + self._others_running()) and \
+        while (busy := self.store.others_measuring(self.scope.key) + self._others_running()) and \
                 time.monotonic() < deadline:
             time.sleep(0.5)
         return busy
@@ -292,7 +289,7 @@ class SharedSearch:
             yield False
             return
         claim = claim_key(self.scope, backend, self.runtimes[backend], key)
-        if not self.store.claim(claim, self.tag):
+        if not self.store.claim(claim, self.scope.key):
             yield False
             return
         try:

@@ -136,7 +136,7 @@ class Tuner:
         new = self._search(study, plan, pipeline, done, shared, already=seeded.measured)
         if shared.settle(self.options.timeout_s):
             self.reporter.warn("other workers are still measuring this search; answering without their last figures")
-        return self._finish(study, name, plan, pipeline, new, store, scope)
+        return self._finish(study, name, plan, pipeline, new, RoundsMemo(study, store, scope, runtimes))
 
     def _search(self, study: optuna.Study, plan: BackendPlan, pipeline: TrialPipeline,
                 done: dict[str, TrialRecord], shared: SharedSearch, already: int = 0) -> int:
@@ -187,7 +187,7 @@ class Tuner:
         return new
 
     def _finish(self, study: optuna.Study, name: str, plan: BackendPlan, pipeline: TrialPipeline,
-                new: int, store: MeasurementStore, scope: Scope) -> TuneResult:
+                new: int, memo: RoundsMemo) -> TuneResult:
         """Choose on the feasible front, confirm in interleaved rounds, assemble the profile."""
         all_records = records(study)
         feasible = [r for r in all_records if r.feasible]
@@ -198,8 +198,7 @@ class Tuner:
         if self.options.confirm_rounds > 0:
             with self.phases.timing("confirmation"):
                 winner, confirmation, notes = confirm_finalists(winner, feasible, plan.by_name, self.budget, self.workload,
-                                                                self.hardware, self.options, self.reporter,
-                                                                RoundsMemo(study, store, scope, runtimes_of(r.backend for r in plan.resolved)))
+                                                                self.hardware, self.options, self.reporter, memo)
         evidence = Evidence(winner=winner, front=front, feasible=feasible, records=all_records,
                             confirmation=confirmation, study_name=name, storage=self.options.storage,
                             measured_now=new, failed=len(study.get_trials(deepcopy=False, states=(TrialState.FAIL,))),
