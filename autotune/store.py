@@ -359,5 +359,14 @@ def _stored(row: Any, stale: bool) -> StoredRecord:
 
 
 def runtimes_of(backends: Iterable[Any]) -> dict[str, str]:
-    """Backend name → installed runtime version (``Backend.version()``), the store's notion of "current"."""
-    return {backend.name: str(backend.version() or "unknown") for backend in backends}
+    """Backend name → installed runtime version (``Backend.version()``), the store's notion of "current".
+
+    A plugin whose version check raises gets a version no stored figure has: its figures are never taken as current.
+    """
+    found = {}
+    for backend in backends:
+        try:
+            found[backend.name] = str(backend.version() or "unknown")
+        except Exception as error:  # noqa: BLE001 - a broken plugin costs its own figures, not the command
+            found[backend.name] = f"unknown (version check raised {type(error).__name__})"
+    return found

@@ -132,3 +132,19 @@ def test_permission_denied_on_postgresql_is_one_line(postgres_url: str) -> None:
     with pytest.raises(StorageError, match="refused: .*the database user needs the right to create") as error:
         MeasurementStore(url)
     assert ":pw@" not in str(error.value)
+
+
+class BrokenVersion(FakeBackend):
+    """A third-party backend whose availability check raises."""
+
+    def availability(self):  # type: ignore[no-untyped-def]
+        raise RuntimeError("broken plugin")
+
+
+def test_a_plugin_whose_version_check_raises_costs_only_its_own_figures(model: Path) -> None:
+    tune_with_plugins(model, InlineBackends(FakeBackend()), trials=3, objective="latency", screening=False)
+    answer = answer_from_store(model, Budget.parse("300MB", "40ms"), SMALL_WORKLOAD, OPTIONS,
+                               manager_with(FakeBackend(), BrokenVersion(name="broken")), example_hardware())
+    assert answer.winner.backend == "fake" and len(answer.rests_on) == 3
+    (listed,) = stored_models(None, {"fake": "1.0", "broken": "unknown (version check raised RuntimeError)"})
+    assert len(listed.measured) == 3
