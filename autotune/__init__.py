@@ -26,7 +26,17 @@ from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as _version
 from typing import TYPE_CHECKING
 
-from .backend import (
+from autotune.budget import Budget, parse_duration, parse_size
+from autotune.errors import AutotuneError
+from autotune.hardware import Accelerator, CacheLevel, CpuInfo, Hardware, HardwareFact, MemoryBandwidth, MemoryInfo
+from autotune.hookspecs import hookimpl, hookspec
+from autotune.measure.quality import log_softmax_rows
+from autotune.measurement import Measurement, RunTimings, summarize
+from autotune.model.bundled import model_path as bundled_model
+from autotune.model.hf_folder import CONVERSION_RECORD, inspect_hf_folder, model_shape, safetensors_header
+from autotune.model.source import ModelSource, cached_content_hash, detect_format
+from autotune.options import Objective, TuneOptions
+from autotune.plugins.backend import (
     Artifact,
     Availability,
     Backend,
@@ -37,30 +47,20 @@ from .backend import (
     SearchSpace,
     precision_label,
 )
-from .budget import Budget, parse_duration, parse_size
-from .conversion import Conversion
-from .default_model import model_path as bundled_model
-from .errors import AutotuneError
-from .exporter import Exporter, evidence, evidence_comment
-from .hardware import Accelerator, CacheLevel, CpuInfo, Hardware, HardwareFact, MemoryBandwidth, MemoryInfo
-from .hf_folder import CONVERSION_RECORD, inspect_hf_folder, model_shape, safetensors_header
-from .hookspecs import hookimpl, hookspec
-from .measurement import Measurement, RunTimings, summarize
-from .model_source import ModelSource, cached_content_hash, detect_format
-from .options import Objective, TuneOptions
-from .physics import decode_latency_lower_bound_ms, kv_cache_bytes
-from .profile import MAX_THREADS, DeploymentProfile, IntChoice, load_profile, validate_params
-from .protocol import SPREAD_LIMIT, DecodeSession, logprob_chunks, measure_session, prompt_text_tokens
-from .quality import log_softmax_rows
-from .reporting import Reporter, SilentReporter
-from .workload import PROMPT_TEXT, Workload
+from autotune.plugins.conversion import Conversion
+from autotune.plugins.exporter import Exporter, evidence, evidence_comment
+from autotune.plugins.physics import decode_latency_lower_bound_ms, kv_cache_bytes
+from autotune.plugins.protocol import SPREAD_LIMIT, DecodeSession, logprob_chunks, measure_session, prompt_text_tokens
+from autotune.profile.schema import MAX_THREADS, DeploymentProfile, IntChoice, load_profile, validate_params
+from autotune.reporting import Reporter, SilentReporter
+from autotune.workload import PROMPT_TEXT, Workload
 
 if TYPE_CHECKING:  # type checkers see the lazily loaded names below
-    from .assemble import TuneResult
-    from .deploy import load
-    from .tuner import Tuner, tune
+    from autotune.deploy import load
+    from autotune.search.assemble import TuneResult
+    from autotune.tuner import Tuner, tune
 
-_LAZY = {"tune": "tuner", "Tuner": "tuner", "TuneResult": "assemble", "load": "deploy"}
+_LAZY = {"tune": "tuner", "Tuner": "tuner", "TuneResult": "search.assemble", "load": "deploy"}
 """Loaded on first use: the tuning loop imports Optuna, which a plugin's worker process never needs."""
 
 

@@ -12,18 +12,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .budget import Budget
-from .errors import NothingFits
-from .hardware import Hardware
-from .judgment import judged, nothing_fits_message
-from .options import TuneOptions
-from .plugins import PluginManager
-from .selection import choose, pareto_front
-from .sources import select_backends
-from .store import MeasurementStore, StoredRecord, runtimes_of
-from .store_view import search_scope
-from .study import TrialRecord
-from .workload import Workload
+from autotune.budget import Budget
+from autotune.decide.judgment import judged, nothing_fits_message
+from autotune.decide.selection import choose, pareto_front
+from autotune.errors import NothingFits
+from autotune.hardware import Hardware
+from autotune.options import TuneOptions
+from autotune.plugins.manager import PluginManager
+from autotune.search.sources import select_backends
+from autotune.search.study import TrialRecord
+from autotune.store.measurements import MeasurementStore, StoredRecord, runtimes_of
+from autotune.store.view import search_scope
+from autotune.workload import Workload
 
 
 @dataclass

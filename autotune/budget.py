@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from .errors import BudgetError, InputError
-from .numbers import DURATION_FORMS, SIZE_FORMS, parse_duration, parse_real, parse_size
+from autotune.errors import BudgetError, InputError
+from autotune.numbers import DURATION_FORMS, SIZE_FORMS, parse_duration, parse_real, parse_size
 
 __all__ = ["DURATION_FORMS", "SIZE_FORMS", "Budget", "format_bytes", "parse_duration", "parse_quality_loss",
            "parse_size"]

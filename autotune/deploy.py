@@ -6,10 +6,10 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from .errors import ProfileError
-from .model_source import cached_content_hash
-from .plugins import PluginManager, get_plugin_manager
-from .profile import load_profile
+from autotune.errors import ProfileError
+from autotune.model.source import cached_content_hash
+from autotune.plugins.manager import PluginManager, get_plugin_manager
+from autotune.profile.schema import load_profile
 
 
 class ProfileMismatch(UserWarning):
@@ -39,7 +39,7 @@ def load(profile_path: Path | str, *, strict: bool = False, manager: PluginManag
     version = backend.version()
     if version != profile.backend.version:
         problems.append(f"it was measured with {profile.backend.name} {profile.backend.version}, this is {version}")
-    from .probe import probe_here
+    from autotune.probe.machine import probe_here
 
     here = probe_here(manager, measure_bandwidth=False).fingerprint
     measured_on = str(profile.hardware.get("fingerprint", ""))

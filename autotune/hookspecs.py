@@ -31,10 +31,10 @@ from typing import TYPE_CHECKING
 import pluggy
 
 if TYPE_CHECKING:
-    from .backend import Backend
-    from .conversion import Conversion
-    from .exporter import Exporter
-    from .hardware import HardwareFact
+    from autotune.hardware import HardwareFact
+    from autotune.plugins.backend import Backend
+    from autotune.plugins.conversion import Conversion
+    from autotune.plugins.exporter import Exporter
 
 PROJECT = "autotune"
 

@@ -24,7 +24,7 @@ class Measurement(BaseModel):
 
     Latencies are inter-token latencies (ITL) while decoding; ``ttft_ms`` is separate.
     ``spread`` is the relative spread of decode speed across runs ((max - min) / median);
-    ``extra_runs`` of the ``runs`` were added because the first ones spread too wide (``autotune.protocol``).
+    ``extra_runs`` of the ``runs`` were added because the first ones spread too wide (``autotune.plugins.protocol``).
     ``deep_*`` figures are decode latencies measured with the KV cache filled to ``deep_depth``.
     """
 

@@ -16,7 +16,7 @@ import re
 from collections.abc import Mapping
 from fractions import Fraction
 
-from .errors import BudgetError, InputError
+from autotune.errors import BudgetError, InputError
 
 SIZE_FORMS = "2GB, 2G, 1.5GiB, 800MB, 512MiB (GB = 10^9 bytes, GiB = 2^30)"
 DURATION_FORMS = "50ms, 0.05s, 1s, 800us"

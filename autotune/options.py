@@ -33,7 +33,7 @@ class TuneOptions(BaseModel):
                                 description=f"interleaved confirmation rounds: 0 skips, else at least {MIN_CONFIRM_ROUNDS}")
     strict: bool = Field(default=False, description="require the p95 interval's upper end within the latency budget")
     screening: bool = Field(default=True, description="screen each new configuration with one short run before "
-                            "measuring it in full and scoring its quality (see autotune.pipeline)")
+                            "measuring it in full and scoring its quality (see autotune.search.pipeline)")
     patience: int = Field(default=4, ge=0, le=10_000, description="stop after this many trials in a row that could "
                           "not beat the best beyond the noise (0: never stop early)")
 

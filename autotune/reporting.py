@@ -5,12 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
-from .budget import Budget
-from .hardware import Hardware
-from .workload import Workload
+from autotune.budget import Budget
+from autotune.hardware import Hardware
+from autotune.workload import Workload
 
 if TYPE_CHECKING:  # the study module imports Optuna, which worker processes never need
-    from .study import TrialRecord
+    from autotune.search.study import TrialRecord
 
 
 class Reporter(Protocol):

@@ -19,25 +19,24 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
-from .assemble import Evidence, TuneResult, build_profile
-from .budget import Budget
-from .confirm import confirm_finalists
-from .errors import NothingFits
-from .hardware import Hardware
-from .judgment import cap_at_machine, nothing_fits_message
-from .model_source import detect_format
-from .options import TuneOptions
-from .phases import Phases
-from .pipeline import TrialPipeline
-from .plugins import PluginManager
-from .probe import ensure_this_machine
-from .quality_eval import QualityEvaluator
-from .reporting import Reporter, SilentReporter
-from .selection import Progress, choose, pareto_front
-from .sources import BackendPlan, plan_backends, reference_pool, select_backends
-from .store import MeasurementStore, Scope, runtimes_of
-from .store_view import RoundsMemo, SharedSearch, open_view, search_scope
-from .study import (
+from autotune.budget import Budget
+from autotune.decide.judgment import cap_at_machine, nothing_fits_message
+from autotune.decide.selection import Progress, choose, pareto_front
+from autotune.errors import NothingFits
+from autotune.hardware import Hardware
+from autotune.measure.quality_eval import QualityEvaluator
+from autotune.measure.worker import remove_orphaned_scratch
+from autotune.model.source import detect_format
+from autotune.options import TuneOptions
+from autotune.phases import Phases
+from autotune.plugins.manager import PluginManager
+from autotune.probe.machine import ensure_this_machine
+from autotune.reporting import Reporter, SilentReporter
+from autotune.search.assemble import Evidence, TuneResult, build_profile
+from autotune.search.confirm import confirm_finalists
+from autotune.search.pipeline import TrialPipeline
+from autotune.search.sources import BackendPlan, plan_backends, reference_pool, select_backends
+from autotune.search.study import (
     TrialRecord,
     claim,
     config_key,
@@ -51,8 +50,9 @@ from .study import (
     suggest_params,
     tell,
 )
-from .worker import remove_orphaned_scratch
-from .workload import Workload
+from autotune.store.measurements import MeasurementStore, Scope, runtimes_of
+from autotune.store.view import RoundsMemo, SharedSearch, open_view, search_scope
+from autotune.workload import Workload
 
 MAX_ASKS_PER_TRIAL = 6  # repeats and dropped backends cost asks, not trials: bounds them in an exhausted space
 
@@ -66,8 +66,8 @@ def tune(model_path: Path, budget: Budget, workload: Workload | None = None, opt
     reporter that keeps its messages. Raises ``NothingFits`` (with what to relax) when no configuration
     meets the budget, and other ``AutotuneError``s for input it cannot use.
     """
-    from .plugins import get_plugin_manager
-    from .probe import probe
+    from autotune.plugins.manager import get_plugin_manager
+    from autotune.probe.machine import probe
     manager = manager or get_plugin_manager()
     return Tuner(model_path, budget, workload or Workload(), options or TuneOptions(), manager=manager,
                  hardware=hardware or probe(manager), reporter=reporter or SilentReporter()).run()

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from autotune.backend import Artifact, Backend, Params
 from autotune.hardware import Hardware
-from autotune.model_source import ModelSource
-from autotune.plugins import PluginManager, get_plugin_manager
-from autotune.probe import probe
-from autotune.trial import prepare_artifact
+from autotune.measure.trial import prepare_artifact
+from autotune.model.source import ModelSource
+from autotune.plugins.backend import Artifact, Backend, Params
+from autotune.plugins.manager import PluginManager, get_plugin_manager
+from autotune.probe.machine import probe
 
 
 class Bench:

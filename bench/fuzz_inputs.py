@@ -36,12 +36,12 @@ from pathlib import Path
 from typing import Any
 
 from autotune.budget import MAX_QUALITY_LOSS, Budget, parse_duration, parse_size
-from autotune.cli import parse_args
+from autotune.cli.main import parse_args
+from autotune.cli.run_options import check_run_options
 from autotune.errors import AutotuneError, BudgetError, ProfileError
 from autotune.numbers import MAX_DURATION_S, MAX_SIZE_BYTES, MIN_DURATION_S
-from autotune.plugins import get_plugin_manager
-from autotune.profile import MAX_PROFILE_BYTES, load_profile, profile_from_data
-from autotune.run_options import check_run_options
+from autotune.plugins.manager import get_plugin_manager
+from autotune.profile.schema import MAX_PROFILE_BYTES, load_profile, profile_from_data
 from autotune.testing.profiles import (
     BACKENDS,
     DELETE,

@@ -13,8 +13,8 @@ import sys
 
 import optuna
 
-from autotune.storage import default_storage
-from autotune.study import records
+from autotune.search.study import records
+from autotune.store.storage import default_storage
 
 
 def main() -> int:

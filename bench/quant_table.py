@@ -13,12 +13,12 @@ import sys
 from pathlib import Path
 
 from autotune import SilentReporter, TuneOptions
-from autotune.backend import Categorical
 from autotune.budget import format_bytes
-from autotune.default_model import model_path
-from autotune.quality_eval import QualityEvaluator
-from autotune.sources import ResolvedBackend
-from autotune.trial import measure
+from autotune.measure.quality_eval import QualityEvaluator
+from autotune.measure.trial import measure
+from autotune.model.bundled import model_path
+from autotune.plugins.backend import Categorical
+from autotune.search.sources import ResolvedBackend
 from autotune.workload import Workload
 
 sys.path.insert(0, str(Path(__file__).parent))

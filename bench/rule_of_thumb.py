@@ -11,11 +11,11 @@ are measured by the same harness, interleaved:
 
 All three get the profile's context window as ``n_ctx`` (the chosen one's export sets it; a user serving
 that context must set it too) and ``verbose=False``. Each measurement runs in a fresh worker process
-(``autotune.worker.run_in_worker``) and follows autotune's measurement protocol (``autotune.measure_session``:
+(``autotune.measure.worker.run_in_worker``) and follows autotune's measurement protocol (``autotune.measure_session``:
 load, one warm-up, the profile's timed runs of its prompt and generated tokens, at the start of the
 context). ``--rounds`` rounds (default 6) measure the three in rotating order. It prints each round, then the
 median decode tok/s of each set-up with a bootstrap interval, the paired ratios chosen / rule of thumb and
-chosen / untuned (``autotune.stats.paired_ratio``: median of per-round ratios, 95% bootstrap interval over
+chosen / untuned (``autotune.decide.stats.paired_ratio``: median of per-round ratios, 95% bootstrap interval over
 rounds) with a verdict: "tie (inside the noise)" when the interval contains 1.0, else "faster" / "slower"
 ("same configuration" when the two set-ups resolve to identical llama-cpp-python settings), next to what
 the profile itself states. Fewer than 5 rounds give intervals too narrow to judge by (it says so).
@@ -42,12 +42,12 @@ from typing import Any
 import numpy as np
 
 from autotune import DecodeSession, Measurement, Workload, load_profile, measure_session, prompt_text_tokens
+from autotune.decide.stats import bootstrap_interval, paired_ratio
+from autotune.measure.worker import WorkerTask, run_in_worker
 from autotune.options import MIN_CONFIRM_ROUNDS
-from autotune.plugins import get_plugin_manager
-from autotune.probe import probe
-from autotune.profile import DeploymentProfile, Interval
-from autotune.stats import bootstrap_interval, paired_ratio
-from autotune.worker import WorkerTask, run_in_worker
+from autotune.plugins.manager import get_plugin_manager
+from autotune.probe.machine import probe
+from autotune.profile.schema import DeploymentProfile, Interval
 
 CHOSEN, RULE, UNTUNED = "chosen", "rule of thumb", "untuned"
 EXPORT = "llama-cpp-python"

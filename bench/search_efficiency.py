@@ -53,7 +53,7 @@ import optuna
 
 from autotune import Budget, SilentReporter, TuneOptions, Tuner, Workload
 from autotune.errors import AutotuneError
-from autotune.study import TrialRecord
+from autotune.search.study import TrialRecord
 from autotune.testing.conformance import example_hardware
 from autotune.testing.inline_plugin import manager_with
 from autotune.testing.replay_backend import OVERHEAD_BYTES, ReplayBackend

@@ -14,9 +14,9 @@ import statistics
 import sys
 from pathlib import Path
 
-from autotune.profile import load_profile
-from autotune.stats import compare
-from autotune.trial import measure
+from autotune.decide.stats import compare
+from autotune.measure.trial import measure
+from autotune.profile.schema import load_profile
 
 sys.path.insert(0, str(Path(__file__).parent))
 from common import Bench, describe_machine  # noqa: E402

@@ -47,11 +47,12 @@ from pathlib import Path
 
 import optuna
 
-from autotune import Budget, SilentReporter, TuneOptions, Tuner, Workload, store_view
-from autotune.backend import Params, SearchSpace
+from autotune import Budget, SilentReporter, TuneOptions, Tuner, Workload
 from autotune.errors import AutotuneError
 from autotune.hardware import Hardware
-from autotune.study import TrialRecord
+from autotune.plugins.backend import Params, SearchSpace
+from autotune.search.study import TrialRecord
+from autotune.store import view as store_view
 from autotune.testing.inline_plugin import manager_with
 from autotune.testing.machines import captured_hardware
 from autotune.testing.replay_backend import OVERHEAD_BYTES, ReplayBackend

@@ -15,8 +15,8 @@ from autotune import TuneOptions
 from autotune.answer import answer_from_store, stored_models
 from autotune.budget import Budget
 from autotune.errors import NothingFits, StorageError
-from autotune.store import MeasurementStore
-from autotune.study import open_storage
+from autotune.search.study import open_storage
+from autotune.store.measurements import MeasurementStore
 from autotune.testing import FakeBackend
 from autotune.testing.conformance import example_hardware
 from autotune.testing.inline_plugin import InlineBackends, manager_with

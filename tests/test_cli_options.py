@@ -9,11 +9,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import autotune.run
-from autotune.cli import main, parse_args
+import autotune.cli.run
+from autotune.cli.main import main, parse_args
+from autotune.cli.run import prepare_out
+from autotune.cli.run_options import check_run_options
 from autotune.errors import InputError
-from autotune.run import prepare_out
-from autotune.run_options import check_run_options
 
 BUDGETS = ["--budget", "2GB", "--latency", "50ms"]
 
@@ -24,7 +24,7 @@ def nothing_is_measured(monkeypatch: pytest.MonkeyPatch) -> None:
     def probe(*args: object, **kwargs: object) -> None:
         raise AssertionError("the hardware was probed before the options were checked")
 
-    monkeypatch.setattr(autotune.run, "probe", probe)
+    monkeypatch.setattr(autotune.cli.run, "probe", probe)
 
 
 def error_line(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:

@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 
 from autotune import SilentReporter, TuneOptions, Tuner
-from autotune.backend import Artifact
 from autotune.budget import Budget
-from autotune.confirm import Finalist, decide
 from autotune.errors import NothingFits
-from autotune.study import TrialRecord
+from autotune.plugins.backend import Artifact
+from autotune.search.confirm import Finalist, decide
+from autotune.search.study import TrialRecord
 from autotune.testing import FakeBackend
 from autotune.testing.conformance import example_hardware
 from autotune.testing.inline_plugin import manager_with

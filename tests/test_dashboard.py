@@ -19,8 +19,8 @@ from typing import Any
 import optuna
 import pytest
 
-from autotune.store import MeasurementStore
-from autotune.study import METRIC_NAMES, RECORD_ATTR, TrialRecord, config_key, figures
+from autotune.search.study import METRIC_NAMES, RECORD_ATTR, TrialRecord, config_key, figures
+from autotune.store.measurements import MeasurementStore
 from autotune.testing import FakeBackend
 from autotune.testing.inline_plugin import InlineBackends
 from autotune.testing.tuning import tune_with_plugins

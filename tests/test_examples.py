@@ -7,8 +7,8 @@ from pathlib import Path
 
 from autotune.budget import Budget
 from autotune.measurement import Measurement
-from autotune.plugins import PluginManager
-from autotune.profile import ArtifactInfo, BackendInfo, DeploymentProfile, ModelInfo, Predicted
+from autotune.plugins.manager import PluginManager
+from autotune.profile.schema import ArtifactInfo, BackendInfo, DeploymentProfile, ModelInfo, Predicted
 from autotune.workload import Workload
 
 EXAMPLE = Path(__file__).parents[1] / "examples" / "systemd_exporter_plugin.py"

@@ -11,16 +11,16 @@ import pytest
 from optuna.trial import TrialState
 
 from autotune import SilentReporter, hookimpl
-from autotune.backend import Artifact, Params, precision_label
-from autotune.cli import main
+from autotune.cli.main import main
 from autotune.errors import StorageError
-from autotune.exporter import Exporter
-from autotune.storage import redact_url
-from autotune.study import open_storage, open_study
+from autotune.measure.trial import prepare_artifact
+from autotune.plugins.backend import Artifact, Params, precision_label
+from autotune.plugins.exporter import Exporter
+from autotune.search.study import open_storage, open_study
+from autotune.store.storage import redact_url
 from autotune.testing import FakeBackend
 from autotune.testing.inline_plugin import InlineBackends, manager_with
 from autotune.testing.tuning import tune_with_plugins
-from autotune.trial import prepare_artifact
 
 
 def tune(model: Path, *plugins: object, reporter: SilentReporter | None = None, **options: Any) -> Any:
@@ -82,7 +82,7 @@ def test_export_with_a_raising_exporter_is_one_line(model: Path, tmp_path: Path,
     profile.write_text(tune(model, InlineBackends(FakeBackend())).profile.to_json())
     manager = manager_with(builtins=True)
     manager.register(RaisingExporter(), "raising")
-    monkeypatch.setattr("autotune.plugins.get_plugin_manager", lambda **_: manager)
+    monkeypatch.setattr("autotune.plugins.manager.get_plugin_manager", lambda **_: manager)
     assert main(["export", str(profile), "--format", "broken-export"]) == 2
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and "'broken-export' could not render" in err and "Traceback" not in err
@@ -118,7 +118,7 @@ def test_an_unwritable_sqlite_location_is_one_line(tmp_path: Path) -> None:
 
 def test_bad_storage_fails_before_any_measurement(model: Path, capsys: pytest.CaptureFixture[str],
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("autotune.plugins.get_plugin_manager",
+    monkeypatch.setattr("autotune.plugins.manager.get_plugin_manager",
                         lambda **_: manager_with(FakeBackend(), builtins=True))
     status = main(["run", "--model", str(model), "--budget", "1GB", "--latency", "50ms",
                    "--storage", "postgresql+nosuchdriver://u:secret@localhost:1/x"])

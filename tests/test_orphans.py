@@ -13,7 +13,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from autotune.worker import remove_orphaned_scratch
+from autotune.measure.worker import remove_orphaned_scratch
 
 TUNER = """
 from pathlib import Path
@@ -49,9 +49,9 @@ def test_kill_9_of_the_tuner_takes_its_worker_and_leaves_no_folder(tmp_path: Pat
     tuner = subprocess.Popen([sys.executable, "-c", TUNER.format(model=str(model))], env=env)
     try:
         handle = psutil.Process(tuner.pid)
-        assert wait_for(lambda: any("autotune.worker" in " ".join(c.cmdline()) for c in handle.children()), 60), \
+        assert wait_for(lambda: any("autotune.measure.worker" in " ".join(c.cmdline()) for c in handle.children()), 60), \
             "the tuner never started a worker"
-        worker = next(c for c in handle.children() if "autotune.worker" in " ".join(c.cmdline()))
+        worker = next(c for c in handle.children() if "autotune.measure.worker" in " ".join(c.cmdline()))
         scratch = list(Path(tempfile.gettempdir()).glob(f"autotune-worker-{tuner.pid}-*"))
         assert scratch, "the worker's scratch folder is named after its tuner"
 

@@ -6,7 +6,7 @@ import pytest
 
 from autotune import decode_latency_lower_bound_ms, kv_cache_bytes
 from autotune.hardware import CacheLevel, Hardware
-from autotune.physics import READ_OVER_COPY, cache_capacity_bytes
+from autotune.plugins.physics import READ_OVER_COPY, cache_capacity_bytes
 from autotune.testing.conformance import example_hardware
 
 MiB = 2**20

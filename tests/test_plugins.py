@@ -7,7 +7,7 @@ import pytest
 
 from autotune import hookimpl
 from autotune.errors import PluginError
-from autotune.plugins import PluginManager
+from autotune.plugins.manager import PluginManager
 from autotune.testing import FakeBackend
 
 

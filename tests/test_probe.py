@@ -9,14 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from autotune import probe as probe_module
 from autotune.errors import AutotuneError
 from autotune.hardware import Accelerator, CacheLevel, CpuInfo, Hardware, HardwareFact, MemoryBandwidth, MemoryInfo
 from autotune.hookspecs import hookimpl
-from autotune.plugins import PluginManager, get_plugin_manager
-from autotune.probe import collect, probe, render_hardware
-from autotune.probes import cpu as cpu_probe
-from autotune.probes import memory as memory_probe
+from autotune.plugins.manager import PluginManager, get_plugin_manager
+from autotune.probe import cpu as cpu_probe
+from autotune.probe import memory as memory_probe
+from autotune.probe.machine import collect, probe, render_hardware
+from autotune.probe import machine as probe_module
 from autotune.testing.conformance import example_hardware
 
 GIB = 2**30
@@ -171,7 +171,7 @@ def test_stale_or_corrupt_cache_reprobes(isolated_cache: Path) -> None:
 
 
 def test_measure_bandwidth_false_skips_the_builtin_benchmark(isolated_cache: Path) -> None:
-    from autotune.probes import bandwidth
+    from autotune.probe import bandwidth
 
     fake = FakeProbe(standard_facts()[:2])
     manager = manager_with(fake)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from autotune.probes import apple, nvidia
+from autotune.probe import apple, nvidia
 from autotune.testing.captures import sections
 
 FIXTURES = Path(__file__).parent / "fixtures" / "hardware"
@@ -114,7 +114,7 @@ def test_intel_mac_has_no_metal_accelerator() -> None:
 
 
 def test_intel_mac_features_canonicalised() -> None:
-    from autotune.probes.cpu import sysctl_cpu_info
+    from autotune.probe.cpu import sysctl_cpu_info
 
     info = sysctl_cpu_info(apple.parse_sysctl(INTEL_MAC_SYSCTL), architecture="x86_64")
     assert {"sse4_1", "sse4_2", "avx", "f16c"} <= set(info.features)

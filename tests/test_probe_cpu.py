@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from autotune.hardware import NOTABLE_FEATURES, CpuInfo
-from autotune.probes import cpu
+from autotune.probe import cpu
 from autotune.testing import machines
 from autotune.testing.captures import sections, write_text
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from autotune.probes import memory
+from autotune.probe import memory
 from autotune.testing.captures import sections, write_text
 
 FIXTURES = Path(__file__).parent / "fixtures" / "hardware"

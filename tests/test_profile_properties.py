@@ -21,11 +21,11 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from autotune.cli import main
+from autotune.cli.main import main
 from autotune.errors import ProfileError
-from autotune.exporter import Exporter
-from autotune.plugins import get_plugin_manager
-from autotune.profile import MAX_DEPTH, MAX_PROFILE_BYTES, load_profile, profile_from_data
+from autotune.plugins.exporter import Exporter
+from autotune.plugins.manager import get_plugin_manager
+from autotune.profile.schema import MAX_DEPTH, MAX_PROFILE_BYTES, load_profile, profile_from_data
 from autotune.testing.profiles import (
     BACKENDS,
     DELETE,

@@ -6,7 +6,7 @@ import pytest
 from autotune.budget import Budget
 from autotune.errors import ProfileError
 from autotune.measurement import Measurement
-from autotune.profile import (
+from autotune.profile.schema import (
     ArtifactInfo,
     BackendInfo,
     DeploymentProfile,

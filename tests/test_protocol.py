@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 
 from autotune import DecodeSession, Measurement, Workload, logprob_chunks, measure_session, prompt_text_tokens
-from autotune.protocol import SPREAD_LIMIT
+from autotune.plugins.protocol import SPREAD_LIMIT
 from autotune.workload import PROMPT_TEXT
 
 PREFILL_S_PER_TOKEN = 0.001

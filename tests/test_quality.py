@@ -9,12 +9,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-import autotune.quality as quality
-from autotune.backend import Artifact
+import autotune.measure.quality as quality
 from autotune.errors import AutotuneError
-from autotune.model_source import ModelSource
-from autotune.profile import Quality
-from autotune.quality import (
+from autotune.measure.quality import (
     ChunkStats,
     QualityCache,
     chunk_stats,
@@ -25,9 +22,12 @@ from autotune.quality import (
     summarize_quality,
     to_profile,
 )
+from autotune.measure.trial import artifact_key
+from autotune.measure.worker import WorkerTask, run_in_worker
+from autotune.model.source import ModelSource
+from autotune.plugins.backend import Artifact
+from autotune.profile.schema import Quality
 from autotune.testing import FakeBackend
-from autotune.trial import artifact_key
-from autotune.worker import WorkerTask, run_in_worker
 
 EVAL_TEXT = load_eval_text()
 
@@ -213,7 +213,7 @@ def test_quality_task_runs_in_a_worker(tmp_path: Path) -> None:
 
 
 def test_every_chunk_starts_with_bos() -> None:
-    from autotune.quality_eval import chunked_with_bos
+    from autotune.measure.quality_eval import chunked_with_bos
 
     laid_out = chunked_with_bos([1, 10, 11, 12, 13, 14], [1], chunk_tokens=3)
     assert laid_out == [1, 10, 11, 1, 12, 13, 1, 14]
@@ -222,14 +222,14 @@ def test_every_chunk_starts_with_bos() -> None:
 
 def test_short_evaluations_still_give_several_chunks() -> None:
     from autotune import TuneOptions
-    from autotune.quality_eval import MIN_CHUNKS, chunk_size
+    from autotune.measure.quality_eval import MIN_CHUNKS, chunk_size
 
     assert chunk_size(TuneOptions(eval_tokens=1024, chunk_tokens=256)) == 256
     assert 256 // chunk_size(TuneOptions(eval_tokens=256, chunk_tokens=256)) >= MIN_CHUNKS
 
 
 def test_the_reference_is_computed_once_and_scores_exactly_as_a_fresh_one(tmp_path: Path) -> None:
-    from autotune.quality import compare_streams, quality_task
+    from autotune.measure.quality import compare_streams, quality_task
     from autotune.testing import FakeBackend
 
     calls = tmp_path / "reference-calls"

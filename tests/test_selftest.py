@@ -11,14 +11,14 @@ from typing import Any, ClassVar
 import pytest
 
 from autotune import SilentReporter, TuneOptions, Tuner
-from autotune.backend import Artifact, Params
 from autotune.budget import Budget
-from autotune.cli import main
+from autotune.cli.main import main
 from autotune.errors import ForeignHardware, NothingFits
 from autotune.hardware import Hardware
+from autotune.measure.selftest import explain_signal, run_self_test, usable
 from autotune.measurement import Measurement
-from autotune.probe import probe_here
-from autotune.selftest import explain_signal, run_self_test, usable
+from autotune.plugins.backend import Artifact, Params
+from autotune.probe.machine import probe_here
 from autotune.testing import FakeBackend
 from autotune.testing.conformance import example_hardware
 from autotune.testing.inline_plugin import manager_with
@@ -108,7 +108,7 @@ def test_sigill_explanation_names_the_amx_of_the_captured_xeon() -> None:
 def test_autotune_plugins_shows_the_crash_and_check_fails(here: Hardware, monkeypatch: pytest.MonkeyPatch,
                                                            capsys: pytest.CaptureFixture[str]) -> None:
     manager = manager_with(IllegalInstructionRuntime(name="amxbuild"), LocalBackend(name="fine"), builtins=True)
-    monkeypatch.setattr("autotune.plugins.get_plugin_manager", lambda **_: manager)
+    monkeypatch.setattr("autotune.plugins.manager.get_plugin_manager", lambda **_: manager)
     assert main(["plugins"]) == 0
     out = capsys.readouterr().out
     assert "backend amxbuild: UNAVAILABLE" in out and "SIGILL" in out and "illegal instruction" in out
@@ -184,7 +184,7 @@ def test_measuring_under_another_machines_description_is_refused(model: Path, tm
     described = tmp_path / "h200.json"
     described.write_text(foreign.model_dump_json())
     monkeypatch.setenv("AUTOTUNE_HARDWARE_JSON", str(described))
-    monkeypatch.setattr("autotune.plugins.get_plugin_manager",
+    monkeypatch.setattr("autotune.plugins.manager.get_plugin_manager",
                         lambda **_: manager_with(LocalBackend(name="real"), builtins=True))
     status = main(["run", "--model", str(model), "--budget", "2GB", "--latency", "50ms"])
     err = capsys.readouterr().err

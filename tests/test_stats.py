@@ -11,8 +11,7 @@ import math
 import numpy as np
 import pytest
 
-from autotune.profile import Interval
-from autotune.stats import (
+from autotune.decide.stats import (
     bootstrap_interval,
     budget_status,
     compare,
@@ -20,6 +19,7 @@ from autotune.stats import (
     rank_finalists,
     sign_test,
 )
+from autotune.profile.schema import Interval
 
 REPEATS = 200
 

@@ -13,8 +13,8 @@ import pytest
 
 from autotune import SilentReporter
 from autotune.errors import NothingFits
-from autotune.store import MeasurementStore, Scope, storable
-from autotune.study import RECORD_ATTR, TrialRecord, open_study
+from autotune.search.study import RECORD_ATTR, TrialRecord, open_study
+from autotune.store.measurements import MeasurementStore, Scope, storable
 from autotune.testing import FakeBackend
 from autotune.testing.conformance import example_hardware
 from autotune.testing.inline_plugin import InlineBackends
@@ -93,7 +93,7 @@ def test_a_claim_is_exclusive_and_a_dead_workers_claim_is_taken_over() -> None:
 
 
 def test_a_claim_of_another_host_lapses_when_its_heartbeat_stops(monkeypatch: pytest.MonkeyPatch) -> None:
-    import autotune.store as store_module
+    import autotune.store.measurements as store_module
 
     far = MeasurementStore()
     far.worker = "far-away-host:123"
@@ -203,7 +203,7 @@ def test_a_trial_another_worker_ended_keeps_its_record_in_a_trial_of_its_own() -
     """SQLite has no row lock: two workers can pop one queued trial; the second to finish must not lose its record."""
     from optuna.trial import TrialState
 
-    from autotune.study import end_quietly, records, tell
+    from autotune.search.study import end_quietly, records, tell
 
     study = open_study("shared queue", None, 0)
     trial = study.ask()

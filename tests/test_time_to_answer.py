@@ -8,11 +8,11 @@ from typing import Any
 import pytest
 
 from autotune import SilentReporter
-from autotune.backend import Artifact, Params
-from autotune.conversion import Conversion
 from autotune.errors import BackendUnavailable
 from autotune.hookspecs import hookimpl
-from autotune.model_source import ModelSource
+from autotune.model.source import ModelSource
+from autotune.plugins.backend import Artifact, Params
+from autotune.plugins.conversion import Conversion
 from autotune.testing import FakeBackend
 from autotune.testing.conformance import example_hardware
 from autotune.testing.tuning import SMALL_WORKLOAD, tune_with_plugins

@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 
 from autotune import Budget, SilentReporter
-from autotune.assemble import TuneResult
-from autotune.backend import Categorical, IntRange, Params, SearchSpace
 from autotune.hardware import Hardware
-from autotune.store import MeasurementStore, Scope
-from autotune.store_view import device_summary, distance, fit_to_space, warm_starts
-from autotune.study import TrialRecord
+from autotune.plugins.backend import Categorical, IntRange, Params, SearchSpace
+from autotune.search.assemble import TuneResult
+from autotune.search.study import TrialRecord
+from autotune.store.measurements import MeasurementStore, Scope
+from autotune.store.view import device_summary, distance, fit_to_space, warm_starts
 from autotune.testing import FakeBackend
 from autotune.testing.conformance import example_hardware
 from autotune.testing.inline_plugin import InlineBackends

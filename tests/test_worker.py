@@ -2,7 +2,7 @@ import os
 import sys
 import time
 
-from autotune.worker import WorkerTask, run_in_worker
+from autotune.measure.worker import WorkerTask, run_in_worker
 
 
 def _add(a: int, b: int) -> int:
@@ -58,7 +58,7 @@ def test_memory_guard_kills_the_worker() -> None:
 
 
 def test_page_cache_fraction_of_a_file_just_written(tmp_path) -> None:
-    from autotune.trial import page_cache_fraction
+    from autotune.measure.trial import page_cache_fraction
 
     path = tmp_path / "model.bin"
     path.write_bytes(b"x" * (1 << 20))
@@ -68,7 +68,7 @@ def test_page_cache_fraction_of_a_file_just_written(tmp_path) -> None:
 
 
 def test_busy_warning_names_the_competition() -> None:
-    from autotune.trial import busy_warning
+    from autotune.measure.trial import busy_warning
 
     assert busy_warning({"loadavg_1m": 1.9}, 2) is None  # our own workers' load is not a competitor
     warning = busy_warning({"loadavg_1m": 3.5, "busy_processes": ["cc1plus (95%)"]}, 2)

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from .fake_backend import FakeBackend
-from .inline_plugin import InlineBackends, manager_with
+from autotune.testing.fake_backend import FakeBackend
+from autotune.testing.inline_plugin import InlineBackends, manager_with
 
 _NEEDS_PYTEST = {"BackendConformance": "conformance", "skip_unless_runs_here": "runs_here"}
 

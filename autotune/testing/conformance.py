@@ -23,15 +23,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ..backend import Artifact, Availability, Backend, Categorical, IntRange, Params, SearchSpace
-from ..hardware import CacheLevel, CpuInfo, Hardware, MemoryInfo
-from ..measurement import Measurement
-from ..model_source import ModelSource
-from ..probe import probe_here
-from ..selftest import run_self_test
-from ..trial import measure, prepare_artifact
-from ..workload import Workload
-from .runs_here import skip_unless_runs_here
+from autotune.hardware import CacheLevel, CpuInfo, Hardware, MemoryInfo
+from autotune.measure.selftest import run_self_test
+from autotune.measure.trial import measure, prepare_artifact
+from autotune.measurement import Measurement
+from autotune.model.source import ModelSource
+from autotune.plugins.backend import Artifact, Availability, Backend, Categorical, IntRange, Params, SearchSpace
+from autotune.probe.machine import probe_here
+from autotune.testing.runs_here import skip_unless_runs_here
+from autotune.workload import Workload
 
 
 def example_hardware(cores: int = 2, memory_gib: int = 24) -> Hardware:
@@ -69,7 +69,7 @@ def search_configurations(backend: Backend, source: ModelSource, hardware: Hardw
 
 def assert_params_model_accepts(backend: Backend, configurations: list[Params]) -> None:
     """Each configuration passes ``backend.params_model``: a profile of any of them validates and exports."""
-    from ..profile import validate_params
+    from autotune.profile.schema import validate_params
 
     assert backend.params_model is not None, f"backend {backend.name} declares no params_model"
     for params in configurations:
@@ -172,7 +172,7 @@ class BackendConformance:
         assert result.ok, result.error
         m = result.value
         assert isinstance(m, Measurement)
-        # The spread check may have added one batch of runs (autotune.protocol).
+        # The spread check may have added one batch of runs (autotune.plugins.protocol).
         assert m.extra_runs in (0, workload.runs) and m.runs == workload.runs + m.extra_runs
         assert len(m.decode_tps_runs) == m.runs
         assert m.decode_tps > 0 and m.prefill_tps > 0 and m.ttft_ms > 0

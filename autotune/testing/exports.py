@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 if TYPE_CHECKING:
-    from ..profile import DeploymentProfile
+    from autotune.profile.schema import DeploymentProfile
 
 PROMPT = "The quick brown fox"
 LOAD_ANY_PROFILE = Path(__file__).parents[2] / "examples" / "load_any_profile.py"

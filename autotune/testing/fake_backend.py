@@ -15,12 +15,21 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ..backend import Artifact, Availability, Backend, Categorical, IntRange, Params, Prediction, SearchSpace
-from ..errors import AutotuneError
-from ..hardware import Hardware
-from ..measurement import Measurement, RunTimings, summarize
-from ..model_source import ModelSource, cached_content_hash
-from ..workload import Workload
+from autotune.errors import AutotuneError
+from autotune.hardware import Hardware
+from autotune.measurement import Measurement, RunTimings, summarize
+from autotune.model.source import ModelSource, cached_content_hash
+from autotune.plugins.backend import (
+    Artifact,
+    Availability,
+    Backend,
+    Categorical,
+    IntRange,
+    Params,
+    Prediction,
+    SearchSpace,
+)
+from autotune.workload import Workload
 
 BITS = {"f16": 16.0, "q8_0": 8.5, "q5_1": 6.0, "q4_0": 4.5}
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from ..backend import Backend
-from ..hookspecs import hookimpl
-from ..plugins import PluginManager
+from autotune.hookspecs import hookimpl
+from autotune.plugins.backend import Backend
+from autotune.plugins.manager import PluginManager
 
 
 class InlineBackends:

@@ -2,7 +2,7 @@
 
 Replay tests and benchmarks pair a measured grid with the machine it was measured on: the capture's
 ``/proc/cpuinfo`` block, sysfs caches, NUMA nodes, cgroup files and ``/proc/meminfo`` go through the
-probe's own parsers (``autotune.probes``), over a scratch folder shaped like ``/``. The copy
+probe's own parsers (``autotune.probe``), over a scratch folder shaped like ``/``. The copy
 bandwidth of the capture is one thread's (``numpy_copy_bandwidth_GBps_1thread``), so the
 all-threads figure stays unknown.
 """
@@ -13,9 +13,9 @@ import json
 import tempfile
 from pathlib import Path
 
-from ..hardware import Hardware
-from ..probes import cpu, memory, nvidia
-from .captures import sections
+from autotune.hardware import Hardware
+from autotune.probe import cpu, memory, nvidia
+from autotune.testing.captures import sections
 
 
 def captured_hardware(machine: Path) -> Hardware:

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import quote
 
-from ..errors import AutotuneError
+from autotune.errors import AutotuneError
 
 SERVER_USER = "autotune-pg"
 """The unprivileged system user servers run as when the tests run as root."""

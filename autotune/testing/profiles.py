@@ -15,10 +15,10 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from ..budget import Budget
-from ..measurement import Measurement
-from ..profile import ArtifactInfo, BackendInfo, DeploymentProfile, ModelInfo, Predicted
-from ..workload import Workload
+from autotune.budget import Budget
+from autotune.measurement import Measurement
+from autotune.profile.schema import ArtifactInfo, BackendInfo, DeploymentProfile, ModelInfo, Predicted
+from autotune.workload import Workload
 
 SAMPLE_PARAMS: dict[str, dict[str, Any]] = {
     "llamacpp": {"quant": "Q4_K_M", "n_threads": 2, "n_batch": 512, "n_ubatch": 512, "flash_attn": True,

@@ -14,11 +14,11 @@ import re
 from pathlib import Path
 from typing import Any, ClassVar
 
-from ..backend import Artifact, Availability, Backend, Categorical, Params, Prediction, SearchSpace
-from ..hardware import Hardware
-from ..measurement import Measurement, RunTimings, summarize
-from ..model_source import ModelSource, cached_content_hash
-from ..workload import Workload
+from autotune.hardware import Hardware
+from autotune.measurement import Measurement, RunTimings, summarize
+from autotune.model.source import ModelSource, cached_content_hash
+from autotune.plugins.backend import Artifact, Availability, Backend, Categorical, Params, Prediction, SearchSpace
+from autotune.workload import Workload
 
 NOMINAL_BITS = {"F16": 16.0, "Q8_0": 8.5, "Q6_K": 6.56, "Q5_K_M": 5.69, "Q5_0": 5.5, "Q4_K_M": 4.89, "Q4_0": 4.5}
 OVERHEAD_BYTES = 60 * 2**20

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from ..backend import Backend
-from ..probe import probe_here
-from ..selftest import usable
+from autotune.measure.selftest import usable
+from autotune.plugins.backend import Backend
+from autotune.probe.machine import probe_here
 
 _verdicts: dict[str, str | None] = {}
 """Per backend name, why it cannot run here (None: it runs). Tests give each test its own cache folder,

@@ -5,15 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ..assemble import TuneResult
-from ..budget import Budget
-from ..hardware import Hardware
-from ..options import TuneOptions
-from ..reporting import Reporter, SilentReporter
-from ..tuner import Tuner
-from ..workload import Workload
-from .conformance import example_hardware
-from .inline_plugin import manager_with
+from autotune.budget import Budget
+from autotune.hardware import Hardware
+from autotune.options import TuneOptions
+from autotune.reporting import Reporter, SilentReporter
+from autotune.search.assemble import TuneResult
+from autotune.testing.conformance import example_hardware
+from autotune.testing.inline_plugin import manager_with
+from autotune.tuner import Tuner
+from autotune.workload import Workload
 
 SMALL_WORKLOAD = Workload(prompt_tokens=16, gen_tokens=8, context=256, runs=3, depth=0)
 """A workload the fake backends answer in milliseconds."""

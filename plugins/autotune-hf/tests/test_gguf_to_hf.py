@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from autotune.conversion import find_path
 from autotune.errors import AutotuneError
-from autotune.model_source import detect_format
-from autotune.plugins import PluginManager
+from autotune.model.source import detect_format
+from autotune.plugins.conversion import find_path
+from autotune.plugins.manager import PluginManager
 from autotune.testing.tiny_gguf import make_tiny_gguf
 from autotune_hf import CONVERSION_RECORD, available, gguf_metadata, gguf_to_hf, inspect_hf_folder
 from autotune_hf import plugin as hf_plugin

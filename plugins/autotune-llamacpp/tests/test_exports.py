@@ -13,7 +13,7 @@ from autotune import Exporter, evidence_comment
 from autotune.budget import Budget
 from autotune.errors import AutotuneError
 from autotune.measurement import Measurement
-from autotune.profile import ArtifactInfo, BackendInfo, DeploymentProfile, ModelInfo, Predicted
+from autotune.profile.schema import ArtifactInfo, BackendInfo, DeploymentProfile, ModelInfo, Predicted
 from autotune.workload import Workload
 from autotune_llamacpp import EXPORTERS
 from autotune_llamacpp.runtime_info import INSTALL_HINT, parse_system_info

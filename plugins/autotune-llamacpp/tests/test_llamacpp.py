@@ -7,12 +7,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from autotune.backend import Categorical, IntRange
 from autotune.errors import AutotuneError
+from autotune.measure.trial import measure, prepare_artifact
+from autotune.plugins.backend import Categorical, IntRange
 from autotune.testing import BackendConformance, skip_unless_runs_here
 from autotune.testing.conformance import example_hardware
 from autotune.testing.tiny_gguf import make_tiny_gguf
-from autotune.trial import measure, prepare_artifact
 from autotune.workload import Workload
 from autotune_llamacpp import LlamaCppBackend
 from autotune_llamacpp.gguf_info import read_gguf_info, tensor_bytes

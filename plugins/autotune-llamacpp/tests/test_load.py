@@ -10,8 +10,8 @@ import pytest
 import autotune
 from autotune.deploy import ProfileMismatch
 from autotune.errors import ProfileError
-from autotune.model_source import cached_content_hash
-from autotune.probe import probe_here
+from autotune.model.source import cached_content_hash
+from autotune.probe.machine import probe_here
 from autotune.testing import skip_unless_runs_here
 from autotune.testing.profiles import sample_profile
 from autotune.testing.tiny_gguf import make_tiny_gguf

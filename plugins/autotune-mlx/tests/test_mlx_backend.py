@@ -15,16 +15,16 @@ import numpy as np
 import pytest
 
 from autotune import evidence_comment
-from autotune.backend import Artifact, Params
 from autotune.budget import Budget
 from autotune.errors import AutotuneError
+from autotune.measure.trial import measure, prepare_artifact
 from autotune.measurement import Measurement
-from autotune.model_source import ModelSource
-from autotune.plugins import PluginManager
-from autotune.profile import ArtifactInfo, BackendInfo, DeploymentProfile, ModelInfo, Predicted
+from autotune.model.source import ModelSource
+from autotune.plugins.backend import Artifact, Params
+from autotune.plugins.manager import PluginManager
+from autotune.profile.schema import ArtifactInfo, BackendInfo, DeploymentProfile, ModelInfo, Predicted
 from autotune.testing import BackendConformance
 from autotune.testing.conformance import example_hardware
-from autotune.trial import measure, prepare_artifact
 from autotune.workload import Workload
 from autotune_mlx import EXPORTERS, MlxBackend, plugin, probe
 from autotune_mlx.convert import hoist_rope_parameters
@@ -132,7 +132,7 @@ def kv8_measurement(mlx_backend: MlxBackend, tiny_source: ModelSource,
 
 def test_runtime_settings_and_deep_run_are_measured(kv8_measurement: tuple[Params, Workload, Measurement]) -> None:
     _params_, workload, m = kv8_measurement
-    # 2 timed runs, or 4 when their spread made the protocol re-measure (autotune.protocol)
+    # 2 timed runs, or 4 when their spread made the protocol re-measure (autotune.plugins.protocol)
     assert m.runs == 2 + m.extra_runs and m.extra_runs in (0, 2) and len(m.decode_tps_runs) == m.runs
     assert m.deep_depth == 300 and m.deep_itl_p50_ms and m.deep_itl_p95_ms and m.deep_itl_p95_ms >= m.deep_itl_p50_ms
     assert m.context["mlx_device"].startswith("Device(")

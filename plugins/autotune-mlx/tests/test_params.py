@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from autotune.errors import ProfileError
-from autotune.model_source import ModelSource
+from autotune.model.source import ModelSource
 from autotune.testing.conformance import assert_params_model_accepts, example_hardware, search_configurations
 from autotune.testing.profiles import sample_profile
 from autotune.workload import Workload

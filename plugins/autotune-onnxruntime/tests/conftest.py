@@ -37,9 +37,9 @@ def int4_profile(tiny_hf: Path, shared_cache: Path, monkeypatch: pytest.MonkeyPa
     Its figures are the sample profile's; what matters is that the artifact, runtime version and
     machine fingerprint are real, so exports run and ``autotune.load`` checks pass.
     """
-    from autotune.probe import probe_here
+    from autotune.measure.trial import prepare_artifact
+    from autotune.probe.machine import probe_here
     from autotune.testing.profiles import sample_profile
-    from autotune.trial import prepare_artifact
     from autotune_onnxruntime import OnnxRuntimeBackend
 
     monkeypatch.setenv("AUTOTUNE_CACHE", str(shared_cache))

@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 
 import autotune_onnxruntime.backend as backend_module
-from autotune.backend import Artifact, Backend, Params
 from autotune.errors import AutotuneError
 from autotune.hardware import Accelerator
-from autotune.model_source import ModelSource
+from autotune.measure.trial import prepare_artifact
+from autotune.model.source import ModelSource
+from autotune.plugins.backend import Artifact, Backend, Params
 from autotune.testing import BackendConformance
 from autotune.testing.conformance import example_hardware
-from autotune.trial import prepare_artifact
 from autotune.workload import Workload
 from autotune_onnxruntime import OnnxRuntimeBackend, artifact_settings, weight_bytes, weight_summary
 from autotune_onnxruntime.memory import rope_bytes

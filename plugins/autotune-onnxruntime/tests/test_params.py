@@ -10,7 +10,7 @@ import pytest
 import autotune_onnxruntime.backend as backend_module
 from autotune.errors import ProfileError
 from autotune.hardware import Accelerator
-from autotune.model_source import ModelSource
+from autotune.model.source import ModelSource
 from autotune.testing.conformance import assert_params_model_accepts, example_hardware, search_configurations
 from autotune.testing.profiles import sample_profile
 from autotune.workload import Workload

@@ -11,13 +11,13 @@ import pytest
 
 import autotune_hf.plugin
 from autotune.budget import Budget
-from autotune.conversion import find_path
+from autotune.measure.trial import prepare_artifact
 from autotune.measurement import Measurement
-from autotune.model_source import detect_format
-from autotune.plugins import PluginManager
-from autotune.profile import ArtifactInfo, BackendInfo, DeploymentProfile, ModelInfo, Predicted
+from autotune.model.source import detect_format
+from autotune.plugins.conversion import find_path
+from autotune.plugins.manager import PluginManager
+from autotune.profile.schema import ArtifactInfo, BackendInfo, DeploymentProfile, ModelInfo, Predicted
 from autotune.testing.conformance import example_hardware
-from autotune.trial import prepare_artifact
 from autotune.workload import Workload
 from autotune_onnxruntime import OnnxRuntimeBackend, plugin, providers
 

@@ -12,13 +12,13 @@ import numpy as np
 import pytest
 
 from autotune import Accelerator, Budget, DeploymentProfile, Workload, evidence, evidence_comment
-from autotune.backend import Artifact
+from autotune.measure.trial import prepare_artifact
 from autotune.measurement import Measurement
-from autotune.plugins import PluginManager
-from autotune.profile import ArtifactInfo, BackendInfo, ModelInfo, Predicted
+from autotune.plugins.backend import Artifact
+from autotune.plugins.manager import PluginManager
+from autotune.profile.schema import ArtifactInfo, BackendInfo, ModelInfo, Predicted
 from autotune.testing import BackendConformance
 from autotune.testing.conformance import example_hardware
-from autotune.trial import prepare_artifact
 from autotune_openvino import OpenVINOBackend, compile_properties, openvino_accelerators
 from autotune_openvino import plugin as openvino_plugin
 from autotune_openvino.compile import compile_ir

@@ -1,0 +1,94 @@
+"""Terminal output: live trial progress and result tables (rich, on stderr so stdout stays for --json)."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from autotune.budget import Budget, format_bytes
+from autotune.hardware import Hardware
+from autotune.search.study import TrialRecord, quality_loss
+from autotune.workload import Workload
+
+
+def settings(record: TrialRecord) -> str:
+    """The configuration as its backend describes it (``Q4_0 t=2 b=512/512 fa=off ...``), or its raw parameters."""
+    if record.label:
+        return record.label
+    return " ".join(f"{k}={v}" for k, v in record.params.items())
+
+
+def describe(record: TrialRecord) -> str:
+    """``llamacpp Q4_0 t=2 ...``."""
+    return f"{record.backend} {settings(record)}"
+
+
+def _quality_text(record: TrialRecord) -> str:
+    quality = record.quality_report
+    if quality is not None and quality.kl_divergence is not None:
+        kl = quality.kl_divergence
+        return f"KL {kl.value:.4f} [{kl.low:.4f}, {kl.high:.4f}]"
+    return f"{record.bits_per_weight:.2f} bpw (proxy)" if record.bits_per_weight else "-"
+
+
+class ConsoleReporter:
+    """Prints progress lines as trials finish."""
+
+    def __init__(self, console: Console | None = None) -> None:
+        # soft_wrap: long lines stay whole when stderr is a file or a pipe (logs, CI, tests).
+        self.console = console or Console(stderr=True, highlight=False, soft_wrap=True,
+                                          width=None if sys.stderr.isatty() else 160)
+
+    def begin(self, model_path: Path, hardware: Hardware, budget: Budget, workload: Workload) -> None:
+        self.console.print(f"[bold]autotune[/bold] {model_path.name} on {hardware.cpu.brand or hardware.cpu.architecture} "
+                           f"({hardware.cpu.usable_cores} usable cores, {format_bytes(hardware.memory.limit_bytes)})")
+        self.console.print(f"budget: {budget.describe()}")
+        self.console.print(f"workload: {workload.prompt_tokens} prompt + {workload.gen_tokens} generated tokens, "
+                           f"context {workload.context}, decode also measured at depth {workload.deep_start}")
+
+    def info(self, message: str) -> None:
+        self.console.print(f"  [dim]{message}[/dim]")
+
+    def warn(self, message: str) -> None:
+        self.console.print(f"[yellow]warning:[/yellow] {message}")
+
+    def trial(self, index: int, total: int, record: TrialRecord, best: TrialRecord | None) -> None:
+        counter = f"trial {index}/{total}" if record.artifact is not None else "skipped"
+        head = f"[bold]{counter}[/bold] #{record.number} {describe(record)}"
+        m = record.measured
+        if record.status == "measured" and m is not None:
+            verdict = "[green]fits[/green]" if record.feasible else "[red]over budget: " + ", ".join(
+                k for k, v in record.violations.items() if v > 0) + "[/red]"
+            body = (f"{m.decode_tps:.1f} tok/s, p95 {m.worst_itl_p95_ms:.1f} ms, TTFT {m.ttft_ms:.0f} ms, "
+                    f"{format_bytes(m.peak_rss_bytes)}, {_quality_text(record)} → {verdict}")
+        else:
+            body = f"[yellow]{record.status}[/yellow]: {record.reason}"
+        self.console.print(f"{head}\n    {body}")
+        if best is not None:
+            self.console.print(f"    [dim]best so far: #{best.number} {describe(best)}[/dim]")
+
+
+def results_table(rows: Sequence[TrialRecord], title: str, winner: TrialRecord | None = None) -> Table:
+    """A table of configurations with their measured figures."""
+    table = Table(title=title, title_justify="left")
+    for column in ("trial", "backend", "configuration", "decode tok/s", "p95 ms", "TTFT ms", "peak memory", "quality loss"):
+        table.add_column(column, justify="left" if column in ("backend", "configuration") else "right",
+                         no_wrap=column != "configuration")
+    for record in rows:
+        m = record.measured
+        if m is None:
+            continue
+        mark = " ★" if winner is not None and record.key == winner.key else ""
+        table.add_row(f"#{record.number}{mark}", record.backend, settings(record), f"{m.decode_tps:.1f}",
+                      f"{m.worst_itl_p95_ms:.1f}", f"{m.ttft_ms:.0f}", format_bytes(m.peak_rss_bytes),
+                      _quality_text(record))
+    return table
+
+
+def ordered_by_objective(rows: Sequence[TrialRecord]) -> list[TrialRecord]:
+    """Rows sorted by quality loss, then latency."""
+    return sorted(rows, key=lambda r: (quality_loss(r), r.objectives()[1]))

@@ -1,0 +1,226 @@
+"""What each ``autotune run`` option accepts, all checked before anything is measured.
+
+Single values are read by the converters below, which the command line uses as argparse types (so
+argparse names the option in the message); ``check_run_options`` then checks what spans several
+options or touches the file system, and builds the budget and the workload.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+
+from autotune.budget import MAX_QUALITY_LOSS as MAX_QUALITY_LOSS
+from autotune.budget import Budget, parse_quality_loss
+from autotune.errors import AutotuneError, InputError
+from autotune.model.bundled import BUNDLED
+from autotune.numbers import parse_duration, parse_whole, quoted
+from autotune.workload import Workload
+
+MAX_TRIALS = 10_000
+MAX_TOKENS = 2**20
+"""A million-token context: beyond any small model's window, so a larger count is a typo."""
+MIN_GEN_TOKENS = 2
+"""Inter-token latency needs at least two generated tokens."""
+MIN_CONTEXT = 16
+MIN_EVAL_TOKENS = 64
+"""Quality intervals are bootstrapped over at least 4 chunks of at least 16 tokens (see ``quality_eval``)."""
+MIN_CONFIRM_ROUNDS = 5
+"""Fewer interleaved rounds give no usable confidence interval (see ``confirm``)."""
+MAX_CONFIRM_ROUNDS = 100
+MAX_SEED = 2**32 - 1
+"""Optuna's sampler seeds numpy, which takes 0 to 2^32 - 1."""
+MIN_TIMEOUT_S = 1.0
+MAX_TIMEOUT_S = 86_400.0
+"""A day per measurement: longer is a typo, not a patient user."""
+
+
+def trials(text: str) -> int:
+    """``--trials``: new configurations to measure."""
+    return parse_whole(text, at_least=1, at_most=MAX_TRIALS, example="20")
+
+
+def patience(text: str) -> int:
+    """``--patience``: trials in a row that may fail to beat the best before the search stops (0: never stop)."""
+    return parse_whole(text, at_least=0, at_most=MAX_TRIALS, example="4")
+
+
+def prompt_tokens(text: str) -> int:
+    """``--prompt-tokens``: tokens prefilled per timed run."""
+    return parse_whole(text, at_least=1, at_most=MAX_TOKENS, example="128")
+
+
+def gen_tokens(text: str) -> int:
+    """``--gen-tokens``: tokens generated per timed run."""
+    return parse_whole(text, at_least=MIN_GEN_TOKENS, at_most=MAX_TOKENS, example="64")
+
+
+def context(text: str) -> int:
+    """``--context``: the context window in tokens."""
+    return parse_whole(text, at_least=MIN_CONTEXT, at_most=MAX_TOKENS, example="2048")
+
+
+def depth(text: str) -> int:
+    """``--depth``: KV depth where decode latency is also measured (0: at the start only)."""
+    return parse_whole(text, at_least=0, at_most=MAX_TOKENS, example="1024")
+
+
+def eval_tokens(text: str) -> int:
+    """``--eval-tokens``: tokens of the evaluation text scored for quality."""
+    return parse_whole(text, at_least=MIN_EVAL_TOKENS, at_most=MAX_TOKENS, example="1024")
+
+
+def seed(text: str) -> int:
+    """``--seed``: the search seed."""
+    return parse_whole(text, at_least=0, at_most=MAX_SEED, example="0")
+
+
+def confirm_rounds(text: str) -> int:
+    """``--confirm-rounds``: 0 skips the confirmation; otherwise at least ``MIN_CONFIRM_ROUNDS``."""
+    accepted = f"expected 0 (no confirmation) or {MIN_CONFIRM_ROUNDS} to {MAX_CONFIRM_ROUNDS} rounds (e.g. 5)"
+    try:
+        rounds = parse_whole(text, at_least=0, at_most=MAX_CONFIRM_ROUNDS, example="5")
+    except InputError:
+        raise InputError(f"{accepted}, got {quoted(text)}") from None
+    if 0 < rounds < MIN_CONFIRM_ROUNDS:
+        raise InputError(f"{accepted}, got {quoted(text)}: fewer rounds give no usable confidence interval")
+    return rounds
+
+
+def timeout(text: str) -> float:
+    """``--timeout``: seconds one measurement may take."""
+    return parse_duration(text, at_least=MIN_TIMEOUT_S, at_most=MAX_TIMEOUT_S)
+
+
+def quality_loss(text: str) -> float:
+    """``--max-quality-loss``: the largest accepted mean KL divergence, 0 to ``MAX_QUALITY_LOSS``."""
+    return parse_quality_loss(text)
+
+
+@dataclass(frozen=True)
+class CheckedQuestion:
+    """The budget and workload a question is about, built from checked options."""
+
+    budget: Budget
+    workload: Workload
+
+
+@dataclass(frozen=True)
+class CheckedRun:
+    """What ``autotune run`` measures against, built from options that have all been checked."""
+
+    budget: Budget
+    workload: Workload
+    timeout_s: float
+
+
+def check_run_options(args: argparse.Namespace) -> CheckedRun:
+    """Check what spans options or names files, and build the budget and workload; raise ``InputError`` naming the option.
+
+    ``args`` comes from the ``run`` parser, whose types have already read and bounded each number.
+    Nothing is created or measured here: the ``--out`` folder is only made once the run starts.
+    """
+    question = check_question(args)
+    _check_out(args.out)
+    return CheckedRun(budget=question.budget, workload=question.workload, timeout_s=args.timeout)
+
+
+def check_question(args: argparse.Namespace) -> CheckedQuestion:
+    """The options ``run`` and ``answer`` share (model, budget, workload, evaluation text), checked and built."""
+    workload = _workload(args)
+    budget = Budget(
+        memory_bytes=args.budget,
+        latency_ms=args.latency * 1000,
+        ttft_ms=args.ttft * 1000 if args.ttft is not None else None,
+        max_quality_loss=args.max_quality_loss,
+    )
+    check_model(args.model)
+    if args.eval_text is not None:
+        _check_eval_text(args.eval_text)
+    return CheckedQuestion(budget=budget, workload=workload)
+
+
+def _workload(args: argparse.Namespace) -> Workload:
+    """The workload, once the token counts fit together (pydantic's own messages would not name the options)."""
+    prompt, gen, window = args.prompt_tokens, args.gen_tokens, args.context
+    if prompt + gen > window:
+        raise InputError(f"--prompt-tokens {prompt} + --gen-tokens {gen} exceed the context (--context {window}); "
+                         "raise --context or lower --prompt-tokens/--gen-tokens")
+    # A deeper --depth used to be clamped silently; a measurement at another depth than asked is refused instead.
+    if args.depth is not None and args.depth > window - gen:
+        raise InputError(f"--depth {args.depth} leaves no room to generate --gen-tokens {gen} within --context "
+                         f"{window}: use a --depth from 0 to {window - gen}, or raise --context")
+    return Workload(prompt_tokens=prompt, gen_tokens=gen, context=window, depth=args.depth)
+
+
+def _shown(path: Path | str) -> str:
+    """A path for a message: quoted and escaped, so odd characters cannot break the line."""
+    return quoted(str(path), limit=200)
+
+
+def check_model(argument: str | None) -> None:
+    """``--model`` names a bundled model, or an existing readable file or folder."""
+    if argument is None or argument in BUNDLED:
+        return
+    accepted = f"pass a .gguf file, a model folder, or one of: {', '.join(BUNDLED)}"
+    if not argument.strip():
+        raise InputError(f"--model is empty: {accepted}")
+    try:
+        path = Path(argument).expanduser()
+        mode = path.stat().st_mode
+    except RuntimeError:  # expanduser: "~name" of a user this machine does not know
+        raise InputError(f"--model {_shown(argument)}: no such user's home folder; {accepted}") from None
+    except (FileNotFoundError, NotADirectoryError):
+        raise InputError(f"--model: model not found: {_shown(argument)}; {accepted}") from None
+    except ValueError:  # an embedded NUL byte
+        raise InputError(f"--model {_shown(argument)} is not a valid path; {accepted}") from None
+    except OSError as error:
+        raise InputError(f"--model {_shown(argument)}: {error.strerror or error}; {accepted}") from None
+    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        raise InputError(f"--model {_shown(argument)} is not a regular file or folder; {accepted}")
+    if not os.access(path, os.R_OK | (os.X_OK if stat.S_ISDIR(mode) else 0)):
+        raise InputError(f"--model {_shown(argument)} is not readable (permission denied); {accepted}")
+
+
+def _check_eval_text(path: Path) -> None:
+    """``--eval-text`` is a readable, non-empty UTF-8 text file."""
+    from autotune.measure.quality import load_eval_text
+
+    accepted = "pass a UTF-8 text file of a few thousand words"
+    try:
+        mode = path.stat().st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        raise InputError(f"--eval-text: file not found: {_shown(path)}; {accepted}") from None
+    except ValueError:
+        raise InputError(f"--eval-text {_shown(path)} is not a valid path; {accepted}") from None
+    except OSError as error:
+        raise InputError(f"--eval-text {_shown(path)}: {error.strerror or error}; {accepted}") from None
+    if not stat.S_ISREG(mode):
+        # A folder, FIFO or device: reading a FIFO would block the run instead of failing it.
+        raise InputError(f"--eval-text {_shown(path)} is not a regular file; {accepted}")
+    try:
+        load_eval_text(path)  # read now: a file that is not UTF-8 or empty fails before the first trial
+    except AutotuneError as error:
+        raise InputError(f"--eval-text: {error}") from None
+    except OSError as error:
+        raise InputError(f"--eval-text {_shown(path)}: {error.strerror or error}; {accepted}") from None
+
+
+def _check_out(out: Path) -> None:
+    """``--out`` is a folder, or can be created as one (without creating it: nothing is written before the run)."""
+    accepted = "name a folder for the profile (it is created if missing)"
+    if "\0" in str(out):  # pathlib's exists() answers False for it, instead of failing
+        raise InputError(f"--out {_shown(out)} is not a valid path (it holds a NUL byte); {accepted}")
+    try:
+        if out.exists() and not out.is_dir():
+            raise InputError(f"--out {_shown(out)} is a file, not a folder; {accepted}")
+        existing = next(p for p in (out, *out.parents) if p.exists())  # "." always exists for a relative path
+    except OSError as error:
+        raise InputError(f"--out {_shown(out)}: {error.strerror or error}; {accepted}") from None
+    if not existing.is_dir():
+        raise InputError(f"--out {_shown(out)} cannot be created: {_shown(existing)} is a file, not a folder; {accepted}")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise InputError(f"--out {_shown(out)} cannot be written: no permission in {_shown(existing)}; {accepted}")

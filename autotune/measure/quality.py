@@ -1,0 +1,347 @@
+"""Measured quality loss: next-token distributions of a variant against the reference variant.
+
+The reference is the highest-precision variant of the same model. Both evaluate the same token ids
+of an evaluation text in the same chunks (``Backend.logprobs``); each pair of chunks is reduced at
+once to a few sums (``ChunkStats``), so memory stays at one chunk of each whatever the vocabulary
+(Gemma 3's is 262,144: a 512-token chunk of float32 log-probabilities is already 512 MiB).
+
+Figures, each with a bootstrap interval over chunks:
+
+- mean KL(P_ref || P_var) per token, in nats (0 = identical distributions);
+- top-1 agreement: how often both pick the same most likely next token;
+- perplexity ratio exp(mean NLL_var - mean NLL_ref) on the text's actual next tokens (1 = same).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import asdict, dataclass
+from importlib import resources
+from itertools import zip_longest
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from autotune.decide.stats import interval_from_replicates
+from autotune.errors import AutotuneError
+from autotune.plugins.backend import Artifact, Backend, Params
+from autotune.profile.schema import Interval, Quality
+from autotune.store.cache import cache_dir, key_digest
+
+METHOD = "kl-divergence"
+
+# Rows of a chunk converted to float64 at a time: about 32 MiB of temporaries whatever the vocabulary.
+_BLOCK_ELEMENTS = 1 << 22
+
+
+@dataclass(frozen=True)
+class ChunkStats:
+    """One chunk reduced to sums (plain numbers, so it pickles and serialises to JSON).
+
+    ``tokens`` is the number of predicted positions (chunk length - 1).
+    """
+
+    tokens: int
+    kl_sum: float
+    top1_agree: int
+    nll_ref_sum: float
+    nll_var_sum: float
+
+
+@dataclass(frozen=True)
+class QualityLoss:
+    """Quality loss of a variant over the evaluation text, with intervals over chunks."""
+
+    kl_divergence: Interval
+    top1_agreement: Interval
+    perplexity_ratio: Interval
+    tokens: int
+    chunks: int
+
+
+def log_softmax_rows(logits: np.ndarray, block: int = 64) -> np.ndarray:
+    """Row-wise float32 log-softmax of a (tokens, vocab) logits array, for ``Backend.logprobs``.
+
+    Works on a private copy (runtimes reuse their output buffers) ``block`` rows at a time, so the
+    temporaries stay small even for a 262,144-entry vocabulary.
+    """
+    out = np.array(logits, dtype=np.float32)
+    for start in range(0, len(out), block):
+        rows = out[start:start + block]
+        rows -= rows.max(axis=1, keepdims=True)
+        rows -= np.log(np.exp(rows).sum(axis=1, keepdims=True))
+    return out
+
+
+def chunk_bounds(n_tokens: int, chunk_tokens: int) -> Iterator[tuple[int, int]]:
+    """``(start, stop)`` of each chunk exactly as ``Backend.logprobs`` cuts ``n_tokens`` ids.
+
+    Chunks do not overlap; a trailing chunk of one token predicts nothing and is skipped.
+    """
+    if chunk_tokens < 2:
+        raise ValueError(f"chunk_tokens must be at least 2, got {chunk_tokens}")
+    for start in range(0, n_tokens - 1, chunk_tokens):
+        stop = min(start + chunk_tokens, n_tokens)
+        if stop - start < 2:
+            break
+        yield start, stop
+
+
+def chunk_stats(reference: np.ndarray, variant: np.ndarray, next_ids: np.ndarray) -> ChunkStats:
+    """Reduce one chunk: ``reference``/``variant`` are log-softmax rows, ``next_ids`` the actual next tokens."""
+    rows, vocab = reference.shape
+    kl_sum = 0.0
+    agree = 0
+    block = max(1, _BLOCK_ELEMENTS // vocab)
+    for first in range(0, rows, block):
+        ref = reference[first:first + block].astype(np.float64)
+        var = variant[first:first + block].astype(np.float64)
+        p_ref = np.exp(ref)
+        # Tokens the reference rules out (p = 0, log p = -inf) contribute nothing; without the
+        # mask 0 * (-inf - x) would be NaN.
+        with np.errstate(invalid="ignore"):
+            terms = np.where(p_ref > 0, p_ref * (ref - var), 0.0)
+        kl_sum += float(terms.sum())
+        agree += int(np.sum(ref.argmax(axis=1) == var.argmax(axis=1)))
+    picked = np.arange(rows)
+    nll_ref = -float(reference[picked, next_ids].astype(np.float64).sum())
+    nll_var = -float(variant[picked, next_ids].astype(np.float64).sum())
+    return ChunkStats(tokens=rows, kl_sum=kl_sum, top1_agree=agree, nll_ref_sum=nll_ref, nll_var_sum=nll_var)
+
+
+def compare_streams(
+    reference_chunks: Iterable[np.ndarray],
+    variant_chunks: Iterable[np.ndarray],
+    token_ids: Sequence[int],
+    chunk_tokens: int,
+) -> list[ChunkStats]:
+    """Reduce paired chunks of two ``logprobs`` streams over the same ``token_ids``.
+
+    Each chunk is checked against the shape the contract promises, ``(chunk_len - 1, vocab)``,
+    and dropped as soon as it is reduced.
+    """
+    ids = np.asarray(token_ids, dtype=np.int64)
+    bounds = list(chunk_bounds(len(ids), chunk_tokens))
+    missing = object()
+    results: list[ChunkStats] = []
+    pairs = zip_longest(reference_chunks, variant_chunks, fillvalue=missing)
+    for index, (reference, variant) in enumerate(pairs):
+        if reference is missing or variant is missing or index >= len(bounds):
+            shorter = "reference" if reference is missing else "variant" if variant is missing else "both streams"
+            raise AutotuneError(
+                f"log-probability streams disagree on the number of chunks: {shorter} ended or ran on at chunk "
+                f"{index} (expected {len(bounds)} chunks of {chunk_tokens} tokens for {len(ids)} tokens); "
+                "a backend's logprobs must yield one array per chunk"
+            )
+        start, stop = bounds[index]
+        expected_rows = stop - start - 1
+        reference, variant = np.asarray(reference), np.asarray(variant)
+        if reference.ndim != 2 or reference.shape != variant.shape or reference.shape[0] != expected_rows:
+            raise AutotuneError(
+                f"chunk {index}: reference log-probabilities have shape {reference.shape}, the variant's "
+                f"{variant.shape}; both must be ({expected_rows}, vocab) — do the two variants share a tokenizer?"
+            )
+        next_ids = ids[start + 1:stop]
+        if next_ids.min() < 0 or next_ids.max() >= reference.shape[1]:
+            raise AutotuneError(
+                f"chunk {index}: token ids run from {next_ids.min()} to {next_ids.max()}, outside the "
+                f"vocabulary of {reference.shape[1]}; tokenize the text with the reference model's tokenizer"
+            )
+        results.append(chunk_stats(reference, variant, next_ids))
+    if len(results) != len(bounds):
+        raise AutotuneError(
+            f"log-probability streams stopped after {len(results)} of {len(bounds)} chunks; "
+            "a backend's logprobs must cover every chunk"
+        )
+    return results
+
+
+def summarize_quality(
+    chunks: Sequence[ChunkStats],
+    confidence: float = 0.95,
+    seed: int = 0,
+    resamples: int = 2000,
+) -> QualityLoss:
+    """Token-weighted figures over all chunks, with percentile-bootstrap intervals over chunks.
+
+    Resampling whole chunks (and recomputing ratios of sums, so longer chunks weigh more) keeps
+    the dependence between neighbouring tokens inside a chunk. With one chunk the intervals have
+    zero width: the text is too short to say anything about their spread.
+    """
+    if not chunks:
+        raise AutotuneError("no chunks to summarise: the evaluation text tokenized to fewer than 2 tokens")
+    tokens = np.array([c.tokens for c in chunks], dtype=float)
+    kl = np.array([c.kl_sum for c in chunks])
+    agree = np.array([c.top1_agree for c in chunks], dtype=float)
+    nll_gap = np.array([c.nll_var_sum - c.nll_ref_sum for c in chunks])
+    if tokens.sum() <= 0:
+        raise AutotuneError("no predicted tokens to summarise")
+
+    rng = np.random.default_rng(seed)
+    picks = rng.integers(0, len(chunks), size=(resamples, len(chunks)))
+    weight = tokens[picks].sum(axis=1)
+
+    def figure(sums: np.ndarray, transform: Callable[[Any], Any] | None = None) -> Interval:
+        value = sums.sum() / tokens.sum()
+        replicates = sums[picks].sum(axis=1) / weight
+        if transform is not None:
+            value, replicates = transform(value), transform(replicates)
+        return interval_from_replicates(float(value), replicates, confidence)
+
+    return QualityLoss(
+        kl_divergence=figure(kl),
+        top1_agreement=figure(agree),
+        perplexity_ratio=figure(nll_gap, np.exp),
+        tokens=int(tokens.sum()),
+        chunks=len(chunks),
+    )
+
+
+def to_profile(loss: QualityLoss, reference_label: str, bits_per_weight: float | None = None) -> Quality:
+    """The profile's ``Quality`` record for a measured loss against ``reference_label``."""
+    return Quality(
+        method=METHOD,
+        reference=reference_label,
+        bits_per_weight=bits_per_weight,
+        kl_divergence=loss.kl_divergence,
+        top1_agreement=loss.top1_agreement,
+        perplexity_ratio=loss.perplexity_ratio,
+        tokens=loss.tokens,
+    )
+
+
+def quality_task(
+    ref_backend: Backend,
+    ref_artifact: Artifact,
+    ref_params: Params,
+    var_backend: Backend,
+    var_artifact: Artifact,
+    var_params: Params,
+    token_ids: list[int],
+    chunk_tokens: int,
+    reference_store: Path | None = None,
+) -> list[ChunkStats]:
+    """Score a variant against the reference; runs inside a worker process.
+
+    The reference's log-probabilities come from ``reference_store`` when an earlier score left a complete
+    copy there (then only the variant is loaded); otherwise both models run here at once, their streams
+    advancing together, and the reference's rows are written to the store for the next score. Returns
+    plain dataclasses, which pickle.
+    """
+    reference = reference_stream(ref_backend, ref_artifact, ref_params, token_ids, chunk_tokens, reference_store)
+    variant = var_backend.logprobs(var_artifact, var_params, token_ids, chunk_tokens)
+    return compare_streams(reference, variant, token_ids, chunk_tokens)
+
+
+def store_reference(backend: Backend, artifact: Artifact, params: Params, token_ids: list[int], chunk_tokens: int,
+                    store: Path) -> int:
+    """Compute the reference's log-probabilities into ``store`` (in a worker of its own); return the chunk count.
+
+    Run before the first score, so no worker ever holds the reference and a variant at once: the peak is one
+    model and one chunk, not two of each (measured 3.2 GiB for Gemma 3 270M with both).
+    """
+    return sum(1 for _ in reference_stream(backend, artifact, params, token_ids, chunk_tokens, store))
+
+
+def reference_stream(backend: Backend, artifact: Artifact, params: Params, token_ids: list[int], chunk_tokens: int,
+                     store: Path | None) -> Iterator[np.ndarray]:
+    """The reference's log-probability chunks: read back from ``store`` when complete, else computed and kept there.
+
+    Stored exactly as the backend gives them (float32 from ``log_softmax_rows``), so a stored reference
+    scores exactly as a fresh one; float16 would move a KL of 0.004 by up to a tenth. Gemma 3's 262,144-entry
+    vocabulary makes that 1 GiB for the default 1,024 evaluation tokens, written once per model and text. Written to a private folder and renamed when complete, so a score killed midway
+    or a second process never reads half a reference.
+    """
+    if store is not None and (store / "complete").exists():
+        index = 0
+        while (chunk := store / f"chunk-{index:04d}.npy").exists():
+            yield np.load(chunk, mmap_mode="r")
+            index += 1
+        return
+    partial = store.with_name(f"{store.name}.partial-{os.getpid()}") if store is not None else None
+    if partial is not None:
+        partial.mkdir(parents=True, exist_ok=True)
+    for index, rows in enumerate(backend.logprobs(artifact, params, token_ids, chunk_tokens)):
+        if partial is not None:
+            np.save(partial / f"chunk-{index:04d}.npy", np.asarray(rows))
+        yield rows
+    if partial is not None and store is not None:
+        (partial / "complete").write_text("")
+        try:
+            partial.rename(store)
+        except OSError:  # another process stored it first: keep theirs
+            shutil.rmtree(partial, ignore_errors=True)
+
+
+def eval_text_hash(text: str) -> str:
+    """sha256 of the evaluation text (part of the quality cache key)."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+class QualityCache:
+    """Chunk statistics stored as JSON, so each (reference, variant) pair is scored once.
+
+    The key is the two artifacts' identities (``autotune.measure.trial.artifact_key`` dicts), the
+    evaluation text's hash and the chunk size. Raw chunk sums are stored rather than a summary,
+    so intervals can be recomputed at any confidence. A missing or unreadable entry is a miss.
+    """
+
+    def __init__(self, root: Path | None = None) -> None:
+        self.root = Path(root) if root is not None else cache_dir() / "quality"
+
+    @staticmethod
+    def key(reference_key: dict[str, Any], variant_key: dict[str, Any], text_hash: str, chunk_tokens: int) -> dict[str, Any]:
+        """The full key, as stored beside the entry."""
+        return {"reference": reference_key, "variant": variant_key, "eval_text": text_hash, "chunk_tokens": chunk_tokens}
+
+    def path(self, reference_key: dict[str, Any], variant_key: dict[str, Any], text_hash: str, chunk_tokens: int) -> Path:
+        """Where the entry for this key lives."""
+        key = self.key(reference_key, variant_key, text_hash, chunk_tokens)
+        return self.root / f"{key_digest(key)}.json"
+
+    def get(self, reference_key: dict[str, Any], variant_key: dict[str, Any], text_hash: str,
+            chunk_tokens: int) -> list[ChunkStats] | None:
+        """The stored chunk statistics, or None when this pair was not scored yet."""
+        path = self.path(reference_key, variant_key, text_hash, chunk_tokens)
+        try:
+            stored = json.loads(path.read_text())
+            return [ChunkStats(**chunk) for chunk in stored["chunks"]]
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, KeyError, TypeError):
+            return None  # a damaged entry is scored again and overwritten
+
+    def put(self, reference_key: dict[str, Any], variant_key: dict[str, Any], text_hash: str, chunk_tokens: int,
+            chunks: Sequence[ChunkStats]) -> Path:
+        """Store chunk statistics (atomically: a reader never sees half an entry)."""
+        path = self.path(reference_key, variant_key, text_hash, chunk_tokens)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        record = {"key": self.key(reference_key, variant_key, text_hash, chunk_tokens),
+                  "chunks": [asdict(chunk) for chunk in chunks]}
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(record, indent=1, default=str))
+        os.replace(tmp, path)
+        return path
+
+
+def load_eval_text(path: Path | None = None) -> str:
+    """The evaluation text: the user's ``--eval-text`` file, or the one shipped with autotune."""
+    if path is None:
+        return resources.files("autotune").joinpath("data/eval.txt").read_text(encoding="utf-8")
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise AutotuneError(f"evaluation text not found: {path} (pass a UTF-8 text file to --eval-text)") from None
+    except IsADirectoryError:
+        raise AutotuneError(f"evaluation text {path} is a folder; pass a UTF-8 text file to --eval-text") from None
+    except UnicodeDecodeError:
+        raise AutotuneError(f"evaluation text {path} is not UTF-8 text; pass a UTF-8 text file to --eval-text") from None
+    if not text.strip():
+        raise AutotuneError(f"evaluation text {path} is empty; pass a file with a few thousand words of text")
+    return text

@@ -1,0 +1,115 @@
+"""Where the user's model comes from: a path, its format and a content hash."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from autotune.errors import ModelSourceError
+
+FORMATS = ("gguf", "hf", "onnx", "openvino", "mlx")
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """A model on disk in one format.
+
+    ``path`` is a file (GGUF) or a folder (HF safetensors, ONNX, OpenVINO IR, MLX).
+    ``metadata`` holds what a format reader found (architecture, layers, tensor types, ...).
+    """
+
+    path: Path
+    format: str
+    sha256: str
+    architecture: str | None = None
+    parameters: int | None = None
+    precision: str | None = None
+    metadata: dict[str, object] = field(default_factory=dict, compare=False, hash=False)
+
+    @property
+    def name(self) -> str:
+        """A short human name: the file or folder name without a GGUF suffix."""
+        return self.path.name.removesuffix(".gguf")
+
+    @property
+    def sliding_window(self) -> int | None:
+        """The attention window of layers that keep a sliding-window KV cache (Gemma 2/3, Mistral), or None.
+
+        Read from a GGUF's ``<arch>.attention.sliding_window`` (``metadata["sliding_window"]``) or an HF
+        ``config.json`` (``sliding_window``, with ``layer_types`` naming the sliding layers when given).
+        """
+        window = self.metadata.get("sliding_window")
+        config = self.metadata.get("config")
+        if window is None and isinstance(config, dict):
+            nested = config.get("text_config")
+            text: dict[str, object] = nested if isinstance(nested, dict) else config
+            layer_types = text.get("layer_types") or []
+            assert isinstance(layer_types, list)
+            if not layer_types or "sliding_attention" in layer_types:
+                window = text.get("sliding_window")
+        return int(window) if isinstance(window, (int, float)) and window > 0 else None
+
+
+def detect_format(path: Path) -> str:
+    """Tell which format a model path is in, or raise with what was expected."""
+    if not path.exists():
+        raise ModelSourceError(f"model not found: {path} (pass a .gguf file or a model folder)")
+    if path.is_file():
+        with path.open("rb") as handle:
+            if handle.read(4) == b"GGUF":
+                return "gguf"
+        if path.suffix == ".onnx":
+            return "onnx"
+        raise ModelSourceError(f"{path} is not a GGUF file (no GGUF magic); pass a .gguf file or a model folder")
+    names = {p.name for p in path.iterdir()}
+    if "genai_config.json" in names or any(n.endswith(".onnx") for n in names):
+        return "onnx"
+    if "openvino_model.xml" in names:
+        return "openvino"
+    if "config.json" in names and any(n.endswith(".safetensors") for n in names):
+        config = json.loads((path / "config.json").read_text())
+        # mlx_lm writes its quantization block into config.json; an HF folder has none.
+        return "mlx" if "quantization" in config and "quantization_config" not in config else "hf"
+    raise ModelSourceError(
+        f"cannot tell the format of folder {path}: expected a GGUF file, an HF folder (config.json + "
+        "*.safetensors), an ONNX folder, an OpenVINO IR folder or an MLX folder"
+    )
+
+
+def content_hash(path: Path, chunk: int = 1 << 20) -> str:
+    """sha256 of a file, or of a folder's files (names and contents, sorted)."""
+    digest = hashlib.sha256()
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    for file in files:
+        if path.is_dir():
+            digest.update(str(file.relative_to(path)).encode())
+        with file.open("rb") as handle:
+            while block := handle.read(chunk):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def cached_content_hash(path: Path) -> str:
+    """``content_hash``, remembered in a sidecar file of the cache keyed on (path, size, mtime, inode).
+
+    Hashing a 241 MiB model takes about half a second; the sidecar makes every later run free.
+    """
+    from autotune.store.cache import (  # cache.py must stay importable without this module
+        cache_dir,
+        write_text_atomically,
+    )
+
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns, stat.st_ino)
+    sidecar = cache_dir() / "hashes" / (hashlib.sha256(repr(key).encode()).hexdigest()[:32] + ".sha256")
+    try:
+        value = sidecar.read_text().strip()
+        if len(value) == 64:
+            return value
+    except OSError:
+        pass
+    value = content_hash(path)
+    write_text_atomically(sidecar, value)
+    return value

@@ -1,0 +1,254 @@
+"""The contract between the tuner and an inference runtime.
+
+A backend plugin returns ``Backend`` objects from ``autotune_backends``. The tuner calls, in order:
+
+1. ``availability()``: is the runtime installed (and why not)? Then ``self_test()``, in a worker:
+   does it really run on this CPU? (see ``autotune.measure.selftest``)
+2. ``inspect(path)``: read a model in one of ``source_formats`` into a ``ModelSource``.
+3. ``search_space()`` / ``starting_points()``: what may be tuned, and where to start.
+4. ``predict()``: memory (and a latency lower bound) *before* anything is built or run, so
+   configurations that provably cannot fit are recorded and skipped.
+5. ``prepare()``: build the artifact (quantize/convert) once; the tuner caches it by ``artifact_key``.
+6. ``measure()``: inside a fresh worker process, load the artifact and time the workload.
+7. ``logprobs()``: next-token log-probabilities for quality measurement.
+
+Parameters are plain ``dict[str, value]`` named as in the search space; the tuner stores them in
+the study and the profile exactly as given.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+from pydantic import BaseModel
+
+from autotune.hardware import Hardware
+from autotune.measurement import Measurement
+from autotune.model.source import ModelSource
+from autotune.workload import Workload
+
+Params = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Categorical:
+    """A parameter taking one of ``choices`` (str, int, float, bool or None)."""
+
+    choices: tuple[Any, ...]
+
+
+@dataclass(frozen=True)
+class IntRange:
+    """An integer parameter in ``[low, high]``."""
+
+    low: int
+    high: int
+    step: int = 1
+    log: bool = False
+
+
+Dimension = Categorical | IntRange
+SearchSpace = dict[str, Dimension]
+
+
+@dataclass(frozen=True)
+class Availability:
+    """Whether a backend can run here; ``reason`` says why not (and how to fix it)."""
+
+    available: bool
+    reason: str = ""
+    version: str | None = None
+    details: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """A model file or folder ready for one backend, with what was really written.
+
+    ``precision`` names the requested type (``Q4_K_M``, ``int4``); ``bits_per_weight`` is the
+    effective figure computed from what was written (llama.cpp falls back to other tensor types
+    when dimensions don't divide), and ``details`` records e.g. the tensor type counts.
+    """
+
+    path: Path
+    format: str
+    precision: str
+    bits_per_weight: float
+    size_bytes: int
+    details: dict[str, Any] = field(default_factory=dict)
+    """Backend-specific facts; ``details["fallback"]`` says in words what was written instead of ``precision``."""
+
+    @property
+    def label(self) -> str:
+        """The precision as written: the requested type, and its fallback wherever one happened."""
+        return precision_label(self.precision, self.details)
+
+
+def precision_label(precision: str, details: Mapping[str, Any]) -> str:
+    """``Q2_K``, or ``Q2_K (24/30 tensors fell back to Q4_0/Q5_0)`` when tensors were written in other types."""
+    fallback = details.get("fallback")
+    return f"{precision} ({fallback})" if fallback else precision
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """What a configuration will cost, estimated before it is built or run."""
+
+    memory_bytes: int
+    latency_lower_bound_ms: float | None = None
+    breakdown: dict[str, int] = field(default_factory=dict)
+
+
+class Backend(ABC):
+    """An inference runtime the tuner can search over. Subclass it in a plugin.
+
+    Subclasses set ``name`` (unique, lower-case) and ``source_formats`` (formats ``inspect``
+    accepts). A backend module must import without its runtime installed; ``availability``
+    then says what is missing.
+    """
+
+    name: ClassVar[str]
+    source_formats: ClassVar[frozenset[str]]
+    artifact_params: ClassVar[tuple[str, ...]] = ()
+    """Parameters that change the artifact (e.g. the quantization type); the rest are runtime settings."""
+    params_model: ClassVar[type[BaseModel] | None] = None
+    """A pydantic model of this backend's parameters (types and bounds). Profiles are validated with it and
+    exporters render from it, so a profile that validates always exports. None: parameters are unchecked."""
+    measures_this_machine: ClassVar[bool] = True
+    """False only for backends that answer from recorded figures (replay tables, test fakes) instead of running
+    here: those may tune under another machine's hardware description; real runtimes may not."""
+
+    @abstractmethod
+    def availability(self) -> Availability:
+        """Say whether the runtime is importable and usable here."""
+
+    def version(self) -> str | None:
+        """The runtime's version, when available."""
+        return self.availability().version
+
+    def self_test(self, workdir: Path) -> str | None:
+        """Run the runtime for real on a tiny model it makes or ships, in seconds; return what ran.
+
+        Called inside a fresh worker process (``autotune.measure.selftest``), so a runtime that dies by a
+        signal on this CPU (SIGILL from a build for other CPU features, SIGSEGV) is caught there and
+        the backend is shown unavailable instead of being tuned. ``workdir`` is an empty scratch
+        folder. Return a short description (``"decoded 8 tokens of a tiny llama GGUF"``); raise when
+        the runtime misbehaves. Default: no self-test (None), so availability is import-only.
+        """
+        return None
+
+    def not_worth_tuning(self, hardware: Hardware) -> str | None:
+        """Why tuning this backend here by default would be wasted (it runs, but cannot compete), or None.
+
+        Only consulted when the user did not name backends: ``--backend NAME`` tunes it anyway.
+        Default: None.
+        """
+        return None
+
+    def supports(self, source: ModelSource) -> str | None:
+        """Why this backend cannot run the model ``source`` describes, or None when it may.
+
+        ``source`` is the user's model as its native reader saw it (architecture, metadata such as
+        ``sliding_window``), before any conversion: a backend that can tell from metadata that it will
+        refuse the model saves the minutes a conversion would cost. Decide in milliseconds; say what
+        would be needed instead. Default: None (try it).
+        """
+        return None
+
+    def runtime_identity(self) -> str:
+        """What identifies the installed runtime build; self-test results are cached under it.
+
+        Default: the version. Override to add what a rebuild of the same version changes (the
+        shared library's size and modification time), so a rebuilt runtime is tested again.
+        """
+        return str(self.version())
+
+    def crash_advice(self, signal_name: str) -> str:
+        """What a user should do when this runtime's process dies by ``signal_name`` on this machine."""
+        return "reinstall the runtime built for this machine, then run `autotune plugins --refresh`"
+
+    @abstractmethod
+    def inspect(self, path: Path) -> ModelSource:
+        """Read a model in one of ``source_formats``: hash, architecture, parameter count, metadata."""
+
+    @abstractmethod
+    def search_space(self, source: ModelSource, hardware: Hardware, workload: Workload) -> SearchSpace:
+        """The parameters worth tuning for this model on this machine."""
+
+    def starting_points(self, source: ModelSource, hardware: Hardware, workload: Workload) -> list[Params]:
+        """Sensible configurations measured first, so a short run already gives a good answer."""
+        return []
+
+    def canonical_params(self, params: Params) -> Params:
+        """The same configuration in one canonical spelling (e.g. a group size dropped where it has no effect).
+
+        The tuner compares configurations through this, so two spellings of one configuration are
+        measured once. Default: the parameters as given.
+        """
+        return dict(params)
+
+    def untuned_params(self, source: ModelSource, hardware: Hardware, workload: Workload) -> Params:
+        """What a user gets from this runtime with no tuning (the baseline a tuned profile must beat)."""
+        return self.starting_points(source, hardware, workload)[0]
+
+    def rule_of_thumb(self, source: ModelSource, hardware: Hardware, workload: Workload) -> Params | None:
+        """What a knowledgeable user runs without tuning: every physical core, the runtime's defaults.
+
+        The confirmation stage measures it beside the finalists, so the profile can say whether tuning beat
+        the rule of thumb beyond the noise, or tied with it. Default: None (no such baseline).
+        """
+        return None
+
+    @abstractmethod
+    def predict(self, source: ModelSource, params: Params, workload: Workload, hardware: Hardware) -> Prediction:
+        """Estimate peak memory (and optionally a latency lower bound) without building or running."""
+
+    @abstractmethod
+    def prepare(self, source: ModelSource, params: Params, workdir: Path) -> Artifact:
+        """Build the artifact for ``params`` (only ``artifact_params`` matter) inside ``workdir``.
+
+        ``workdir`` is empty and private to this build; the tuner moves it into the cache when
+        this returns, so paths inside the returned Artifact must be inside ``workdir`` and are
+        rewritten by the tuner. Raise ``AutotuneError`` with a reason when the type is impossible.
+        """
+
+    @abstractmethod
+    def measure(self, artifact: Artifact, params: Params, workload: Workload) -> Measurement:
+        """Load the artifact with ``params`` and time the workload. Runs inside a fresh worker process.
+
+        Leave ``peak_rss_bytes`` unset: the worker fills it from the operating system.
+        """
+
+    def load_profile(self, profile: Any) -> Any:
+        """The runtime object ``profile`` (a ``DeploymentProfile`` of this backend) describes, ready to generate.
+
+        ``autotune.load`` calls it after checking the profile still matches this deployment.
+        """
+        raise NotImplementedError(f"backend {self.name!r} cannot load profiles yet; use its exports instead")
+
+    def logprobs(self, artifact: Artifact, params: Params, token_ids: list[int], chunk_tokens: int) -> Iterator[np.ndarray]:
+        """Yield next-token log-probabilities for ``token_ids``, one chunk at a time.
+
+        Each chunk covers ``chunk_tokens`` consecutive tokens evaluated from a fresh context and is
+        an array of shape ``(chunk_len - 1, vocab)``: row ``i`` is the distribution of token
+        ``i + 1`` of the chunk given tokens ``0..i``. Only one chunk is held at a time.
+        """
+        raise NotImplementedError(f"backend {self.name!r} does not expose log-probabilities")
+
+    def tokenize(self, source: ModelSource, text: str) -> list[int]:
+        """Token ids of ``text`` with the source model's tokenizer (used for quality evaluation)."""
+        raise NotImplementedError(f"backend {self.name!r} cannot tokenize")
+
+    def describe(self, params: Mapping[str, Any]) -> str:
+        """A compact human label for a configuration."""
+        return " ".join(f"{k}={v}" for k, v in params.items())
+
+
+def has_logprobs(backend: Backend) -> bool:
+    """True when the backend overrides ``Backend.logprobs`` (it can score quality or be the reference)."""
+    return type(backend).logprobs is not Backend.logprobs

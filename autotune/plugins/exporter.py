@@ -1,0 +1,93 @@
+"""Exporters turn a deployment profile into something another tool consumes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import PurePath
+from typing import TYPE_CHECKING
+
+from autotune.errors import one_line
+
+if TYPE_CHECKING:
+    from autotune.profile.schema import DeploymentProfile
+
+
+@dataclass(frozen=True)
+class Exporter:
+    """A named output format, e.g. ``llama-server`` (a shell command) or ``ollama`` (a Modelfile).
+
+    ``backends`` lists the backends whose profiles it can render; empty means every backend.
+    ``render`` returns the text; it must quote paths so the result is safe to paste into a shell. It reads
+    ``profile.params`` through the backend's ``params_model`` (``autotune.profile.schema.validate_params``), never as a
+    raw dict, so it renders every profile ``autotune validate`` accepts and refuses others with a ``ProfileError``.
+    """
+
+    name: str
+    description: str
+    render: Callable[[DeploymentProfile], str]
+    backends: tuple[str, ...] = ()
+
+    def applies_to(self, backend: str) -> bool:
+        """True when this exporter can render a profile of ``backend``."""
+        return not self.backends or backend in self.backends
+
+
+def evidence(profile: DeploymentProfile) -> list[str]:
+    """The lines that tie an export to the profile and figures it came from, without comment markers.
+
+    Every exporter puts them at the top of its text as comments (``#`` for shells, Modelfiles, Python
+    and YAML), so a pasted command stays traceable to what was measured and under which budget.
+    """
+    measured = profile.measured
+    figures = [f"decode {measured.decode_tps:.1f} tok/s", f"p95 {measured.worst_itl_p95_ms:.1f} ms/token",
+               f"TTFT {measured.ttft_ms:.0f} ms"]
+    if measured.peak_rss_bytes is not None:
+        figures.append(f"peak {measured.peak_rss_bytes // 2**20} MiB")  # integer: a profile's int may exceed a float
+    quality = profile.quality
+    if quality is not None and quality.kl_divergence is not None:
+        kl = quality.kl_divergence
+        figures.append(f"KL {kl.value:.4f} [{kl.low:.4f}, {kl.high:.4f}] vs {quality.reference or 'the reference'}")
+    elif quality is not None and quality.bits_per_weight is not None:
+        figures.append(f"quality not measured ({quality.bits_per_weight:.2f} bits/weight)")
+    budget = profile.budget
+    limits = [f"{budget.memory_bytes // 2**20} MiB", f"p95 {budget.latency_ms:g} ms"]
+    if budget.ttft_ms is not None:
+        limits.append(f"TTFT {budget.ttft_ms:g} ms")
+    if budget.max_quality_loss is not None:
+        limits.append(f"KL {budget.max_quality_loss:g}")
+    fingerprint = str(profile.hardware.get("fingerprint", "unknown"))[:12]
+    version = profile.backend.version or "unknown version"
+    return [
+        f"autotune {profile.autotune_version} profile of {profile.created_at:%Y-%m-%d %H:%M} UTC: "
+        f"{PurePath(profile.model.path).name} on {profile.backend.name} {version}, {profile.artifact.precision}, "
+        f"machine {fingerprint}",
+        f"measured: {', '.join(figures)}; budget: {', '.join(limits)}",
+    ]
+
+
+def evidence_comment(profile: DeploymentProfile, marker: str = "#") -> str:
+    """``evidence(profile)`` as comment lines starting with ``marker``, each ending in a newline.
+
+    The lines carry the profile's own strings (the model's file name, versions, precision): whitespace runs become
+    one space and other unprintable characters their escapes (``one_line``), since a line break would end the
+    comment and turn the rest into code, a NUL makes a Python export unparseable and a lone surrogate cannot be
+    written as UTF-8.
+    """
+    return "".join(f"{marker} {one_line(' '.join(line.split()))}\n" for line in evidence(profile))
+
+
+def render_exports(exporters: Iterable[Exporter], profile: DeploymentProfile,
+                   warn: Callable[[str], None]) -> dict[str, str]:
+    """Every applicable exporter's text for ``profile``; an exporter that raises is named in a warning and left out.
+
+    A broken third-party exporter must never cost the profile the whole search produced.
+    """
+    rendered: dict[str, str] = {}
+    for exporter in exporters:
+        try:
+            if exporter.applies_to(profile.backend.name):
+                rendered[exporter.name] = exporter.render(profile)
+        except Exception as error:  # noqa: BLE001 - any plugin failure is reported, never fatal
+            warn(f"exporter {exporter.name!r} failed and was left out of the profile: {error!r}")
+    return rendered

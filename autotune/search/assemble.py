@@ -1,0 +1,122 @@
+"""Assembling the deployment profile from the evidence a run gathered."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from autotune import __version__
+from autotune.budget import Budget
+from autotune.decide.selection import best_per_backend
+from autotune.hardware import Hardware
+from autotune.model.source import cached_content_hash
+from autotune.options import Objective
+from autotune.plugins.exporter import Exporter, render_exports
+from autotune.profile.schema import (
+    Alternative,
+    ArtifactInfo,
+    BackendInfo,
+    Confirmation,
+    DeploymentProfile,
+    ModelInfo,
+    Predicted,
+    Quality,
+)
+from autotune.search.sources import ResolvedBackend
+from autotune.search.study import TrialRecord
+from autotune.store.storage import redact_url
+from autotune.workload import Workload
+
+OBJECTIVE_NOTES: dict[Objective, str] = {
+    "quality": "lowest measured quality loss (mean KL divergence); statistically tied losses broken by p95 latency",
+    "latency": "lowest p95 inter-token latency, then quality loss",
+    "memory": "lowest peak memory, then quality loss",
+}
+
+
+@dataclass
+class Evidence:
+    """What the search and confirmation produced, for the profile."""
+
+    winner: TrialRecord
+    front: list[TrialRecord]
+    feasible: list[TrialRecord]
+    records: list[TrialRecord]
+    confirmation: Confirmation | None
+    study_name: str
+    storage: str | None
+    measured_now: int
+    failed: int
+    """Failed trials in the study, those of interrupted runs (which left no record) included."""
+    dropped: dict[str, str] = field(default_factory=dict)
+    left_out: dict[str, str] = field(default_factory=dict)
+    """Installed backends not tuned, with why (before the search: unavailable, cannot run the model, ...)."""
+    seconds: dict[str, float] = field(default_factory=dict)
+    """Wall-clock seconds per phase of this run (self-tests, conversions, builds, measurements, quality, ...)."""
+
+
+@dataclass
+class TuneResult:
+    """What ``autotune.tune`` returns: the chosen profile and the evidence behind it."""
+
+    profile: DeploymentProfile
+    records: list[TrialRecord]
+    front: list[TrialRecord]
+    winner: TrialRecord
+    study_name: str
+    new_measurements: int
+    notes: list[str] = field(default_factory=list)
+
+
+def build_profile(model_path: Path, hardware: Hardware, workload: Workload, budget: Budget, objective: Objective,
+                  evidence: Evidence, by_name: dict[str, ResolvedBackend], exporters: Sequence[Exporter],
+                  warn: Callable[[str], None]) -> DeploymentProfile:
+    """The validated profile of the winner, with alternatives, the study's counts and every applicable export."""
+    winner = evidence.winner
+    r = by_name[winner.backend]
+    measured = winner.measured
+    assert measured is not None and measured.peak_rss_bytes is not None and winner.artifact and winner.prediction
+    predicted = int(winner.prediction["memory_bytes"])
+    per_backend = best_per_backend(evidence.feasible, objective)
+    alternatives = {rec.key: rec for rec in [*evidence.front, *per_backend.values()] if rec.key != winner.key}
+    native = next((rb for rb in by_name.values() if not rb.conversions), r)
+    objective_note = OBJECTIVE_NOTES[objective]
+    if winner.quality_report is None or winner.quality_report.method != "kl-divergence":
+        objective_note += " — quality unmeasured: highest effective bits per weight used as a proxy"
+    records = evidence.records
+    profile = DeploymentProfile(
+        autotune_version=__version__,
+        hardware=hardware.summary(),
+        model=ModelInfo(path=str(model_path.resolve()), format=native.source.format,
+                        sha256=cached_content_hash(model_path), architecture=native.source.architecture,
+                        parameters=native.source.parameters, precision=native.source.precision),
+        backend=BackendInfo(name=winner.backend, version=r.backend.version()),
+        params=winner.params,
+        artifact=ArtifactInfo(**{k: winner.artifact[k] for k in
+                                 ("path", "format", "precision", "bits_per_weight", "size_bytes", "details")}),
+        workload=workload,
+        budget=budget,
+        objective=f"{objective}: {objective_note}",
+        measured=measured,
+        predicted=Predicted(memory_bytes=predicted,
+                            memory_error=(predicted - measured.peak_rss_bytes) / measured.peak_rss_bytes,
+                            breakdown=winner.prediction.get("breakdown", {})),
+        quality=winner.quality_report or Quality(method="bits-per-weight proxy", bits_per_weight=winner.bits_per_weight),
+        confirmation=evidence.confirmation,
+        alternatives=[Alternative(backend=a.backend, params=a.params, precision=a.precision or "", measured=a.measured,
+                                  quality=a.quality_report, trial=a.number)
+                      for a in alternatives.values() if a.measured is not None],
+        study={"name": evidence.study_name,
+               "storage": redact_url(evidence.storage) if evidence.storage else "default (cache sqlite)",
+               "trials_total": len(records), "measured_now": evidence.measured_now,
+               "measured": sum(rec.status == "measured" for rec in records),
+               "predicted_infeasible": sum(rec.status == "predicted-infeasible" for rec in records),
+               "screened_out": sum(rec.status == "screened-out" for rec in records),
+               "failed": evidence.failed, "feasible": len(evidence.feasible),
+               "conversions": {rb.backend.name: rb.conversions for rb in by_name.values()},
+               "best_per_backend": {name: rec.number for name, rec in per_backend.items()},
+               "dropped_backends": dict(evidence.dropped), "left_out_backends": dict(evidence.left_out),
+               "seconds": dict(evidence.seconds)},
+    )
+    return profile.model_copy(update={"exports": render_exports(exporters, profile, warn)})

@@ -1,0 +1,220 @@
+"""One trial, from a configuration to its record: predict, judge, prepare, screen, measure, score, judge.
+
+The search loop (``autotune.tuner``) decides *which* configuration to try; this module decides what
+trying it costs and what came of it. It also keeps what the run learns about each backend: that it
+cannot run this model, or that its runtime crashes here (then it is dropped, not handed more trials).
+
+Measurement is multi-fidelity. Once a full measurement exists to compare with, a new configuration is
+first *screened*: one short timed run at the start of the context, no deep run, no quality score
+(about a fifth of a full measurement's time, and no quality scoring at all). Only a configuration the
+screen cannot rule out gets the full protocol and its quality score. A screen rules a configuration
+out when it is over a budget beyond the noise, or when it cannot win: slower than the best measured
+configuration with the same quality (same artifact) by more than the noise.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import asdict
+
+from autotune.budget import Budget, format_bytes
+from autotune.decide.judgment import failure_cause, skip_before_measuring, violations
+from autotune.decide.selection import RUN_TO_RUN_NOISE
+from autotune.errors import AutotuneError, BackendUnavailable
+from autotune.hardware import Hardware
+from autotune.measure.quality_eval import QualityEvaluator
+from autotune.measure.selftest import crash_message
+from autotune.measure.trial import busy_warning, machine_context, measure, prepare_artifact
+from autotune.options import TuneOptions
+from autotune.phases import Phases
+from autotune.plugins.backend import Artifact, Backend, Params
+from autotune.profile.schema import Quality
+from autotune.reporting import Reporter
+from autotune.search.refusals import remember
+from autotune.search.sources import ResolvedBackend
+from autotune.search.study import TrialRecord
+from autotune.workload import Workload
+
+SCREEN_NOISE = RUN_TO_RUN_NOISE
+"""A screen is only trusted to rule out what is worse than the run-to-run noise."""
+SCREEN_GEN_TOKENS = 32
+
+
+def screening_workload(workload: Workload) -> Workload:
+    """The short measurement a screen takes: one timed run, fewer generated tokens, no deep-context run."""
+    return workload.model_copy(update={"runs": 1, "gen_tokens": min(workload.gen_tokens, SCREEN_GEN_TOKENS),
+                                       "depth": 0})
+
+
+def memory_guard(budget: Budget, hardware: Hardware) -> int:
+    """Resident-memory ceiling for a worker: well above the budget (so overshoots are measured), below what the machine has."""
+    wanted = max(int(budget.memory_bytes * 1.5), budget.memory_bytes + 512 * 2**20)
+    return min(wanted, int(min(hardware.memory.limit_bytes, hardware.memory.available_bytes) * 0.9))
+
+
+class TrialPipeline:
+    """Runs trials for one tuning run and remembers which backends were dropped, and why."""
+
+    def __init__(self, budget: Budget, workload: Workload, hardware: Hardware, options: TuneOptions,
+                 reporter: Reporter, quality: QualityEvaluator | None, previous: list[TrialRecord],
+                 phases: Phases | None = None, model_sha256: str = "") -> None:
+        self.budget = budget
+        self.workload = workload
+        self.hardware = hardware
+        self.options = options
+        self.reporter = reporter
+        self.quality = quality
+        self.measured_ok = {r.backend for r in previous if r.status == "measured"}
+        """Backends with at least one successful measurement in this study."""
+        self.dropped: dict[str, str] = {}
+        """Backends dropped for this run (they cannot run this model, or their runtime crashes here), with why."""
+        self.crashes: dict[str, Counter[str]] = {}
+        """Per backend, how many of its workers died by each signal in this run."""
+        self._last_competitors: tuple[str, ...] = ()
+        self.phases = phases or Phases()
+        self.model_sha256 = model_sha256
+        """The user's model (before any conversion): refusals are remembered under it."""
+        self.full: list[TrialRecord] = [r for r in previous if r.status == "measured"]
+        """Fully measured records of this study: the bar a screen compares against."""
+
+    def run(self, number: int, resolved: ResolvedBackend, params: Params) -> TrialRecord:
+        """Try one configuration; the record says what happened (measured, skipped on prediction, failed)."""
+        backend, source = resolved.backend, resolved.source
+        record = TrialRecord(number=number, status="failed", backend=backend.name, params=params,
+                             label=describe(backend, params))
+        try:
+            prediction = backend.predict(source, params, self.workload, self.hardware)
+        except Exception as error:  # noqa: BLE001 - a backend's bug must not end the run
+            shown = str(error) if isinstance(error, AutotuneError) else f"the plugin raised {error!r}"
+            record.reason, record.cause = f"cannot predict: {shown}", "cannot predict"
+            return record
+        record.prediction = asdict(prediction)
+        skip = skip_before_measuring(prediction, self.budget)
+        if skip is not None:
+            record.status, record.cause, record.reason = "predicted-infeasible", skip.cause, skip.reason
+            return record
+        try:
+            started = time.perf_counter()
+            with self.phases.timing("builds"):
+                artifact, built = prepare_artifact(backend, source, params)
+            if built:
+                self.reporter.info(f"built {artifact.label} for {backend.name} in {time.perf_counter() - started:.1f} s "
+                                   f"({format_bytes(artifact.size_bytes)}, {artifact.bits_per_weight:.2f} bits/weight)")
+        except BackendUnavailable as error:
+            record.reason, record.cause = f"prepare failed: {error}", "cannot run this model"
+            remember(backend, self.model_sha256 or source.sha256, str(error))  # the next run skips it at once
+            self.dropped[backend.name] = str(error)
+            self.reporter.warn(f"backend {backend.name!r} dropped for this model: {error}")
+            return record
+        except Exception as error:  # noqa: BLE001 - a backend's bug must not end the run
+            shown = str(error) if isinstance(error, AutotuneError) else repr(error)
+            record.reason, record.cause = f"prepare failed: {shown}", "prepare failed"
+            return record
+        record.precision = artifact.label  # the fallback shows wherever the precision does
+        record.bits_per_weight = artifact.bits_per_weight
+        record.artifact = {**asdict(artifact), "path": str(artifact.path)}
+        self._warn_if_busy()
+        bar = self._bar(record)
+        if bar is not None:
+            self.reporter.info(f"screening {backend.name} {record.label}")
+            if not self._measure(record, backend, artifact, params, screening_workload(self.workload)):
+                return record
+            out = self._ruled_out(record, bar)
+            if out is not None:
+                record.status, record.cause, record.reason = "screened-out", "screened out", out
+                return record
+        self.reporter.info(f"measuring {backend.name} {record.label}")
+        if not self._measure(record, backend, artifact, params, self.workload):
+            return record
+        with self.phases.timing("quality"):
+            quality: Quality | None = self.quality.evaluate(resolved, artifact, params) if self.quality else None
+        record.quality = quality.model_dump() if quality else None
+        assert record.measured is not None
+        record.violations = violations(record.measured, self.budget, quality)
+        record.status = "measured"
+        self.full.append(record)
+        return record
+
+    def _measure(self, record: TrialRecord, backend: Backend, artifact: Artifact, params: Params,
+                 workload: Workload) -> bool:
+        """Measure in a worker into ``record.measurement``; on failure fill the reason and return False."""
+        with self.phases.timing("measurements"):
+            result = measure(backend, artifact, params, workload, timeout_s=self.options.timeout_s,
+                             memory_limit_bytes=memory_guard(self.budget, self.hardware))
+        if not result.ok:
+            record.reason = f"measurement failed: {result.error}"
+            record.cause = f"killed by {result.signal}" if result.signal else failure_cause(result.error or "")
+            if result.peak_rss_bytes:
+                record.reason += f" (peak resident memory {format_bytes(result.peak_rss_bytes)})"
+            if result.signal:
+                self._note_crash(backend, result.signal)
+            return False
+        self.measured_ok.add(backend.name)
+        record.measurement = result.value.model_dump()
+        return True
+
+    def _bar(self, record: TrialRecord) -> TrialRecord | None:
+        """The full measurement a screen of ``record`` compares against, or None to measure in full at once.
+
+        The fastest feasible configuration with the same artifact (same quality, same weights in memory);
+        under the latency objective quality does not decide, so the fastest feasible one of any artifact.
+        """
+        if not self.options.screening:
+            return None
+        feasible = [r for r in self.full if r.feasible]
+        if self.options.objective != "latency":
+            feasible = [r for r in feasible if r.backend == record.backend and r.artifact and record.artifact
+                        and r.artifact["path"] == record.artifact["path"]]
+        if not feasible:
+            return None
+        return max(feasible, key=lambda r: r.measured.decode_tps if r.measured else 0.0)
+
+    def _ruled_out(self, record: TrialRecord, bar: TrialRecord) -> str | None:
+        """Why the screen rules ``record`` out, or None when it deserves a full measurement."""
+        screen, best = record.measured, bar.measured
+        assert screen is not None and best is not None and screen.peak_rss_bytes is not None
+        if screen.itl_p95_ms > self.budget.latency_ms * (1 + SCREEN_NOISE):
+            return (f"screened out: p95 {screen.itl_p95_ms:.1f} ms at the start of the context already exceeds the "
+                    f"{self.budget.latency_ms:g} ms budget beyond the noise")
+        if screen.peak_rss_bytes > self.budget.memory_bytes * (1 + SCREEN_NOISE):
+            return (f"screened out: peak {format_bytes(screen.peak_rss_bytes)} exceeds the "
+                    f"{format_bytes(self.budget.memory_bytes)} budget beyond the noise")
+        if self.options.objective != "memory" and screen.decode_tps < best.decode_tps * (1 - SCREEN_NOISE):
+            return (f"screened out: {screen.decode_tps:.1f} tok/s cannot beat #{bar.number}'s {best.decode_tps:.1f} "
+                    f"tok/s (same quality) beyond the ±{SCREEN_NOISE:.0%} noise")
+        return None
+
+    def _warn_if_busy(self) -> None:
+        """Warn once per set of competing programs: their load makes the figures noisy and slow."""
+        context = machine_context()
+        warning = busy_warning(context, self.hardware.cpu.usable_cores)
+        busy = context.get("busy_processes", [])
+        competitors = tuple(str(p).split(" (")[0] for p in busy) if isinstance(busy, list) else ()
+        if warning and competitors != self._last_competitors:
+            self.reporter.warn(warning)
+        self._last_competitors = competitors
+
+    def _note_crash(self, backend: Backend, signal_name: str) -> None:
+        """Drop a backend whose runtime dies by a signal in its first configuration, or by one signal twice.
+
+        A crash before any success is the runtime failing on this machine, not a bad configuration:
+        handing it the remaining trials would only spend them all on the same crash.
+        """
+        crashes = self.crashes.setdefault(backend.name, Counter())
+        crashes[signal_name] += 1
+        first = backend.name not in self.measured_ok and sum(crashes.values()) == 1
+        if not first and crashes[signal_name] < 2:
+            return
+        where = "in its first configuration" if first else f"in {crashes[signal_name]} configurations"
+        why = crash_message(backend, signal_name, self.hardware, where)
+        self.dropped[backend.name] = why
+        self.reporter.warn(f"backend {backend.name!r} dropped for this run: {why}")
+
+
+def describe(backend: Backend, params: Params) -> str:
+    """The backend's compact label for a configuration; the core's own spelling when the plugin's raises."""
+    try:
+        return backend.describe(params)
+    except Exception:  # noqa: BLE001 - a label is cosmetic
+        return Backend.describe(backend, params)

@@ -1,0 +1,278 @@
+"""Which backends a run tunes, and from what: self-tested, each given a model it can read (directly or converted)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from autotune.budget import format_bytes
+from autotune.errors import AutotuneError, BackendUnavailable, ConversionFailed, PluginError
+from autotune.hardware import Hardware
+from autotune.measure.selftest import usable, usable_all
+from autotune.measure.worker import WorkerTask, run_in_worker
+from autotune.model.source import ModelSource, cached_content_hash, detect_format
+from autotune.phases import Phases
+from autotune.plugins.backend import Availability, Backend, Params, SearchSpace, has_logprobs
+from autotune.plugins.conversion import Conversion, find_path
+from autotune.plugins.manager import PluginManager
+from autotune.search.refusals import recall, remember
+from autotune.store.cache import artifact_dir, building
+from autotune.workload import Workload
+
+
+@dataclass
+class ResolvedBackend:
+    """A backend with the model source it will tune from (possibly converted)."""
+
+    backend: Backend
+    source: ModelSource
+    conversions: list[str]
+
+
+CONVERSION_TIMEOUT_S = 3600.0
+"""A conversion (tracing a model, building ONNX) takes minutes on 2 cores; an hour means it hangs."""
+
+
+def _conversion_dir(conversion: Conversion, path: Path) -> Path:
+    key: dict[str, object] = {"conversion": conversion.name, "source": cached_content_hash(path)}
+    return artifact_dir("conversions", key)
+
+
+def is_converted(conversion: Conversion, path: Path) -> bool:
+    """Whether ``convert_cached`` has this conversion of this content already."""
+    return (_conversion_dir(conversion, path) / "output-path.txt").exists()
+
+
+def convert_cached(conversion: Conversion, path: Path, memory_limit_bytes: int | None = None) -> Path:
+    """Run a conversion once per input content, in a worker; later calls return the cached output.
+
+    In a worker because converters load whole models (PyTorch, transformers): their memory is
+    returned to the system when the worker ends, a runaway allocation meets the memory guard
+    instead of the tuner, and a crash becomes a reason instead of a dead tuner.
+    """
+    final = _conversion_dir(conversion, path)
+    marker = final / "output-path.txt"
+    if not marker.exists():
+        with building(final) as workdir:
+            result = run_in_worker(WorkerTask(conversion.convert, (path, workdir)), timeout_s=CONVERSION_TIMEOUT_S,
+                                   memory_limit_bytes=memory_limit_bytes)
+            if not result.ok:
+                if result.error_type == BackendUnavailable.__name__:  # the converter refuses this model: final
+                    raise BackendUnavailable(f"conversion {conversion.name}: {result.error}")
+                raise ConversionFailed(f"conversion {conversion.name} failed: {result.error}")
+            output = Path(result.value)
+            (workdir / "output-path.txt").write_text(str(output.resolve().relative_to(workdir.resolve())))
+    return final / marker.read_text().strip()
+
+
+def resolve(path: Path, backends: Sequence[Backend], conversions: Sequence[Conversion],
+            warn: Callable[[str], None],
+            availability_of: Callable[[Backend], Availability] = lambda backend: backend.availability(),
+            info: Callable[[str], None] = lambda message: None,
+            memory_limit_bytes: int | None = None,
+            skipped: dict[str, str] | None = None,
+            ) -> list[ResolvedBackend]:
+    """For each available backend, a ModelSource in a format it accepts; backends that cannot get one are skipped with a reason.
+
+    ``availability_of`` decides which backends may run (the tuner passes the self-test's verdict);
+    ``skipped`` receives each left-out backend's reason.
+    """
+    skipped = {} if skipped is None else skipped
+
+    def skip(backend: Backend, reason: str) -> None:
+        skipped[backend.name] = reason
+        warn(f"backend {backend.name!r} skipped: {reason}")
+
+    source_format = detect_format(path)
+    resolved = []
+    for backend in backends:
+        availability = availability_of(backend)
+        if not availability.available:
+            skip(backend, availability.reason)
+            continue
+        chain = find_path(conversions, source_format, backend.source_formats)
+        if chain is None:
+            skip(backend, f"it reads {', '.join(sorted(backend.source_formats))} and no installed conversion leads "
+                          f"there from {source_format}")
+            continue
+        try:
+            current = path
+            for conversion in chain:
+                needed = None if is_converted(conversion, current) else conversion.memory_estimate(current)
+                if needed is not None and memory_limit_bytes is not None and needed > memory_limit_bytes:
+                    raise AutotuneError(
+                        f"conversion {conversion.name} would need about {format_bytes(needed)} (estimated), more than "
+                        f"the {format_bytes(memory_limit_bytes)} this machine lets a worker use; not attempted")
+                if not is_converted(conversion, current):
+                    info(f"converting {current.name} with {conversion.name} for {backend.name} (once per model; "
+                         "can take minutes)")
+                started = time.perf_counter()
+                current = convert_cached(conversion, current, memory_limit_bytes)
+                if time.perf_counter() - started > 2:
+                    info(f"converted with {conversion.name} in {time.perf_counter() - started:.0f} s")
+            resolved.append(ResolvedBackend(backend, backend.inspect(current), [c.name for c in chain]))
+        except BackendUnavailable as error:
+            remember(backend, cached_content_hash(path), str(error))
+            skip(backend, str(error))
+        except AutotuneError as error:
+            skip(backend, str(error))
+        except Exception as error:  # noqa: BLE001 - a converter's failure must not end the run
+            skip(backend, f"conversion failed: {error!r}")
+    return resolved
+
+
+@dataclass
+class BackendPlan:
+    """The backends a run tunes, each with its model source, search space and starting points."""
+
+    resolved: list[ResolvedBackend]
+    spaces: dict[str, SearchSpace]
+    starts: dict[str, list[Params]]
+    left_out: dict[str, str] = field(default_factory=dict)
+    """Backends installed but not tuned, with why (unavailable, cannot run this model, cannot compete here)."""
+
+    @property
+    def by_name(self) -> dict[str, ResolvedBackend]:
+        """The resolved backends by name."""
+        return {r.backend.name: r for r in self.resolved}
+
+
+def select_backends(manager: PluginManager, names: Sequence[str]) -> list[Backend]:
+    """The backends to tune: the named ones (error on unknown names), or all installed."""
+    available = manager.backends()
+    if not names:
+        return list(available.values())
+    unknown = [n for n in names if n not in available]
+    if unknown:
+        known = ", ".join(sorted(available)) or "none installed"
+        raise PluginError(f"unknown backend {', '.join(map(repr, unknown))} (installed: {known}); see `autotune plugins`")
+    return [available[n] for n in dict.fromkeys(names)]
+
+
+def plan_backends(model_path: Path, backends: Sequence[Backend], manager: PluginManager, hardware: Hardware,
+                  workload: Workload, warn: Callable[[str], None], phases: Phases | None = None,
+                  info: Callable[[str], None] = lambda message: None, named: bool = False,
+                  objective: str = "quality") -> BackendPlan:
+    """Self-test, resolve and plan the backends; a backend that cannot take part is skipped with a warning.
+
+    "Runs here", not "imports here": the self-tests run in workers, side by side, before any conversion.
+    ``named``: the user chose these backends, so even those ``not_worth_tuning`` here are tuned.
+    """
+    phases = phases or Phases()
+    with phases.timing("self-tests"):
+        checks = usable_all([b for b in backends if b.measures_this_machine], hardware)
+    left_out: dict[str, str] = {}
+    native = native_source(model_path, manager)  # one header read serves every backend's supports()
+    model_sha256 = cached_content_hash(model_path)
+    for backend in backends:
+        reason = (_refusal(backend, native, model_sha256, warn)
+                  or (None if named else _not_worth_it(backend, hardware, info)))
+        if reason is not None:
+            left_out[backend.name] = reason
+    backends = [b for b in backends if b.name not in left_out]
+    with phases.timing("conversions"):
+        resolved = resolve(model_path, backends, manager.conversions(), warn,
+                           lambda b: checks[b.name][0] if b.name in checks else b.availability(), info,
+                           hardware.worker_memory_ceiling(), left_out)
+    if not resolved:
+        raise AutotuneError(f"no installed backend can run {model_path}; see the warnings above and `autotune plugins`")
+    plan = BackendPlan([], {}, {}, left_out)
+    for r in resolved:
+        try:
+            plan.spaces[r.backend.name] = r.backend.search_space(r.source, hardware, workload)
+            starts = [r.backend.canonical_params(p) for p in r.backend.starting_points(r.source, hardware, workload)]
+            plan.starts[r.backend.name] = ordered_by_prediction(r, starts, workload, hardware, objective)
+        except Exception as error:  # noqa: BLE001 - a plugin's bug costs its backend, never the run
+            plan.left_out[r.backend.name] = f"its plugin raised {error!r} while declaring its search space"
+            warn(f"backend {r.backend.name!r} skipped: {plan.left_out[r.backend.name]}")
+            plan.spaces.pop(r.backend.name, None)
+            continue
+        plan.resolved.append(r)
+    if not plan.resolved:
+        raise AutotuneError("no backend could declare a search space; see the warnings above")
+    return plan
+
+
+def ordered_by_prediction(resolved: ResolvedBackend, points: list[Params], workload: Workload, hardware: Hardware,
+                          objective: str) -> list[Params]:
+    """Starting points in the order the hardware model predicts best for ``objective``.
+
+    For latency, fewest bytes streamed per token first (the bandwidth bound, else predicted memory as its
+    proxy); for memory, smallest predicted memory first; for quality, as the backend gave them (its source
+    precision first). A prediction that raises keeps its point last.
+    """
+    if objective == "quality":
+        return points
+
+    def predicted(params: Params) -> tuple[float, float]:
+        try:
+            prediction = resolved.backend.predict(resolved.source, params, workload, hardware)
+        except Exception:  # noqa: BLE001 - an unpredictable point is still measured, last
+            return float("inf"), float("inf")
+        bound = prediction.latency_lower_bound_ms
+        if objective == "latency":
+            return (bound if bound is not None else float("inf")), float(prediction.memory_bytes)
+        return float(prediction.memory_bytes), bound or 0.0
+
+    return sorted(points, key=predicted)
+
+
+def native_source(model_path: Path, manager: PluginManager) -> ModelSource | None:
+    """The model as a backend that reads its format natively sees it (header only: milliseconds), or None."""
+    model_format = detect_format(model_path)
+    for backend in manager.backends().values():
+        if model_format not in backend.source_formats:
+            continue
+        try:
+            if backend.availability().available:
+                return backend.inspect(model_path)
+        except Exception:  # noqa: BLE001 - another reader may do; the backend's own trouble is reported later
+            continue
+    return None
+
+
+def _not_worth_it(backend: Backend, hardware: Hardware, info: Callable[[str], None]) -> str | None:
+    """Leave out, from a default run, a backend that says it cannot compete here."""
+    try:
+        reason = backend.not_worth_tuning(hardware)
+    except Exception as error:  # noqa: BLE001 - a plugin's bug costs its backend, never the run
+        reason = f"its plugin raised {error!r} in not_worth_tuning()"
+    if reason is not None:
+        info(f"backend {backend.name} left out: {reason}")
+    return reason
+
+
+def _refusal(backend: Backend, native: ModelSource | None, model_sha256: str,
+             warn: Callable[[str], None]) -> str | None:
+    """Skip, before any conversion, a backend that refused this model before or says it cannot run it."""
+    reason = recall(backend, model_sha256)
+    if reason is None:
+        try:
+            reason = backend.supports(native) if native is not None else None
+        except Exception as error:  # noqa: BLE001 - a plugin's bug costs its backend, never the run
+            reason = f"its plugin raised {error!r} in supports()"
+    if reason is not None:
+        warn(f"backend {backend.name!r} skipped for this model, before any conversion: {reason}")
+    return reason
+
+
+def reference_pool(model_path: Path, resolved: Sequence[ResolvedBackend], manager: PluginManager,
+                   hardware: Hardware, warn: Callable[[str], None]) -> list[ResolvedBackend]:
+    """Backends that may score quality: the tuned ones, plus any installed one reading the source natively.
+
+    ``--backend mlx`` on a GGUF still gets its quality measured against the GGUF run by llama.cpp.
+    """
+    model_format = detect_format(model_path)
+    pool = list(resolved)
+    tuned = {r.backend.name for r in resolved}
+    for backend in manager.backends().values():
+        if backend.name in tuned or model_format not in backend.source_formats or not has_logprobs(backend):
+            continue
+        try:
+            if usable(backend, hardware)[0].available:
+                pool.append(ResolvedBackend(backend, backend.inspect(model_path), []))
+        except Exception as error:  # noqa: BLE001 - a reference candidate must not end the run
+            warn(f"backend {backend.name!r} cannot serve as the quality reference: {error!r}")
+    return pool
