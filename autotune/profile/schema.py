@@ -139,6 +139,23 @@ class Alternative(_Strict):
     trial: int | None = None
 
 
+class Trial(_Strict):
+    """One configuration the search tried, whatever became of it: the rows of the report's table."""
+
+    number: int = Field(description="the trial's number in the study")
+    backend: str
+    configuration: str | None = Field(default=None, description="the backend's compact description of the settings")
+    params: dict[str, Any]
+    status: str = Field(description="'measured', 'predicted-infeasible', 'screened-out' or 'failed'")
+    feasible: bool = Field(default=False, description="measured and within every budget")
+    precision: str | None = Field(default=None, description="as written, with its fallback tensor types if any")
+    bits_per_weight: float | None = None
+    measured: Measurement | None = Field(default=None, description="a screened-out trial's is its short screening run")
+    quality: Quality | None = None
+    violations: dict[str, float] = Field(default_factory=dict, description="budget → relative excess (≤ 0: within)")
+    reason: str | None = Field(default=None, description="why it was skipped, screened out or failed")
+
+
 class DeploymentProfile(_Strict):
     """How to deploy one model on one machine within the budgets, with the evidence."""
 
@@ -158,6 +175,8 @@ class DeploymentProfile(_Strict):
     quality: Quality | None = None
     confirmation: Confirmation | None = None
     alternatives: list[Alternative] = Field(default_factory=list)
+    trials: list[Trial] = Field(default_factory=list, description="every configuration this run's study tried, "
+                                "in trial order (the store's figures for other budgets included)")
     study: dict[str, Any] = Field(default_factory=dict, description="storage, study name, trial counts")
     exports: dict[str, str] = Field(default_factory=dict, description="format name → text")
 

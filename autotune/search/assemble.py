@@ -22,6 +22,7 @@ from autotune.profile.schema import (
     ModelInfo,
     Predicted,
     Quality,
+    Trial,
 )
 from autotune.search.sources import ResolvedBackend
 from autotune.search.study import TrialRecord
@@ -118,5 +119,14 @@ def build_profile(model_path: Path, hardware: Hardware, workload: Workload, budg
                "best_per_backend": {name: rec.number for name, rec in per_backend.items()},
                "dropped_backends": dict(evidence.dropped), "left_out_backends": dict(evidence.left_out),
                "seconds": dict(evidence.seconds)},
+        trials=[trial_row(rec) for rec in records],
     )
     return profile.model_copy(update={"exports": render_exports(exporters, profile, warn)})
+
+
+def trial_row(record: TrialRecord) -> Trial:
+    """One trial as the profile keeps it for the report's table."""
+    return Trial(number=record.number, backend=record.backend, configuration=record.label, params=record.params,
+                 status=record.status, feasible=record.feasible, precision=record.precision,
+                 bits_per_weight=record.bits_per_weight, measured=record.measured, quality=record.quality_report,
+                 violations=dict(record.violations), reason=record.reason)
