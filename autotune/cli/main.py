@@ -33,7 +33,7 @@ of the context and at --depth; time to first token is separate (--ttft)."""
 
 STORAGE_HELP = ("database of the studies and the measurement store (default: a SQLite file in the cache); a fleet of "
                 "devices shares one PostgreSQL database: postgresql+psycopg://user:password@host:5432/dbname "
-                "(pip install 'autotune[postgres]'); the password is never written to profiles or output")
+                "(pip install 'slm-autotune[postgres]'); the password is never written to profiles or output")
 
 
 class OneLineParser(argparse.ArgumentParser):

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from autotune.hardware import Hardware
 from autotune.measure.worker import WorkerTask, run_in_worker, scratch_folder
-from autotune.plugins.backend import Availability, Backend
+from autotune.plugins.backend import Availability, Backend, runtime_build, runtime_version
 from autotune.store.cache import cache_dir, key_digest, write_json_atomically
 
 SELF_TEST_TIMEOUT_S = 180.0
@@ -64,7 +64,7 @@ def explain_signal(signal_name: str, hardware: Hardware) -> str:
 
 def crash_message(backend: Backend, signal_name: str, hardware: Hardware, where: str) -> str:
     """One sentence: which runtime died, by what, what that means here, and what to do."""
-    return (f"{backend.name} (version {backend.version()}) died by {signal_name} {where} — "
+    return (f"{backend.name} (version {runtime_version(backend)}) died by {signal_name} {where} — "
             f"{explain_signal(signal_name, hardware)}. To fix: {backend.crash_advice(signal_name)}")
 
 
@@ -75,7 +75,7 @@ def _self_test_task(backend: Backend) -> str | None:
 
 
 def _cache_path(backend: Backend, hardware: Hardware) -> Path:
-    key = {"v": CACHE_VERSION, "backend": backend.name, "runtime": backend.runtime_identity(),
+    key = {"v": CACHE_VERSION, "backend": backend.name, "runtime": runtime_build(backend),
            "hardware": hardware.fingerprint}
     return cache_dir() / "selftest" / f"{backend.name}-{key_digest(key)}.json"
 

@@ -11,11 +11,10 @@ from typing import Any
 
 import psutil
 
-from autotune.errors import AutotuneError
 from autotune.measure.worker import WorkerResult, WorkerTask, peak_rss_self, run_in_worker
 from autotune.measurement import Measurement
 from autotune.model.source import ModelSource
-from autotune.plugins.backend import Artifact, Backend, Params
+from autotune.plugins.backend import Artifact, Backend, Params, runtime_version
 from autotune.store.cache import artifact_dir, building
 from autotune.workload import Workload
 
@@ -27,7 +26,7 @@ def artifact_key(backend: Backend, source: ModelSource, params: Params) -> dict[
     canonical = backend.canonical_params(params)  # two spellings of one artifact share one cache entry
     return {
         "backend": backend.name,
-        "backend_version": backend.version(),
+        "backend_version": runtime_version(backend),
         "source": source.sha256,
         "params": {name: canonical.get(name) for name in backend.artifact_params},
     }
@@ -166,6 +165,8 @@ def measure_task(backend: Backend, artifact: Artifact, params: Params, workload:
     """Runs inside the worker: measure, then fill peak memory and the machine's context."""
     context = machine_context(artifact.path)
     measurement = backend.measure(artifact, params, workload)
+    if not isinstance(measurement, Measurement):
+        raise TypeError(not_a_measurement(backend, measurement))
     if measurement.peak_rss_bytes is None:
         measurement.peak_rss_bytes = peak_rss_self()
     measurement.context = {**context, **measurement.context}
@@ -181,6 +182,13 @@ def measure(backend: Backend, artifact: Artifact, params: Params, workload: Work
         timeout_s=timeout_s, memory_limit_bytes=memory_limit_bytes,
     )
     if result.ok and not isinstance(result.value, Measurement):
-        raise AutotuneError(f"backend {backend.name!r} returned {type(result.value).__name__}, not a Measurement")
+        # A plugin's bug costs this configuration, never the run: raising here would end it with the trial RUNNING.
+        result = WorkerResult(ok=False, error=not_a_measurement(backend, result.value), error_type="TypeError",
+                              peak_rss_bytes=result.peak_rss_bytes, output_tail=result.output_tail)
     result.wall_s = time.perf_counter() - started
     return result
+
+
+def not_a_measurement(backend: Backend, value: object) -> str:
+    """The failure of a backend whose ``measure`` returned something other than a ``Measurement``."""
+    return f"backend {backend.name!r} returned {type(value).__name__}, not a Measurement"

@@ -249,6 +249,26 @@ class Backend(ABC):
         return " ".join(f"{k}={v}" for k, v in params.items())
 
 
+def runtime_version(backend: Backend) -> str:
+    """``backend.version()`` as text, or a version no stored figure has when the plugin's check raises.
+
+    The tuner calls this, never ``version()`` directly: a plugin whose version check is broken must
+    cost its own figures (nothing stored under its name is taken as current), not the run.
+    """
+    try:
+        return str(backend.version() or "unknown")
+    except Exception as error:  # noqa: BLE001 - a broken plugin costs its own figures, not the command
+        return f"unknown (version check raised {type(error).__name__})"
+
+
+def runtime_build(backend: Backend) -> str:
+    """``backend.runtime_identity()``, or ``runtime_version`` when it raises (the default identity is the version)."""
+    try:
+        return str(backend.runtime_identity())
+    except Exception:  # noqa: BLE001 - a broken plugin costs its own cached results, not the command
+        return runtime_version(backend)
+
+
 def has_logprobs(backend: Backend) -> bool:
     """True when the backend overrides ``Backend.logprobs`` (it can score quality or be the reference)."""
     return type(backend).logprobs is not Backend.logprobs

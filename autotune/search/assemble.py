@@ -12,6 +12,7 @@ from autotune.decide.selection import best_per_backend
 from autotune.hardware import Hardware
 from autotune.model.source import cached_content_hash
 from autotune.options import Objective
+from autotune.plugins.backend import runtime_version
 from autotune.plugins.exporter import Exporter, render_exports
 from autotune.profile.schema import (
     Alternative,
@@ -92,7 +93,7 @@ def build_profile(model_path: Path, hardware: Hardware, workload: Workload, budg
         model=ModelInfo(path=str(model_path.resolve()), format=native.source.format,
                         sha256=cached_content_hash(model_path), architecture=native.source.architecture,
                         parameters=native.source.parameters, precision=native.source.precision),
-        backend=BackendInfo(name=winner.backend, version=r.backend.version()),
+        backend=BackendInfo(name=winner.backend, version=runtime_version(r.backend)),
         params=winner.params,
         artifact=ArtifactInfo(**{k: winner.artifact[k] for k in
                                  ("path", "format", "precision", "bits_per_weight", "size_bytes", "details")}),

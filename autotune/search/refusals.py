@@ -11,12 +11,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from autotune.plugins.backend import Backend
+from autotune.plugins.backend import Backend, runtime_build
 from autotune.store.cache import cache_dir, key_digest, write_json_atomically
 
 
 def _path(backend: Backend, model_sha256: str) -> Path:
-    key = {"backend": backend.name, "runtime": backend.runtime_identity(), "model": model_sha256}
+    key = {"backend": backend.name, "runtime": runtime_build(backend), "model": model_sha256}
     return cache_dir() / "refusals" / f"{backend.name}-{key_digest(key)}.json"
 
 

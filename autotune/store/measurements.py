@@ -29,6 +29,7 @@ import psutil
 import sqlalchemy as sa
 
 from autotune.errors import StorageError
+from autotune.plugins.backend import Backend, runtime_version
 from autotune.store.cache import key_digest
 from autotune.store.storage import create_engine, default_storage, redact_url, schema_lock, storage_errors
 
@@ -358,15 +359,9 @@ def _stored(row: Any, stale: bool) -> StoredRecord:
                         model_name=row["model_name"], model_sha256=row["model_sha256"], stale=stale)
 
 
-def runtimes_of(backends: Iterable[Any]) -> dict[str, str]:
+def runtimes_of(backends: Iterable[Backend]) -> dict[str, str]:
     """Backend name → installed runtime version (``Backend.version()``), the store's notion of "current".
 
     A plugin whose version check raises gets a version no stored figure has: its figures are never taken as current.
     """
-    found = {}
-    for backend in backends:
-        try:
-            found[backend.name] = str(backend.version() or "unknown")
-        except Exception as error:  # noqa: BLE001 - a broken plugin costs its own figures, not the command
-            found[backend.name] = f"unknown (version check raised {type(error).__name__})"
-    return found
+    return {backend.name: runtime_version(backend) for backend in backends}
