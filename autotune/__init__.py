@@ -73,7 +73,7 @@ def __getattr__(name: str) -> object:
 
 
 try:
-    __version__ = _version("autotune")
+    __version__ = _version("slm-autotune")  # the distribution's name; the import package is autotune
 except PackageNotFoundError:  # running from a source tree that was not installed
     __version__ = "0+unknown"
 

@@ -2,7 +2,7 @@
 
 Both the Optuna study and the measurement store live in the database ``--storage`` names: a SQLite
 file in the cache by default, or a PostgreSQL server a fleet of devices shares
-(``postgresql+psycopg://user:password@host:5432/dbname``, driver: ``pip install 'autotune[postgres]'``).
+(``postgresql+psycopg://user:password@host:5432/dbname``, driver: ``pip install 'slm-autotune[postgres]'``).
 A password in the URL is never shown: every message and profile carries ``redact_url(url)``.
 """
 
@@ -60,7 +60,7 @@ def storage_errors(url: str) -> Iterator[None]:
         missing = (f"the database driver {error.name!r} is not installed" if error.name else
                    f"its database driver is not installed ({' '.join(str(error).split())[:120]})")
         raise StorageError(f"--storage {shown}: {missing}; for PostgreSQL install it with "
-                           "`pip install 'autotune[postgres]'` (psycopg)") from None
+                           "`pip install 'slm-autotune[postgres]'` (psycopg)") from None
     except sqlalchemy.exc.NoSuchModuleError:
         raise StorageError(f"--storage {shown}: unknown database kind; use {STORAGE_FORMS}") from None
     except sqlalchemy.exc.ArgumentError:

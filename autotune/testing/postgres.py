@@ -135,7 +135,7 @@ def running_postgres(*, user: str = "autotune", database: str = "autotune",
     try:
         import psycopg  # noqa: F401  (create_database and the URLs need it; say so before starting anything)
     except ImportError as error:
-        raise PostgresUnavailable("the psycopg driver is not installed: pip install 'autotune[postgres]'") from error
+        raise PostgresUnavailable("the psycopg driver is not installed: pip install 'slm-autotune[postgres]'") from error
     run_as = _run_as()
     root = Path(tempfile.mkdtemp(prefix="autotune-pg-", dir=_temp_parent(run_as)))
     try:

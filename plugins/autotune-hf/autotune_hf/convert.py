@@ -39,7 +39,7 @@ def available() -> str | None:
     """``None`` when the conversion can run here, else what to install."""
     missing = [name for name in ("torch", "transformers", "gguf") if importlib.util.find_spec(name) is None]
     if missing:
-        return f"GGUF → HF conversion needs {', '.join(missing)}: pip install 'autotune-hf[convert]'"
+        return f"GGUF → HF conversion needs {', '.join(missing)}: pip install 'slm-autotune-hf[convert]'"
     return None
 
 

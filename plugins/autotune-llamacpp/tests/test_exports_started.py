@@ -187,7 +187,7 @@ def test_llama_server_export_starts_answers_and_runs_the_measured_settings(tmp_p
 
 def test_llama_cpp_python_server_export_starts_and_completes(tmp_path: Path) -> None:
     for module in ("uvicorn", "fastapi", "sse_starlette", "starlette_context", "pydantic_settings"):
-        pytest.importorskip(module, reason="llama-cpp-python's server needs the autotune-llamacpp[server] extra")
+        pytest.importorskip(module, reason="llama-cpp-python's server needs the slm-autotune-llamacpp[server] extra")
     skip_unless_runs_here(LlamaCppBackend())
     profile = profile_for(model_file(tmp_path), flash_attn=True, type_kv="q8_0", use_mmap=False, n_threads=2)
     text = export("llama-cpp-python-server", profile)

@@ -24,7 +24,7 @@ from autotune import DeploymentProfile, evidence_comment
 from autotune.testing.exports import PROMPT, snippet_generates
 from autotune_mlx import MlxBackend, render_generate, render_python, render_server
 
-pytest.importorskip("mlx_lm", reason="mlx-lm is not installed: pip install 'autotune-mlx[cpu]' (Linux) or [metal]")
+pytest.importorskip("mlx_lm", reason="mlx-lm is not installed: pip install 'slm-autotune-mlx[cpu]' (Linux) or [metal]")
 
 BIN = str(Path(sys.executable).parent)
 """Where this environment's ``mlx_lm.generate`` and ``mlx_lm.server`` live: put first on PATH, as an activated venv."""

@@ -13,7 +13,7 @@ from autotune.deploy import ProfileMismatch
 from autotune.testing.exports import load_example_generates
 from autotune_mlx import MlxDeployment, RuntimeSettings
 
-mlx_lm = pytest.importorskip("mlx_lm", reason="mlx-lm is not installed: pip install 'autotune-mlx[cpu]' (Linux) or [metal]")
+mlx_lm = pytest.importorskip("mlx_lm", reason="mlx-lm is not installed: pip install 'slm-autotune-mlx[cpu]' (Linux) or [metal]")
 
 
 def test_load_returns_the_tuned_model_that_decodes(q4_profile: DeploymentProfile, tmp_path: Path) -> None:

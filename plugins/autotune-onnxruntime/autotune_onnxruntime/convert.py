@@ -41,7 +41,7 @@ def available() -> str | None:
     missing = [name for name in ("onnxruntime_genai", "onnxruntime", "onnx", "onnx_ir", "transformers", "torch")
                if importlib.util.find_spec(name) is None]
     if missing:
-        return f"HF → ONNX conversion needs {', '.join(missing)}: pip install 'autotune-onnxruntime[convert]'"
+        return f"HF → ONNX conversion needs {', '.join(missing)}: pip install 'slm-autotune-onnxruntime[convert]'"
     return None
 
 

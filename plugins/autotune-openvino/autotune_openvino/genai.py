@@ -27,7 +27,7 @@ def import_genai() -> Any:
     try:
         import openvino_genai
     except ImportError:
-        raise BackendUnavailable("openvino-genai is not installed: pip install 'autotune-openvino[genai]'") from None
+        raise BackendUnavailable("openvino-genai is not installed: pip install 'slm-autotune-openvino[genai]'") from None
     return openvino_genai
 
 

@@ -26,7 +26,7 @@ pytest.importorskip("nncf")
 def test_genai_export_starts_with_its_evidence_and_answers_as_autotune_load(int8_profile: DeploymentProfile,
                                                                            tmp_path: Path) -> None:
     genai = pytest.importorskip("openvino_genai", reason="openvino-genai is not installed: pip install "
-                                "'autotune-openvino[genai]'")
+                                "'slm-autotune-openvino[genai]'")
     text = render_genai(int8_profile)
     assert text.startswith(evidence_comment(int8_profile))
     assert "'INFERENCE_NUM_THREADS': 2" in text and "'KV_CACHE_PRECISION': 'u8'" in text

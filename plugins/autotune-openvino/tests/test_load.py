@@ -20,7 +20,7 @@ pytest.importorskip("nncf")
 
 def test_load_returns_the_tuned_pipeline_that_decodes(int8_profile: DeploymentProfile, tmp_path: Path) -> None:
     genai = pytest.importorskip("openvino_genai", reason="openvino-genai is not installed: pip install "
-                                "'autotune-openvino[genai]'")
+                                "'slm-autotune-openvino[genai]'")
     path = tmp_path / "profile.json"
     path.write_text(int8_profile.to_json())
     with warnings.catch_warnings():
@@ -39,11 +39,11 @@ def test_load_says_what_to_install_without_openvino_genai(int8_profile: Deployme
     from autotune_openvino import OpenVINOBackend
 
     monkeypatch.setitem(sys.modules, "openvino_genai", None)
-    with pytest.raises(BackendUnavailable, match=r"pip install 'autotune-openvino\[genai\]'"):
+    with pytest.raises(BackendUnavailable, match=r"pip install 'slm-autotune-openvino\[genai\]'"):
         OpenVINOBackend().load_profile(int8_profile)
 
 
 def test_the_load_any_profile_example_generates(int8_profile: DeploymentProfile, tmp_path: Path) -> None:
-    pytest.importorskip("openvino_genai", reason="openvino-genai is not installed: pip install 'autotune-openvino[genai]'")
+    pytest.importorskip("openvino_genai", reason="openvino-genai is not installed: pip install 'slm-autotune-openvino[genai]'")
     first, text = load_example_generates(int8_profile, tmp_path)
     assert first == "openvino: openvino_genai.py_openvino_genai.LLMPipeline" and text
