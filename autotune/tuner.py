@@ -194,10 +194,10 @@ class Tuner:
         if not feasible:
             raise NothingFits(nothing_fits_message(all_records, self.budget, pipeline.dropped))
         front = pareto_front(feasible)
-        winner, confirmation, notes = choose(front, self.options.objective), None, list[str]()
+        winner, confirmation = choose(front, self.options.objective), None
         if self.options.confirm_rounds > 0:
             with self.phases.timing("confirmation"):
-                winner, confirmation, notes = confirm_finalists(winner, feasible, plan.by_name, self.budget, self.workload,
+                winner, confirmation, _ = confirm_finalists(winner, feasible, plan.by_name, self.budget, self.workload,
                                                                 self.hardware, self.options, self.reporter, memo)
         evidence = Evidence(winner=winner, front=front, feasible=feasible, records=all_records,
                             confirmation=confirmation, study_name=name, storage=self.options.storage,
@@ -206,4 +206,4 @@ class Tuner:
         profile = build_profile(self.model_path, self.hardware, self.workload, self.budget, self.options.objective,
                                 evidence, plan.by_name, list(self.manager.exporters().values()), self.reporter.warn)
         return TuneResult(profile=profile, records=all_records, front=front, winner=winner, study_name=name,
-                          new_measurements=new, notes=notes)
+                          new_measurements=new)

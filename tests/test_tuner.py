@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import optuna
 import pytest
 from optuna.trial import TrialState
 
@@ -98,14 +99,32 @@ def test_a_killed_run_leaves_no_running_trial_behind(model: Path, cache: Path) -
     assert study.trials[0].state == TrialState.FAIL and study.trials[1].state == TrialState.RUNNING
 
 
+class CrashesAndHangs(FakeBackend):
+    """Starts with a configuration that works, then one that crashes and one that hangs (so both are tried)."""
+
+    def starting_points(self, source, hardware, workload):
+        return [{"quant": quant, "threads": self.max_threads} for quant in ("f16", "q8_0", "q5_1")]
+
+
 def test_worker_crash_and_hang_become_failed_trials(model: Path) -> None:
-    backend = FakeBackend(crash_on={"quant": "q8_0"}, hang_on={"quant": "q5_1"})
-    result = tune(model, backend, Budget.parse("300MB", "30ms"), trials=8, timeout_s=3)
-    failed = {r.params["quant"]: r.reason for r in result.records if r.status == "failed"}
-    assert "SIGABRT" in failed.get("q8_0", "SIGABRT-not-tried")
-    assert "timed out" in failed.get("q5_1", "timed out-not-tried")
-    assert failed, "the crashing/hanging configurations were never tried"
+    backend = CrashesAndHangs(crash_on={"quant": "q8_0"}, hang_on={"quant": "q5_1"})
+    result = tune(model, backend, Budget.parse("300MB", "30ms"), trials=4, timeout_s=3)
+    failed = {r.params["quant"]: r.reason or "" for r in result.records if r.status == "failed"}
+    assert set(failed) == {"q8_0", "q5_1"}, "the crashing and the hanging configuration were both tried"
+    assert "SIGABRT" in failed["q8_0"]
+    assert "timed out" in failed["q5_1"]
     assert result.profile.params["quant"] not in ("q8_0", "q5_1")
+
+
+def test_a_run_leaves_the_callers_optuna_logging_level_alone(model: Path) -> None:
+    before = optuna.logging.get_verbosity()
+    try:
+        optuna.logging.set_verbosity(optuna.logging.DEBUG)
+        tune(model, FakeBackend(), Budget.parse("300MB", "30ms"), trials=1)
+        open_study("logging", None, 0)
+        assert optuna.logging.get_verbosity() == optuna.logging.DEBUG
+    finally:
+        optuna.logging.set_verbosity(before)
 
 
 @pytest.mark.parametrize("objective, expected", [("latency", "q4_0"), ("memory", "q4_0"), ("quality", "f16")])

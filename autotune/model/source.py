@@ -9,8 +9,6 @@ from pathlib import Path
 
 from autotune.errors import ModelSourceError
 
-FORMATS = ("gguf", "hf", "onnx", "openvino", "mlx")
-
 
 @dataclass(frozen=True)
 class ModelSource:

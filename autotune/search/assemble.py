@@ -68,7 +68,6 @@ class TuneResult:
     winner: TrialRecord
     study_name: str
     new_measurements: int
-    notes: list[str] = field(default_factory=list)
 
 
 def build_profile(model_path: Path, hardware: Hardware, workload: Workload, budget: Budget, objective: Objective,

@@ -12,7 +12,8 @@ import os
 import random
 import socket
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any, Literal
@@ -83,7 +84,6 @@ def open_storage(url: str | None) -> optuna.storages.RDBStorage:
 
 def open_study(name: str, storage: str | None, seed: int | None) -> optuna.Study:
     """Create or load the study (multi-objective, constrained TPE)."""
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
     rdb = open_storage(storage)
     # Constraints reach the sampler through trial.set_constraint (see Tuner._tell).
     sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=4)
@@ -94,6 +94,17 @@ def open_study(name: str, storage: str | None, seed: int | None) -> optuna.Study
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             study.set_metric_names(list(METRIC_NAMES))
     return study
+
+
+@contextmanager
+def quiet_optuna() -> Iterator[None]:
+    """Optuna's INFO lines (one per study and trial) off inside the block; the caller's level back after it."""
+    level = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        yield
+    finally:
+        optuna.logging.set_verbosity(level)
 
 
 def suggest_params(trial: optuna.Trial, backend: Backend, space: SearchSpace) -> Params:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from autotune.errors import AutotuneError
 
-from .gguf_info import GgufInfo, TensorInfo, block_info, tensor_bytes
+from .gguf_info import GgufInfo, TensorInfo, block_info
 from .quant_types import DEFAULT_TENSOR_TYPE, is_float
 
 # llama-quant.cpp: tensor_type_fallback (this llama.cpp maps Q2_K/Q3_K to Q4_0; older ones used IQ4_NL).
@@ -81,19 +81,6 @@ class TensorPlan:
     """Tensor name → type the mix asks for (before row-size fallbacks)."""
     types: dict[str, str]
     """Tensor name → type written."""
-
-    @property
-    def fallbacks(self) -> list[str]:
-        """Tensors written in another type than requested because their rows don't divide its block."""
-        return [name for name, written in self.types.items() if written != self.requested[name]]
-
-    def type_counts(self) -> dict[str, int]:
-        """How many tensors of each type the file will hold."""
-        return dict(Counter(self.types.values()))
-
-    def weight_bytes(self, info: GgufInfo) -> int:
-        """Bytes of tensor data the planned file holds."""
-        return sum(tensor_bytes(t.shape, self.types[t.name]) for t in info.tensors)
 
 
 def as_is(info: GgufInfo) -> TensorPlan:
