@@ -148,6 +148,7 @@ class Trial(_Strict):
     params: dict[str, Any]
     status: str = Field(description="'measured', 'predicted-infeasible', 'screened-out' or 'failed'")
     feasible: bool = Field(default=False, description="measured and within every budget")
+    on_front: bool = Field(default=False, description="on the feasible Pareto front (quality loss, p95, memory)")
     precision: str | None = Field(default=None, description="as written, with its fallback tensor types if any")
     bits_per_weight: float | None = None
     measured: Measurement | None = Field(default=None, description="a screened-out trial's is its short screening run")

@@ -86,6 +86,7 @@ def build_profile(model_path: Path, hardware: Hardware, workload: Workload, budg
     if winner.quality_report is None or winner.quality_report.method != "kl-divergence":
         objective_note += " — quality unmeasured: highest effective bits per weight used as a proxy"
     records = evidence.records
+    front_keys = {rec.key for rec in evidence.front}
     profile = DeploymentProfile(
         autotune_version=__version__,
         hardware=hardware.summary(),
@@ -119,14 +120,14 @@ def build_profile(model_path: Path, hardware: Hardware, workload: Workload, budg
                "best_per_backend": {name: rec.number for name, rec in per_backend.items()},
                "dropped_backends": dict(evidence.dropped), "left_out_backends": dict(evidence.left_out),
                "seconds": dict(evidence.seconds)},
-        trials=[trial_row(rec) for rec in records],
+        trials=[trial_row(rec, on_front=rec.key in front_keys) for rec in records],
     )
     return profile.model_copy(update={"exports": render_exports(exporters, profile, warn)})
 
 
-def trial_row(record: TrialRecord) -> Trial:
+def trial_row(record: TrialRecord, *, on_front: bool) -> Trial:
     """One trial as the profile keeps it for the report's table."""
     return Trial(number=record.number, backend=record.backend, configuration=record.label, params=record.params,
-                 status=record.status, feasible=record.feasible, precision=record.precision,
+                 status=record.status, feasible=record.feasible, on_front=on_front, precision=record.precision,
                  bits_per_weight=record.bits_per_weight, measured=record.measured, quality=record.quality_report,
                  violations=dict(record.violations), reason=record.reason)
