@@ -45,6 +45,7 @@ from autotune.search.study import (
     enqueue_unseen,
     open_storage,
     open_study,
+    quiet_optuna,
     records,
     study_name,
     suggest_params,
@@ -108,12 +109,13 @@ class Tuner:
         scope = search_scope(self.model_path, self.hardware, self.workload, self.options)
         name = study_name(scope.model_name, scope.fingerprint, self.budget, self.options.objective, list(plan.by_name),
                           {"model": scope.model_sha256, "scope": scope.workload_key, "objective_version": 1})
-        study = open_study(name, self.options.storage, self.options.seed)
-        store = MeasurementStore(self.options.storage)
-        try:
-            return self._run_on(study, name, plan, store, scope)
-        finally:
-            store.close()
+        with quiet_optuna():  # its per-trial lines would repeat ours; the caller's level comes back after
+            study = open_study(name, self.options.storage, self.options.seed)
+            store = MeasurementStore(self.options.storage)
+            try:
+                return self._run_on(study, name, plan, store, scope)
+            finally:
+                store.close()
 
     def _run_on(self, study: optuna.Study, name: str, plan: BackendPlan, store: MeasurementStore,
                 scope: Scope) -> TuneResult:
