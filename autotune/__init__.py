@@ -48,7 +48,7 @@ from autotune.plugins.backend import (
     precision_label,
 )
 from autotune.plugins.conversion import Conversion
-from autotune.plugins.exporter import Exporter, evidence, evidence_comment
+from autotune.plugins.exporter import Exporter, decode_claim, evidence, evidence_comment
 from autotune.plugins.physics import decode_latency_lower_bound_ms, kv_cache_bytes
 from autotune.plugins.protocol import SPREAD_LIMIT, DecodeSession, logprob_chunks, measure_session, prompt_text_tokens
 from autotune.profile.schema import MAX_THREADS, DeploymentProfile, IntChoice, load_profile, validate_params
@@ -88,5 +88,5 @@ __all__ = [
     "log_softmax_rows", "validate_params",
     "CONVERSION_RECORD", "inspect_hf_folder", "model_shape", "safetensors_header",
     "Objective", "Reporter", "SilentReporter", "TuneOptions", "TuneResult", "Tuner", "load", "tune",
-    "evidence", "evidence_comment",
+    "decode_claim", "evidence", "evidence_comment",
 ]

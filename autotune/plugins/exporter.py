@@ -33,17 +33,38 @@ class Exporter:
         return not self.backends or backend in self.backends
 
 
+def decode_claim(profile: DeploymentProfile) -> str:
+    """The decode speed a profile claims, with where it comes from: the confirmed median and its interval when
+    the finalists were confirmed (``71.1 tok/s [62.4, 77.3] confirmed in 5 rounds``), else the one search trial."""
+    confirmation = profile.confirmation
+    if confirmation is not None:
+        tps = confirmation.decode_tps
+        return f"{tps.value:.1f} tok/s [{tps.low:.1f}, {tps.high:.1f}] confirmed in {confirmation.rounds} rounds"
+    return f"{profile.measured.decode_tps:.1f} tok/s in its search trial (not confirmed)"
+
+
 def evidence(profile: DeploymentProfile) -> list[str]:
     """The lines that tie an export to the profile and figures it came from, without comment markers.
 
     Every exporter puts them at the top of its text as comments (``#`` for shells, Modelfiles, Python
-    and YAML), so a pasted command stays traceable to what was measured and under which budget.
+    and YAML), so a pasted command stays traceable to what was measured and under which budget. The figures
+    claimed are the confirmed ones with their intervals (the interleaved rounds); the search trial's single
+    measurement follows, labelled as such. The precision is the written one, with its fallbacks.
     """
     measured = profile.measured
-    figures = [f"decode {measured.decode_tps:.1f} tok/s", f"p95 {measured.worst_itl_p95_ms:.1f} ms/token",
-               f"TTFT {measured.ttft_ms:.0f} ms"]
+    search = [f"decode {measured.decode_tps:.1f} tok/s", f"p95 {measured.worst_itl_p95_ms:.1f} ms/token",
+              f"TTFT {measured.ttft_ms:.0f} ms"]
     if measured.peak_rss_bytes is not None:
-        figures.append(f"peak {measured.peak_rss_bytes // 2**20} MiB")  # integer: a profile's int may exceed a float
+        search.append(f"peak {measured.peak_rss_bytes // 2**20} MiB")  # integer: a profile's int may exceed a float
+    figures: list[str] = []
+    confirmation = profile.confirmation
+    if confirmation is not None:
+        tps, p95 = confirmation.decode_tps, confirmation.itl_p95_ms
+        figures.append(f"confirmed in {confirmation.rounds} interleaved rounds: decode {tps.value:.1f} tok/s "
+                       f"[{tps.low:.1f}, {tps.high:.1f}], p95 {p95.value:.1f} ms/token [{p95.low:.1f}, {p95.high:.1f}]")
+        figures.append(f"search trial: {', '.join(search)}")
+    else:
+        figures.append(f"search trial (not confirmed): {', '.join(search)}")
     quality = profile.quality
     if quality is not None and quality.kl_divergence is not None:
         kl = quality.kl_divergence
@@ -60,9 +81,9 @@ def evidence(profile: DeploymentProfile) -> list[str]:
     version = profile.backend.version or "unknown version"
     return [
         f"autotune {profile.autotune_version} profile of {profile.created_at:%Y-%m-%d %H:%M} UTC: "
-        f"{PurePath(profile.model.path).name} on {profile.backend.name} {version}, {profile.artifact.precision}, "
+        f"{PurePath(profile.model.path).name} on {profile.backend.name} {version}, {profile.artifact.label}, "
         f"machine {fingerprint}",
-        f"measured: {', '.join(figures)}; budget: {', '.join(limits)}",
+        f"measured: {'; '.join(figures)}; budget: {', '.join(limits)}",
     ]
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING
 
-from autotune import Exporter, evidence, evidence_comment
+from autotune import Exporter, decode_claim, evidence, evidence_comment
 from autotune.errors import one_line
 
 from .compile import compile_properties
@@ -84,7 +84,7 @@ def render_python(profile: DeploymentProfile) -> str:
     """A self-contained script compiling the tuned IR with the tuned properties and generating greedily."""
     params = openvino_params(profile.params)  # ProfileError names a bad parameter
     title = one_line(f"Run {profile.model.path} with OpenVINO as tuned by autotune "
-                     f"({profile.artifact.label}, measured {profile.measured.decode_tps:.1f} tok/s).")
+                     f"({profile.artifact.label}, decode {decode_claim(profile)}).")
     # The title is a docstring: its backslashes must stay text (\N would not compile) and it must not close early.
     return evidence_comment(profile) + PYTHON_TEMPLATE.format(
         title=title.replace("\\", "\\\\").replace('"""', "'''"), model_dir=str(profile.artifact.path),
