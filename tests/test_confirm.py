@@ -9,6 +9,7 @@ import pytest
 
 from autotune import SilentReporter, TuneOptions, Tuner
 from autotune.budget import Budget
+from autotune.decide.judgment import memory_guard
 from autotune.errors import NothingFits
 from autotune.plugins.backend import Artifact
 from autotune.search.confirm import Finalist, decide
@@ -141,3 +142,29 @@ def test_rerunning_the_same_command_reuses_the_confirmation_rounds(tmp_path: Pat
     assert any(m.startswith("reusing the 5 confirmation rounds") for m in reporter.messages)
     assert not any(m.startswith("round ") for m in reporter.messages)  # nothing measured again
     assert again.profile.confirmation == first.profile.confirmation  # type: ignore[attr-defined]
+
+
+def test_every_confirmation_measurement_has_a_memory_guard(model: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import autotune.search.confirm as confirm
+
+    guards: list[tuple[str, int | None]] = []
+
+    def guarded(backend, artifact, params, workload, **kwargs):
+        guards.append((str(params), kwargs["memory_limit_bytes"]))
+        return measure(backend, artifact, params, workload, **kwargs)
+
+    measure = confirm.measure
+    monkeypatch.setattr(confirm, "measure", guarded)
+    budget, hardware = Budget.parse("400MB", "40ms"), example_hardware(cores=4)
+    options = TuneOptions(trials=3, timeout_s=30, measure_quality=False, confirm_rounds=5, seed=3)
+    Tuner(model, budget, Workload(prompt_tokens=8, gen_tokens=4, context=64, depth=0), options,
+          manager=manager_with(FakeBackend()), hardware=hardware, reporter=SilentReporter()).run()
+    untuned = str(FakeBackend().untuned_params(None, hardware, Workload()))  # type: ignore[arg-type]
+    assert untuned in {params for params, _ in guards}, "the untuned baseline was measured"
+    assert {limit for _, limit in guards} == {memory_guard(budget, hardware)}
+
+
+def test_the_memory_guard_lies_above_the_budget_and_within_the_machine() -> None:
+    hardware = example_hardware(memory_gib=4)
+    assert memory_guard(Budget.parse("1GB", "50ms"), hardware) == 1_000_000_000 + 512 * 2**20
+    assert memory_guard(Budget.parse("100GB", "50ms"), hardware) == hardware.worker_memory_ceiling()

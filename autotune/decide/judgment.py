@@ -5,6 +5,8 @@ here, so a budget means the same thing at each step:
 
 * ``cap_at_machine``: a memory budget above what the machine lets a process use is capped there;
 * ``skip_before_measuring``: a prediction provably over budget (beyond ``PREDICTION_MARGIN``) is skipped;
+* ``memory_guard``: how much a measuring worker may hold before it is stopped (above the budget, below the machine);
+* ``screened_over_budget``: a screen's short run already over a budget beyond the noise;
 * ``violations`` / ``within``: a measurement's relative excess over each budget (≤ 0 is within) — the
   numbers Optuna gets as constraints and the profile's feasibility;
 * ``confirmed_status``: after interleaved rounds, whether the latency interval is within, over or
@@ -51,6 +53,28 @@ def cap_at_machine(budget: Budget, hardware: Hardware) -> tuple[Budget, str | No
     return budget.model_copy(update={"memory_bytes": limit}), (
         f"the memory budget {format_bytes(budget.memory_bytes)} is above the {format_bytes(limit)} this machine lets "
         f"autotune use ({why}); tuning within {format_bytes(limit)}")
+
+
+def memory_guard(budget: Budget, hardware: Hardware) -> int:
+    """The resident-memory ceiling of a measuring worker: well above the budget (so an overshoot is measured, not
+    cut short), never above what one worker may hold on this machine (``Hardware.worker_memory_ceiling``)."""
+    wanted = max(int(budget.memory_bytes * 1.5), budget.memory_bytes + 512 * 2**20)
+    return min(wanted, hardware.worker_memory_ceiling())
+
+
+def screened_over_budget(screen: Measurement, budget: Budget, noise: float) -> str | None:
+    """Why a screen (one short run at the start of the context) is already over a budget beyond ``noise``, or None.
+
+    Only latency and memory: the deep-context latency, TTFT and quality are not measured by a screen.
+    """
+    assert screen.peak_rss_bytes is not None
+    if screen.itl_p95_ms > budget.latency_ms * (1 + noise):
+        return (f"screened out: p95 {screen.itl_p95_ms:.1f} ms at the start of the context already exceeds the "
+                f"{budget.latency_ms:g} ms budget beyond the noise")
+    if screen.peak_rss_bytes > budget.memory_bytes * (1 + noise):
+        return (f"screened out: peak {format_bytes(screen.peak_rss_bytes)} exceeds the "
+                f"{format_bytes(budget.memory_bytes)} budget beyond the noise")
+    return None
 
 
 def skip_before_measuring(prediction: Prediction, budget: Budget) -> Skip | None:

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from autotune.budget import Budget
-from autotune.decide.judgment import confirmed_status, eligible
+from autotune.decide.judgment import confirmed_status, eligible, memory_guard
 from autotune.decide.stats import bootstrap_interval, compare, paired_ratio, rank_finalists
 from autotune.errors import NothingFits
 from autotune.hardware import Hardware
@@ -116,7 +116,7 @@ def confirm_finalists(winner: TrialRecord, feasible: Sequence[TrialRecord], by_n
         for finalist in order:
             result = measure(by_name[finalist.backend].backend, finalist.artifact, finalist.params,
                              round_workload if finalist.record is not None else baseline_workload,
-                             timeout_s=options.timeout_s, memory_limit_bytes=None)
+                             timeout_s=options.timeout_s, memory_limit_bytes=memory_guard(budget, hardware))
             if result.ok:
                 m: Measurement = result.value
                 finalist.decode_tps.append(m.decode_tps)

@@ -19,7 +19,13 @@ from collections import Counter
 from dataclasses import asdict
 
 from autotune.budget import Budget, format_bytes
-from autotune.decide.judgment import failure_cause, skip_before_measuring, violations
+from autotune.decide.judgment import (
+    failure_cause,
+    memory_guard,
+    screened_over_budget,
+    skip_before_measuring,
+    violations,
+)
 from autotune.decide.selection import RUN_TO_RUN_NOISE
 from autotune.errors import AutotuneError, BackendUnavailable
 from autotune.hardware import Hardware
@@ -45,12 +51,6 @@ def screening_workload(workload: Workload) -> Workload:
     """The short measurement a screen takes: one timed run, fewer generated tokens, no deep-context run."""
     return workload.model_copy(update={"runs": 1, "gen_tokens": min(workload.gen_tokens, SCREEN_GEN_TOKENS),
                                        "depth": 0})
-
-
-def memory_guard(budget: Budget, hardware: Hardware) -> int:
-    """Resident-memory ceiling for a worker: well above the budget (so overshoots are measured), below what the machine has."""
-    wanted = max(int(budget.memory_bytes * 1.5), budget.memory_bytes + 512 * 2**20)
-    return min(wanted, int(min(hardware.memory.limit_bytes, hardware.memory.available_bytes) * 0.9))
 
 
 class TrialPipeline:
@@ -173,13 +173,10 @@ class TrialPipeline:
     def _ruled_out(self, record: TrialRecord, bar: TrialRecord) -> str | None:
         """Why the screen rules ``record`` out, or None when it deserves a full measurement."""
         screen, best = record.measured, bar.measured
-        assert screen is not None and best is not None and screen.peak_rss_bytes is not None
-        if screen.itl_p95_ms > self.budget.latency_ms * (1 + SCREEN_NOISE):
-            return (f"screened out: p95 {screen.itl_p95_ms:.1f} ms at the start of the context already exceeds the "
-                    f"{self.budget.latency_ms:g} ms budget beyond the noise")
-        if screen.peak_rss_bytes > self.budget.memory_bytes * (1 + SCREEN_NOISE):
-            return (f"screened out: peak {format_bytes(screen.peak_rss_bytes)} exceeds the "
-                    f"{format_bytes(self.budget.memory_bytes)} budget beyond the noise")
+        assert screen is not None and best is not None
+        over = screened_over_budget(screen, self.budget, SCREEN_NOISE)
+        if over is not None:
+            return over
         if self.options.objective != "memory" and screen.decode_tps < best.decode_tps * (1 - SCREEN_NOISE):
             return (f"screened out: {screen.decode_tps:.1f} tok/s cannot beat #{bar.number}'s {best.decode_tps:.1f} "
                     f"tok/s (same quality) beyond the ±{SCREEN_NOISE:.0%} noise")
