@@ -14,9 +14,9 @@ from autotune.hardware import Accelerator, CacheLevel, CpuInfo, Hardware, Hardwa
 from autotune.hookspecs import hookimpl
 from autotune.plugins.manager import PluginManager, get_plugin_manager
 from autotune.probe import cpu as cpu_probe
+from autotune.probe import machine as probe_module
 from autotune.probe import memory as memory_probe
 from autotune.probe.machine import collect, probe, render_hardware
-from autotune.probe import machine as probe_module
 from autotune.testing.conformance import example_hardware
 
 GIB = 2**30
