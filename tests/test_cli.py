@@ -81,3 +81,13 @@ def test_export_of_a_foreign_file_names_the_problem(tmp_path: Path) -> None:
     path.write_text('{"hello": 1}')
     result = run_cli("export", str(path), "--format", "json")
     assert result.returncode == 2 and "not an autotune profile" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_schema_written_into_a_missing_folder_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    target = tmp_path / "missing" / "profile.schema.json"
+    status = main(["schema", "--write", str(target)])
+    err = capsys.readouterr().err
+    assert status == 2 and len(err.strip().splitlines()) == 1, err
+    assert "cannot write the schema" in err and "missing" in err and "Traceback" not in err
+    assert main(["schema", "--write", str(tmp_path / "profile.schema.json")]) == 0
+    assert json.loads((tmp_path / "profile.schema.json").read_text())["title"] == "DeploymentProfile"

@@ -326,7 +326,11 @@ def cmd_schema(args: argparse.Namespace) -> int:
     from autotune.profile.schema import schema_text
 
     if args.write:
-        args.write.write_text(schema_text())
+        try:
+            args.write.write_text(schema_text())
+        except OSError as error:
+            raise InputError(f"cannot write the schema to {str(args.write)!r}: {error.strerror or error}; "
+                             "name a file in an existing folder with --write FILE") from None
     else:
         print(schema_text(), end="")
     return 0
