@@ -43,10 +43,12 @@ from autotune.search.study import (
     end_quietly,
     enqueue,
     enqueue_unseen,
+    mark_abandoned,
     open_storage,
     open_study,
     quiet_optuna,
     records,
+    requeue,
     study_name,
     suggest_params,
     tell,
@@ -152,6 +154,7 @@ class Tuner:
             if (stop := progress.done(new)) is not None:
                 self.reporter.info(stop)
                 break
+            mark_abandoned(study, shared.store.alive)  # a fleet worker died mid-trial: its configuration is queued again
             trial = study.ask()
             claim(trial)
             backend_name = trial.suggest_categorical("backend", list(by_name))
@@ -178,6 +181,7 @@ class Tuner:
                     record = pipeline.run(trial.number, r, params)
                 except KeyboardInterrupt:
                     end_quietly(study, trial, TrialState.FAIL, reason="interrupted")
+                    requeue(study, trial)  # no result: the next run measures it first
                     raise
                 tell(study, trial, record)
                 shared.keep(record)
@@ -203,7 +207,7 @@ class Tuner:
                                                                 self.hardware, self.options, self.reporter, memo)
         evidence = Evidence(winner=winner, front=front, feasible=feasible, records=all_records,
                             confirmation=confirmation, study_name=name, storage=self.options.storage,
-                            measured_now=new, failed=len(study.get_trials(deepcopy=False, states=(TrialState.FAIL,))),
+                            measured_now=new, failed=sum(r.status == "failed" for r in all_records),
                             dropped=pipeline.dropped, left_out=plan.left_out, seconds=self.phases.rounded())
         profile = build_profile(self.model_path, self.hardware, self.workload, self.budget, self.options.objective,
                                 evidence, plan.by_name, list(self.manager.exporters().values()), self.reporter.warn)

@@ -9,8 +9,11 @@ import argparse
 import json
 import logging
 import os
+import signal
 import sys
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn, TypeVar
 
@@ -196,7 +199,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exit:  # argparse has printed its one line (or the help): return its status like any other
         return exit.code if isinstance(exit.code, int) else 2
     try:
-        return COMMANDS[args.command](args)
+        with interrupted_by_termination():
+            status = COMMANDS[args.command](args)
+            sys.stdout.flush()  # inside the try: a reader that closed the pipe is handled below, not at exit
+        return status
+    except BrokenPipeError:
+        # `autotune export p.json | head -1`: the reader has what it wanted. Point stdout at /dev/null so the
+        # interpreter's last flush cannot raise again, and end as quietly as `cat` does.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except AutotuneError as error:
         if os.environ.get("AUTOTUNE_DEBUG"):
             raise
@@ -210,9 +221,31 @@ def main(argv: Sequence[str] | None = None) -> int:
         message = first["msg"].removeprefix("Value error, ")
         print(f"autotune: error: {one_line(f'{where}: {message}' if where else message)}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("autotune: interrupted; finished trials are saved — rerun the same command to continue", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as interruption:
+        print("autotune: interrupted; finished trials are saved and the one in flight is not counted — rerun the "
+              "same command to continue", file=sys.stderr)
+        return 128 + (interruption.args[0] if interruption.args and isinstance(interruption.args[0], int)
+                      else signal.SIGINT)
+
+
+@contextmanager
+def interrupted_by_termination() -> Iterator[None]:
+    """Within the block, SIGTERM and SIGHUP stop a command as Ctrl-C does (``KeyboardInterrupt``, with the signal's
+    number), so a run stopped by a service manager or a closed terminal ends its trial as interrupted and releases
+    what it holds, instead of dying in the middle of it."""
+    def stop(number: int, frame: object) -> None:
+        raise KeyboardInterrupt(number)
+
+    if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
+        yield
+        return
+    numbers = [getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name)]
+    previous = {number: signal.signal(number, stop) for number in numbers}
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, signal.SIG_DFL if handler is None else handler)
 
 
 def cmd_probe(args: argparse.Namespace) -> int:

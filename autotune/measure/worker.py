@@ -33,6 +33,9 @@ WORKER_ENV = {"TQDM_DISABLE": "1", "HF_HUB_OFFLINE": "1"}
 """Every worker runs offline (no model hub is consulted for local models) and without progress bars,
 which converters and runtimes would otherwise draw into the captured output."""
 PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
+INTERRUPTIONS = ("SIGINT", "SIGTERM", "SIGHUP")
+"""Signals that stop a worker from outside: the run was interrupted, the configuration did not fail. The parent
+raises ``KeyboardInterrupt`` so no caller records it as a result (SIGKILL is also the OOM killer's: a failure)."""
 
 
 @dataclass
@@ -76,13 +79,22 @@ def run_in_worker(task: WorkerTask, *, timeout_s: float, memory_limit_bytes: int
                 stdin=subprocess.PIPE, stdout=log, stderr=subprocess.STDOUT, env=child_env,
             )
             assert process.stdin is not None
-            process.stdin.write(pickle.dumps(task))
-            process.stdin.close()
-            failure, polled_peak = _supervise(process, started, timeout_s, memory_limit_bytes)
+            try:
+                process.stdin.write(pickle.dumps(task))
+                process.stdin.close()
+                failure, polled_peak = _supervise(process, started, timeout_s, memory_limit_bytes)
+            except BaseException:  # Ctrl-C or SIGTERM of the tuner: its worker goes with it, now
+                _kill(process)
+                raise
         wall = time.perf_counter() - started
         tail = log_path.read_text(errors="replace")[-2000:]
+        if failure is None and signal_name(process.returncode) in INTERRUPTIONS:
+            # Stopped from outside (the terminal's Ctrl-C, a service manager's SIGTERM): no result of the task.
+            raise KeyboardInterrupt(f"the worker was stopped by {signal_name(process.returncode)}")
         if failure is None and result_path.exists():
             result: WorkerResult = pickle.loads(result_path.read_bytes())
+            if result.error_type == KeyboardInterrupt.__name__:
+                raise KeyboardInterrupt("the worker was interrupted")
             result.wall_s, result.output_tail = wall, tail
             if result.peak_rss_bytes is None:
                 result.peak_rss_bytes = polled_peak

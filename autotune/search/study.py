@@ -168,20 +168,47 @@ def _within(distribution: BaseDistribution, value: Any) -> bool:
 
 
 def enqueue(study: optuna.Study, backend: str, params: Params) -> None:
-    """Queue a configuration to be measured first (skipped when the study already has it)."""
+    """Queue a configuration to be measured first, unless the study has it queued, running or with a result.
+
+    Not Optuna's ``skip_if_exists``: that also matches a trial that was interrupted (kill -9, Ctrl-C, SIGTERM,
+    a dead fleet worker) and so has no result, and the configuration in flight would never be measured again.
+    """
     flat = {"backend": backend, **{f"{backend}.{k}": v for k, v in params.items()}}
-    study.enqueue_trial(flat, skip_if_exists=True)
+    for trial in study.get_trials(deepcopy=False):
+        if trial.system_attrs.get("fixed_params", trial.params) == flat and not interrupted(trial):
+            return
+    study.enqueue_trial(flat)
+
+
+def interrupted(trial: optuna.trial.FrozenTrial) -> bool:
+    """Whether ``trial`` ended without a result of its own: it was interrupted, or skipped as a repeat of another
+    (a configuration then known is never measured twice: ``done`` and the store's claims see to that)."""
+    return trial.state.is_finished() and RECORD_ATTR not in trial.user_attrs
 
 
 def mark_abandoned(study: optuna.Study, alive: Callable[[str], bool]) -> int:
-    """Fail trials left RUNNING by a run that is gone (``alive("host:pid")`` is False), never a live one's."""
+    """Fail trials left RUNNING by a run that is gone (``alive("host:pid")`` is False), never a live one's, and
+    queue their configurations again: an interrupted measurement is no result, so it is measured again."""
     count = 0
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         if abandoned(trial, alive):
             study._storage.set_trial_user_attr(trial._trial_id, "reason", "interrupted before it finished")
-            study.tell(trial.number, state=TrialState.FAIL)
+            try:
+                study.tell(trial.number, state=TrialState.FAIL)
+            except optuna.exceptions.UpdateFinishedTrialError:
+                continue  # another worker marked it at the same moment
             count += 1
+            requeue(study, trial)
     return count
+
+
+def requeue(study: optuna.Study, trial: optuna.trial.FrozenTrial | optuna.Trial) -> None:
+    """Queue the configuration of an interrupted ``trial`` again, so that the next ask measures it."""
+    frozen = study._storage.get_trial(trial._trial_id) if isinstance(trial, optuna.Trial) else trial
+    params = frozen.system_attrs.get("fixed_params", frozen.params)
+    backend = params.get("backend")
+    if isinstance(backend, str) and len(params) > 1:  # else it was stopped before it had a configuration
+        enqueue(study, backend, {k.removeprefix(f"{backend}."): v for k, v in params.items() if k != "backend"})
 
 
 def abandoned(trial: optuna.trial.FrozenTrial, alive: Callable[[str], bool]) -> bool:
