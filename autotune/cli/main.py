@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, NoReturn, TypeVar
 from pydantic import ValidationError
 
 from autotune.cli import run_options
+from autotune.cli.version import VersionAction
 from autotune.errors import AutotuneError, InputError, one_line
 from autotune.numbers import DURATION_FORMS, SIZE_FORMS, parse_duration, parse_size
 
@@ -125,6 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for documentation and tests)."""
     parser = OneLineParser(prog="autotune", description="Measured deployment profiles for small language models.",
                                      epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action=VersionAction,
+                        help="show autotune's version and the installed runtimes' versions, then exit")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     probe = commands.add_parser("probe", help="show this machine's hardware facts")
@@ -183,6 +186,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     validate = commands.add_parser("validate", help="check a profile file against the schema")
     validate.add_argument("profile", type=Path)
+
+    report = commands.add_parser("report", help="write a profile's answer and evidence as one self-contained HTML page")
+    report.add_argument("profile", type=Path)
+    report.add_argument("--html", type=Path, help="the page to write (default: beside the profile, .html for .json)")
     return parser
 
 
@@ -369,6 +376,12 @@ def cmd_schema(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from autotune.cli.report import report_command
+
+    return report_command(args)
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
     from autotune.plugins.manager import get_plugin_manager
     from autotune.profile.schema import load_profile, params_unchecked
@@ -384,7 +397,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 COMMANDS = {"probe": cmd_probe, "plugins": cmd_plugins, "run": cmd_run, "answer": cmd_answer, "store": cmd_store,
             "export": cmd_export,
-            "schema": cmd_schema, "validate": cmd_validate}
+            "schema": cmd_schema, "validate": cmd_validate, "report": cmd_report}
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -15,6 +15,7 @@ from autotune.model.bundled import model_path as resolve_model
 from autotune.options import TuneOptions
 from autotune.plugins.manager import get_plugin_manager
 from autotune.probe.machine import probe
+from autotune.report import report_path, write_report
 from autotune.tuner import tune
 from autotune.workload import Workload
 
@@ -86,6 +87,11 @@ def run_command(args: argparse.Namespace, budget: Budget, workload: Workload, ti
     if isinstance(seconds, dict) and seconds:
         console.print("  [dim]time: " + ", ".join(f"{k} {v:.1f} s" for k, v in seconds.items() if v >= 0.05) + "[/dim]")
     console.print(f"profile: {profile_path}\nplot:    {plot_path}")
+    try:  # the profile is written: a page that cannot be is one line, not a lost run
+        console.print(f"report:  {write_report(profile, report_path(profile_path))}")
+    except OSError as error:
+        console.print(f"[yellow]warning:[/yellow] the report could not be written ({error.strerror or error}); "
+                      f"`autotune report {profile_path}` writes it")
     if args.json:
         sys.stdout.write(profile.to_json() + "\n")
     return 0
@@ -104,7 +110,7 @@ def prepare_out(folder: Path, stem: str) -> tuple[Path, Path]:
         reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
         raise InputError(f"--out {str(folder)!r} cannot be created: {reason}; {accepted}") from None
     profile_path, plot_path = folder / f"{stem}.json", folder / f"{stem}.pareto.png"
-    for path in (profile_path, plot_path):
+    for path in (profile_path, plot_path, report_path(profile_path)):
         if path.is_dir():
             raise InputError(f"--out {str(folder)!r} holds a folder named {path.name!r} where the profile goes; "
                              "remove it or choose another --out")
