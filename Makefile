@@ -54,6 +54,8 @@ test: $(STAMP) $(LLAMA_SERVER) $(FOUNDRY_PYTHON)
 	# Lint and types first (seconds): ruff on everything, mypy --strict on the core (settings in pyproject.toml).
 	$(BIN)/ruff check autotune plugins tests bench examples
 	$(BIN)/mypy autotune
+	# Debian's Chromium for the report's browser test (installed as root where missing; skipped when present).
+	scripts/install-chromium.sh
 	AUTOTUNE_FOUNDRY_PYTHON=$(abspath $(FOUNDRY_PYTHON)) $(BIN)/python -m pytest
 
 clean:

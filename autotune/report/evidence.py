@@ -205,6 +205,8 @@ def text_of(value: object) -> str:
         return ", ".join(text_of(item) for item in value) if value else "none"
     if value is None:
         return "—"
+    if isinstance(value, Mapping) and not value:
+        return "none"
     return json.dumps(value, ensure_ascii=False, default=str)
 
 

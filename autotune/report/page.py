@@ -243,7 +243,7 @@ def _confirmation(c: Confirmation | None) -> str:
 
 
 COLUMNS = ("#", "backend", "configuration", "precision", "status", "decode tok/s", "p95 ms", "TTFT ms", "peak MiB",
-           "quality loss (KL) [interval]", "machine while measured", "why skipped, screened or over")
+           "quality loss (KL) [interval]", "why skipped, screened or over", "machine while measured")
 NUMERIC = {"#", "decode tok/s", "p95 ms", "TTFT ms", "peak MiB", "quality loss (KL) [interval]"}
 
 
@@ -288,8 +288,8 @@ def _trial_row(row: Row) -> str:
     return (f'<tr class="{kinds}" data-trial="{row.number if row.number is not None else ""}">'
             f"{_cell(row.number, 'd')}<td>{escape(row.backend)}</td><td class=\"conf\">{escape(row.configuration)}"
             f"</td><td>{escape(row.precision)}</td><td>{escape(status)}</td>{_cell(row.decode_tps, '.1f')}"
-            f"{_cell(row.itl_p95_ms, '.2f')}{_cell(row.ttft_ms, '.1f')}{_cell(peak, '.1f')}{quality}{machine}"
-            f'<td class="why">{escape(row.why)}</td></tr>')
+            f"{_cell(row.itl_p95_ms, '.2f')}{_cell(row.ttft_ms, '.1f')}{_cell(peak, '.1f')}{quality}"
+            f'<td class="why">{escape(row.why)}</td>{machine}</tr>')
 
 
 def _exports(exports: Sequence[tuple[str, str]]) -> str:
