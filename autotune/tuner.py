@@ -24,6 +24,7 @@ from autotune.decide.judgment import cap_at_machine, nothing_fits_message
 from autotune.decide.selection import Progress, choose, pareto_front
 from autotune.errors import NothingFits
 from autotune.hardware import Hardware
+from autotune.measure.busy import busy_warning, sample
 from autotune.measure.quality_eval import QualityEvaluator
 from autotune.measure.worker import remove_orphaned_scratch
 from autotune.model.source import detect_format
@@ -57,6 +58,8 @@ from autotune.store.measurements import MeasurementStore, Scope, runtimes_of
 from autotune.store.view import RoundsMemo, SharedSearch, open_view, search_scope
 from autotune.workload import Workload
 
+BUSY_CHECK_S = 0.5
+"""How long the machine's load is sampled before a run that measures here starts."""
 MAX_ASKS_PER_TRIAL = 6  # repeats and dropped backends cost asks, not trials: bounds them in an exhausted space
 
 
@@ -95,6 +98,9 @@ class Tuner:
         """Checks that need no measuring, so a run that cannot be right stops before it starts."""
         if any(b.measures_this_machine for b in select_backends(self.manager, self.options.backends)):
             ensure_this_machine(self.hardware)
+            busy = busy_warning(sample(BUSY_CHECK_S))  # said once at the start; each disturbed figure is said again
+            if busy:
+                self.reporter.warn(busy)
         self.budget, warning = cap_at_machine(self.budget, self.hardware)  # a second call finds it capped already
         if warning:
             self.reporter.warn(warning)
@@ -204,7 +210,8 @@ class Tuner:
         if self.options.confirm_rounds > 0:
             with self.phases.timing("confirmation"):
                 winner, confirmation, _ = confirm_finalists(winner, feasible, plan.by_name, self.budget, self.workload,
-                                                                self.hardware, self.options, self.reporter, memo)
+                                                                self.hardware, self.options, self.reporter, memo,
+                                                                quiet=pipeline.quiet)
         evidence = Evidence(winner=winner, front=front, feasible=feasible, records=all_records,
                             confirmation=confirmation, study_name=name, storage=self.options.storage,
                             measured_now=new, failed=sum(r.status == "failed" for r in all_records),

@@ -65,11 +65,3 @@ def test_page_cache_fraction_of_a_file_just_written(tmp_path) -> None:
     fraction = page_cache_fraction(path)
     if sys.platform.startswith("linux"):
         assert fraction is not None and 0.9 <= fraction <= 1.0  # just written: in the page cache
-
-
-def test_busy_warning_names_the_competition() -> None:
-    from autotune.measure.trial import busy_warning
-
-    assert busy_warning({"loadavg_1m": 1.9}, 2) is None  # our own workers' load is not a competitor
-    warning = busy_warning({"loadavg_1m": 3.5, "busy_processes": ["cc1plus (95%)"]}, 2)
-    assert warning and "cc1plus" in warning and "noisy" in warning

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 from autotune.budget import Budget, format_bytes
 from autotune.decide.stats import BudgetStatus, budget_status
 from autotune.hardware import Hardware
+from autotune.measure.busy import disturbances_of, disturbed_note
 from autotune.measurement import Measurement
 from autotune.plugins.backend import Prediction
 
@@ -196,4 +197,9 @@ def nothing_fits_message(all_records: Sequence[TrialRecord], budget: Budget,
         lines.append(f"{len(by_latency_skip)} configuration(s) were skipped unmeasured for latency: predicted at least "
                      f"{fastest:.1f} ms per token against a {budget.latency_ms:g} ms budget"
                      f" — relax to at least --latency {fastest * 1.1:.0f}ms.")
+    # A verdict resting on figures the load made: the user must learn the machine was busy, not that the budget is wrong.
+    busy = disturbed_note(disturbances_of([r.measured.context for r in measured if r.measured is not None]),
+                          len(measured))
+    if busy:
+        lines.append(busy[0].upper() + busy[1:] + ".")
     return " ".join(lines)

@@ -11,6 +11,13 @@ from typing import Any
 
 import psutil
 
+from autotune.measure.busy import (
+    MAX_WAIT_PER_MEASUREMENT_S,
+    Disturbance,
+    QuietWait,
+    host_measurement_lock,
+    watching,
+)
 from autotune.measure.worker import WorkerResult, WorkerTask, peak_rss_self, run_in_worker
 from autotune.measurement import Measurement
 from autotune.model.source import ModelSource
@@ -149,18 +156,6 @@ def machine_context(artifact_path: Path | None = None) -> dict[str, object]:
     return context
 
 
-def busy_warning(context: dict[str, object], usable_cores: int) -> str | None:
-    """A warning when other processes compete for the cores the measurement uses.
-
-    The load average alone cannot tell: the tuner's own workers keep it near the core count.
-    """
-    busy = context.get("busy_processes")
-    if not busy:
-        return None
-    return (f"other processes are using the CPU ({', '.join(busy)}; {usable_cores} usable cores): "  # type: ignore[arg-type]
-            "measurements will be noisy and slower")
-
-
 def measure_task(backend: Backend, artifact: Artifact, params: Params, workload: Workload) -> Measurement:
     """Runs inside the worker: measure, then fill peak memory and the machine's context."""
     context = machine_context(artifact.path)
@@ -174,7 +169,49 @@ def measure_task(backend: Backend, artifact: Artifact, params: Params, workload:
 
 
 def measure(backend: Backend, artifact: Artifact, params: Params, workload: Workload, *, timeout_s: float,
-            memory_limit_bytes: int | None) -> WorkerResult:
+            memory_limit_bytes: int | None, quiet: QuietWait | None = None) -> WorkerResult:
+    """Measure one configuration in a fresh worker process, alone on this host, knowing whether others were busy.
+
+    The host's measurement lock is held around it (other tuners on this host wait). What other processes
+    and the hypervisor took of the cores over the measurement is kept in ``context["busy"]`` (a failure's
+    error says it too). A disturbed measurement is measured again once the machine is quiet, when ``quiet``
+    still has time to wait; the less disturbed of the two is returned, and one still disturbed is listed in
+    ``quiet.disturbed``. A backend whose figures are not measured here (a replay, formulas) is run as it is.
+    """
+    if not backend.measures_this_machine:
+        return _measure_in_worker(backend, artifact, params, workload, timeout_s, memory_limit_bytes)
+    with host_measurement_lock():
+        result, found = _measure_watched(backend, artifact, params, workload, timeout_s, memory_limit_bytes)
+        if quiet is not None and found.disturbed and quiet.remaining_s >= quiet.sample_s:
+            quiet.warn(f"{backend.name} {artifact.label} was measured while the machine was busy: {found.describe()}; "
+                       f"waiting up to {min(quiet.remaining_s, MAX_WAIT_PER_MEASUREMENT_S):.0f} s for a quiet "
+                       "machine to measure it again")
+            if quiet.until_quiet() is not None:
+                again, second = _measure_watched(backend, artifact, params, workload, timeout_s, memory_limit_bytes)
+                # Keep the figure less disturbed; a success over a failure (the failure may have been the load).
+                if (again.ok, -second.load) >= (result.ok, -found.load):
+                    result, found = again, second
+        if quiet is not None and found.disturbed:
+            quiet.disturbed.append(found)
+    return result
+
+
+def _measure_watched(backend: Backend, artifact: Artifact, params: Params, workload: Workload, timeout_s: float,
+                     memory_limit_bytes: int | None) -> tuple[WorkerResult, Disturbance]:
+    """One worker run inside a ``watching`` window; the disturbance also goes into the measurement or the error."""
+    with watching() as watch:
+        result = _measure_in_worker(backend, artifact, params, workload, timeout_s, memory_limit_bytes)
+    found = watch.result
+    assert found is not None
+    if result.ok and isinstance(result.value, Measurement):
+        result.value.context = {**result.value.context, "busy": found.as_context()}
+    elif found.disturbed and result.error:
+        result.error += f" (while the machine was busy: {found.describe()})"
+    return result, found
+
+
+def _measure_in_worker(backend: Backend, artifact: Artifact, params: Params, workload: Workload, timeout_s: float,
+                       memory_limit_bytes: int | None) -> WorkerResult:
     """Measure one configuration in a fresh worker process."""
     started = time.perf_counter()
     result = run_in_worker(

@@ -18,6 +18,7 @@ from autotune.decide.judgment import confirmed_status, eligible, memory_guard
 from autotune.decide.stats import bootstrap_interval, compare, paired_ratio, rank_finalists
 from autotune.errors import NothingFits
 from autotune.hardware import Hardware
+from autotune.measure.busy import Disturbance, QuietWait, disturbed_note
 from autotune.measure.trial import measure, prepare_artifact
 from autotune.measurement import Measurement
 from autotune.options import TuneOptions
@@ -47,6 +48,8 @@ class Finalist:
     decode_tps: list[float] = field(default_factory=list)
     itl_p95_ms: list[float] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
+    disturbed: list[Disturbance] = field(default_factory=list)
+    """Rounds measured while the machine was busy (still so after waiting for a quiet moment)."""
 
 
 def pick_challengers(winner: TrialRecord, feasible: Sequence[TrialRecord]) -> list[TrialRecord]:
@@ -59,11 +62,14 @@ def pick_challengers(winner: TrialRecord, feasible: Sequence[TrialRecord]) -> li
 
 def confirm_finalists(winner: TrialRecord, feasible: Sequence[TrialRecord], by_name: dict[str, ResolvedBackend],
                       budget: Budget, workload: Workload, hardware: Hardware, options: TuneOptions,
-                      reporter: Reporter, memo: RoundsMemo | None = None) -> tuple[TrialRecord, Confirmation, list[str]]:
+                      reporter: Reporter, memo: RoundsMemo | None = None,
+                      quiet: QuietWait | None = None) -> tuple[TrialRecord, Confirmation, list[str]]:
     """Run the interleaved rounds; return the confirmed winner, its Confirmation and notes.
 
     The rounds are kept in ``memo`` (the study and the measurement store): a rerun with the same finalists —
     the same command, or another budget that picks them again — reuses them instead of measuring them again.
+    A round measured while the machine was busy is measured again once it is quiet (within ``quiet``'s
+    allowance); rounds that stay disturbed are named in the notes, with the busy processes.
     """
     rounds = options.confirm_rounds  # TuneOptions guarantees at least MIN_CONFIRM_ROUNDS
     r = by_name[winner.backend]
@@ -107,6 +113,8 @@ def confirm_finalists(winner: TrialRecord, feasible: Sequence[TrialRecord], by_n
         for finalist in everyone:
             finalist.decode_tps, finalist.itl_p95_ms, finalist.failures = (
                 list(stored[finalist.label][k]) for k in ("decode_tps", "itl_p95_ms", "failures"))
+            finalist.disturbed = [d for d in (Disturbance.from_context({"busy": busy}) for busy in
+                                              stored[finalist.label].get("disturbed", [])) if d is not None]
         reporter.info(f"reusing the {rounds} confirmation rounds already stored for these finalists")
         return decide(finalists, baseline, budget, options.strict, rounds, thumb)
     rng = random.Random(options.seed)
@@ -116,18 +124,22 @@ def confirm_finalists(winner: TrialRecord, feasible: Sequence[TrialRecord], by_n
         for finalist in order:
             result = measure(by_name[finalist.backend].backend, finalist.artifact, finalist.params,
                              round_workload if finalist.record is not None else baseline_workload,
-                             timeout_s=options.timeout_s, memory_limit_bytes=memory_guard(budget, hardware))
+                             timeout_s=options.timeout_s, memory_limit_bytes=memory_guard(budget, hardware), quiet=quiet)
             if result.ok:
                 m: Measurement = result.value
                 finalist.decode_tps.append(m.decode_tps)
                 finalist.itl_p95_ms.append(m.worst_itl_p95_ms)
+                found = Disturbance.from_context(m.context)
+                if found is not None and found.disturbed:
+                    finalist.disturbed.append(found)
             else:
                 finalist.failures.append(result.error or "failed")
         reporter.info(f"round {index + 1}/{rounds}: " + ", ".join(
             f"{f.label} {f.decode_tps[-1]:.1f} tok/s" for f in order if f.decode_tps))
     if memo is not None:
         memo.put(memo_key, {f.label: {"decode_tps": f.decode_tps, "itl_p95_ms": f.itl_p95_ms,
-                                             "failures": f.failures} for f in everyone})
+                                             "failures": f.failures,
+                                             "disturbed": [d.as_context() for d in f.disturbed]} for f in everyone})
     return decide(finalists, baseline, budget, options.strict, rounds, thumb)
 
 
@@ -147,13 +159,17 @@ def _quality_then_memory(finalist: Finalist) -> tuple[float, float]:
 def decide(finalists: list[Finalist], baseline: Finalist, budget: Budget, strict: bool,
            rounds: int, rule_of_thumb: Finalist | None = None) -> tuple[TrialRecord, Confirmation, list[str]]:
     """Pick the confirmed winner from the rounds (pure logic, tested on synthetic rounds)."""
-    notes: list[str] = []
+    # A verdict resting on rounds the load disturbed says so first, naming who was busy.
+    everyone = [*finalists, *(f for f in (baseline, rule_of_thumb) if f is not None and f not in finalists)]
+    busy = disturbed_note([d for f in everyone for d in f.disturbed], sum(len(f.decode_tps) for f in everyone),
+                          "confirmation rounds")
+    notes: list[str] = [busy] if busy else []
     complete = [f for f in finalists if len(f.decode_tps) == rounds]
     for f in finalists:
         if f not in complete:
             notes.append(f"{f.label} dropped from confirmation: {len(f.failures)} failed round(s): {f.failures[:1]}")
     if not complete:
-        raise NothingFits("every finalist failed during confirmation; see the notes and rerun")
+        raise NothingFits("every finalist failed during confirmation; see the notes and rerun" + (f". {busy}" if busy else ""))
     status = {f.label: confirmed_status(f.itl_p95_ms, budget) for f in complete}
     contenders = [f for f in complete if eligible(status[f.label], strict)]
     if not contenders:
@@ -162,6 +178,7 @@ def decide(finalists: list[Finalist], baseline: Finalist, budget: Budget, strict
             f"no finalist's confirmed p95 latency is within the {budget.latency_ms:g} ms budget ({worst} in the "
             f"interleaved rounds: " + ", ".join(f"{f.label} median {sorted(f.itl_p95_ms)[len(f.itl_p95_ms) // 2]:.1f} ms"
                                                for f in complete) + "); relax --latency" + (" or drop --strict" if strict else "")
+            + (f". {busy[0].upper()}{busy[1:]}" if busy else "")
         )
     ranking = rank_finalists({f.label: f.decode_tps for f in contenders}, higher_is_better=True)
     best_label = ranking[0].name

@@ -29,9 +29,10 @@ from autotune.decide.judgment import (
 from autotune.decide.selection import RUN_TO_RUN_NOISE
 from autotune.errors import AutotuneError, BackendUnavailable
 from autotune.hardware import Hardware
+from autotune.measure.busy import Disturbance, QuietWait
 from autotune.measure.quality_eval import QualityEvaluator
 from autotune.measure.selftest import crash_message
-from autotune.measure.trial import busy_warning, machine_context, measure, prepare_artifact
+from autotune.measure.trial import measure, prepare_artifact
 from autotune.options import TuneOptions
 from autotune.phases import Phases
 from autotune.plugins.backend import Artifact, Backend, Params
@@ -71,12 +72,13 @@ class TrialPipeline:
         """Backends dropped for this run (they cannot run this model, or their runtime crashes here), with why."""
         self.crashes: dict[str, Counter[str]] = {}
         """Per backend, how many of its workers died by each signal in this run."""
-        self._last_competitors: tuple[str, ...] = ()
         self.phases = phases or Phases()
         self.model_sha256 = model_sha256
         """The user's model (before any conversion): refusals are remembered under it."""
         self.full: list[TrialRecord] = [r for r in previous if r.status == "measured"]
         """Fully measured records of this study: the bar a screen compares against."""
+        self.quiet = QuietWait(warn=reporter.warn)
+        """The run's allowance of waiting for a quiet machine to measure a disturbed configuration again."""
 
     def run(self, number: int, resolved: ResolvedBackend, params: Params) -> TrialRecord:
         """Try one configuration; the record says what happened (measured, skipped on prediction, failed)."""
@@ -114,7 +116,6 @@ class TrialPipeline:
         record.precision = artifact.label  # the fallback shows wherever the precision does
         record.bits_per_weight = artifact.bits_per_weight
         record.artifact = {**asdict(artifact), "path": str(artifact.path)}
-        self._warn_if_busy()
         bar = self._bar(record)
         if bar is not None:
             self.reporter.info(f"screening {backend.name} {record.label}")
@@ -141,7 +142,7 @@ class TrialPipeline:
         """Measure in a worker into ``record.measurement``; on failure fill the reason and return False."""
         with self.phases.timing("measurements"):
             result = measure(backend, artifact, params, workload, timeout_s=self.options.timeout_s,
-                             memory_limit_bytes=memory_guard(self.budget, self.hardware))
+                             memory_limit_bytes=memory_guard(self.budget, self.hardware), quiet=self.quiet)
         if not result.ok:
             record.reason = f"measurement failed: {result.error}"
             record.cause = f"killed by {result.signal}" if result.signal else failure_cause(result.error or "")
@@ -152,6 +153,9 @@ class TrialPipeline:
             return False
         self.measured_ok.add(backend.name)
         record.measurement = result.value.model_dump()
+        found = Disturbance.from_context(result.value.context)
+        if found is not None and found.disturbed:  # re-measuring did not help, or no time was left to wait
+            self.reporter.warn(f"#{record.number} {backend.name} {record.label} is marked as disturbed: {found.describe()}")
         return True
 
     def _bar(self, record: TrialRecord) -> TrialRecord | None:
@@ -181,16 +185,6 @@ class TrialPipeline:
             return (f"screened out: {screen.decode_tps:.1f} tok/s cannot beat #{bar.number}'s {best.decode_tps:.1f} "
                     f"tok/s (same quality) beyond the ±{SCREEN_NOISE:.0%} noise")
         return None
-
-    def _warn_if_busy(self) -> None:
-        """Warn once per set of competing programs: their load makes the figures noisy and slow."""
-        context = machine_context()
-        warning = busy_warning(context, self.hardware.cpu.usable_cores)
-        busy = context.get("busy_processes", [])
-        competitors = tuple(str(p).split(" (")[0] for p in busy) if isinstance(busy, list) else ()
-        if warning and competitors != self._last_competitors:
-            self.reporter.warn(warning)
-        self._last_competitors = competitors
 
     def _note_crash(self, backend: Backend, signal_name: str) -> None:
         """Drop a backend whose runtime dies by a signal in its first configuration, or by one signal twice.

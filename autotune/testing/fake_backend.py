@@ -44,6 +44,8 @@ class FakeBackend(Backend):
     - ``predict_error``: relative error added to predictions (to test pruning tolerance)
     - ``measure_s``: wall time a measurement takes (to test workers measuring at the same time)
     - ``version``: the runtime version it reports (to test stale stored figures)
+    - ``measures_here``: its figures count as this machine's (``measures_this_machine``), so its measurements
+      take the host's measurement lock and record how busy the machine was (``autotune.measure.busy``)
     """
 
     name: ClassVar[str] = "fake"
@@ -66,7 +68,10 @@ class FakeBackend(Backend):
         name: str | None = None,
         measure_s: float = 0.0,
         version: str = "1.0",
+        measures_here: bool = False,
     ) -> None:
+        if measures_here:
+            self.measures_this_machine = True  # type: ignore[misc]
         self.measure_s = measure_s
         self.runtime_version = version
         self.parameters = parameters
