@@ -166,10 +166,10 @@ def test_fallbacks_show_wherever_the_precision_shows() -> None:
     assert artifact.label == precision_label("Q2_K", details)
 
 
-def test_the_profile_counts_failed_trials_of_interrupted_runs(model: Path) -> None:
+def test_the_profile_does_not_count_a_trial_an_interrupted_run_left_as_failed(model: Path) -> None:
     first = tune(model, InlineBackends(FakeBackend()))
     study = open_study(first.study_name, None, 0)
     orphan = study.ask()  # a trial an interrupted run left behind, failed, with no record
     study.tell(orphan, state=TrialState.FAIL)
     again = tune(model, InlineBackends(FakeBackend()))
-    assert again.profile.study["failed"] == first.profile.study["failed"] + 1
+    assert again.profile.study["failed"] == first.profile.study["failed"]  # an interruption is no result

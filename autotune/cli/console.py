@@ -35,13 +35,25 @@ def _quality_text(record: TrialRecord) -> str:
     return f"{record.bits_per_weight:.2f} bpw (proxy)" if record.bits_per_weight else "-"
 
 
+PIPE_WIDTH = 200
+"""The width tables are laid out for in a file or a pipe, where rich would assume 80 columns: wide enough for every
+column whole (a backend's configuration label included), as ``less -S``, ``grep`` or a log would want it."""
+
+
+def output_console(*, stderr: bool) -> Console:
+    """A console on stderr or stdout: the terminal's width on a terminal, ``PIPE_WIDTH`` in a file or a pipe.
+
+    soft_wrap: long lines stay whole in a file or a pipe (logs, CI, tests), and tables there keep every column whole.
+    """
+    stream = sys.stderr if stderr else sys.stdout
+    return Console(stderr=stderr, highlight=False, soft_wrap=True, width=None if stream.isatty() else PIPE_WIDTH)
+
+
 class ConsoleReporter:
     """Prints progress lines as trials finish."""
 
     def __init__(self, console: Console | None = None) -> None:
-        # soft_wrap: long lines stay whole when stderr is a file or a pipe (logs, CI, tests).
-        self.console = console or Console(stderr=True, highlight=False, soft_wrap=True,
-                                          width=None if sys.stderr.isatty() else 160)
+        self.console = console or output_console(stderr=True)
 
     def begin(self, model_path: Path, hardware: Hardware, budget: Budget, workload: Workload) -> None:
         self.console.print(f"[bold]autotune[/bold] {model_path.name} on {hardware.cpu.brand or hardware.cpu.architecture} "

@@ -8,7 +8,7 @@ import sys
 
 from autotune.answer import answer_from_store, figures_of, stored_models
 from autotune.budget import Budget, format_bytes
-from autotune.cli.console import describe, ordered_by_objective, results_table
+from autotune.cli.console import describe, ordered_by_objective, output_console, results_table
 from autotune.model.bundled import model_path as resolve_model
 from autotune.model.source import cached_content_hash
 from autotune.options import TuneOptions
@@ -21,8 +21,6 @@ from autotune.workload import Workload
 
 def answer_command(args: argparse.Namespace, budget: Budget, workload: Workload) -> int:
     """Print what ``run`` would pick for this budget from stored figures; return the exit status."""
-    from rich.console import Console
-
     manager = get_plugin_manager()
     hardware = probe_here(manager, measure_bandwidth=False)
     model_path = resolve_model(args.model)
@@ -32,7 +30,7 @@ def answer_command(args: argparse.Namespace, budget: Budget, workload: Workload)
     if args.json:
         sys.stdout.write(json.dumps(answer.to_json(), indent=2) + "\n")
         return 0
-    console = Console(stderr=False)
+    console = output_console(stderr=False)
     summary = answer.to_json()
     console.print(results_table(ordered_by_objective(answer.front), "Feasible Pareto front from the store",
                                 answer.winner))
@@ -48,8 +46,6 @@ def answer_command(args: argparse.Namespace, budget: Budget, workload: Workload)
 
 def store_command(args: argparse.Namespace) -> int:
     """List what the store holds per machine and model; return the exit status."""
-    from rich.console import Console
-
     manager = get_plugin_manager()
     installed = runtimes_of(select_backends(manager, ()))
     fingerprint = None if args.all_machines else probe_here(manager, measure_bandwidth=False).fingerprint
@@ -58,7 +54,7 @@ def store_command(args: argparse.Namespace) -> int:
     if args.json:
         sys.stdout.write(json.dumps([m.to_json() for m in models], indent=2, default=str) + "\n")
         return 0
-    console = Console()
+    console = output_console(stderr=False)
     if not models:
         where = "any machine" if args.all_machines else "this machine (--all-machines for every one)"
         console.print(f"the store holds no measurements for {where}; `autotune run` fills it")

@@ -16,6 +16,7 @@ here, so a budget means the same thing at each step:
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -24,7 +25,6 @@ from typing import TYPE_CHECKING
 from autotune.budget import Budget, format_bytes
 from autotune.decide.stats import BudgetStatus, budget_status
 from autotune.hardware import Hardware
-from autotune.measure.busy import disturbances_of, disturbed_note
 from autotune.measurement import Measurement
 from autotune.plugins.backend import Prediction
 
@@ -153,6 +153,40 @@ def failure_causes(all_records: Sequence[TrialRecord]) -> dict[str, tuple[str, i
     return summary
 
 
+RELAX_MARGIN = 1.1
+"""A suggested budget is the figure that failed plus this margin, rounded up: it passes the figure it rests on."""
+
+
+def _megabytes_up(size: float) -> str:
+    return f"{math.ceil(size / 1e6)}MB"
+
+
+def relaxation(measured: Sequence[TrialRecord], budget: Budget) -> str:
+    """``Relax to at least --budget 391MB and --latency 48ms``: what lets the measured configuration closest to
+    fitting pass, naming only the budgets it breaks, each rounded up so the suggestion passes its own figure."""
+    def excess(record: TrialRecord) -> dict[str, float]:
+        assert record.measured is not None
+        return violations(record.measured, budget, record.quality_report)
+
+    closest = min(measured, key=lambda r: (sum(max(0.0, v) for v in excess(r).values()), r.objectives()))
+    m, over = closest.measured, excess(closest)
+    assert m is not None and m.peak_rss_bytes is not None
+    wanted = []
+    if over["memory"] > 0:
+        wanted.append(f"--budget {_megabytes_up(m.peak_rss_bytes * RELAX_MARGIN)}")
+    if over["latency"] > 0:
+        wanted.append(f"--latency {math.ceil(m.worst_itl_p95_ms * RELAX_MARGIN)}ms")
+    if over.get("ttft", 0) > 0:
+        wanted.append(f"--ttft {math.ceil(m.ttft_ms * RELAX_MARGIN)}ms")
+    quality = closest.quality_report
+    if over.get("quality", 0) > 0 and quality is not None and quality.kl_divergence is not None:
+        loss = quality.kl_divergence.value * RELAX_MARGIN
+        digits = max(0, 2 - math.floor(math.log10(loss))) if loss > 0 else 0  # three significant digits, up
+        wanted.append(f"--max-quality-loss {math.ceil(loss * 10**digits) / 10**digits:g}")
+    where = f"(as #{closest.number} {closest.backend} {closest.label or closest.precision or ''} measured)".replace(" )", ")")
+    return f"Relax to at least {' and '.join(wanted)} {where}" if wanted else "Nothing measured breaks a budget"
+
+
 def nothing_fits_message(all_records: Sequence[TrialRecord], budget: Budget,
                          dropped: dict[str, str] | None = None) -> str:
     """One paragraph: the real cause per backend first, then which budget failed by how much and what to relax."""
@@ -179,8 +213,7 @@ def nothing_fits_message(all_records: Sequence[TrialRecord], budget: Budget,
             f"Lowest measured p95 latency: {m_lat.worst_itl_p95_ms:.1f} ms ({by_latency.backend} {by_latency.precision}, "
             f"{m_lat.worst_itl_p95_ms / budget.latency_ms:.1f}× the latency budget)."
         )
-        lines.append(f"Relax to at least --budget {m_mem.peak_rss_bytes / 1e6 * 1.1:.0f}MB and --latency "
-                     f"{m_lat.worst_itl_p95_ms * 1.1:.0f}ms, or try a smaller model.")
+        lines.append(f"{relaxation(measured, budget)}, or try a smaller model.")
     skipped = [r for r in all_records if r.status == "predicted-infeasible" and r.prediction]
     # Memory- and latency-skipped configurations apart: each has its own figure and its own suggestion.
     by_memory_skip = [r for r in skipped if r.cause == "memory" or (r.cause is None and "memory" in (r.reason or ""))]
@@ -189,17 +222,12 @@ def nothing_fits_message(all_records: Sequence[TrialRecord], budget: Budget,
         smallest = min(int(r.prediction["memory_bytes"]) for r in by_memory_skip)  # type: ignore[index]
         lines.append(f"{len(by_memory_skip)} configuration(s) were skipped unmeasured for memory: predicted at least "
                      f"{format_bytes(smallest)} against a {format_bytes(budget.memory_bytes)} budget"
-                     f" — relax to at least --budget {smallest / 1e6 * 1.1:.0f}MB.")
+                     f" — relax to at least --budget {_megabytes_up(smallest * RELAX_MARGIN)}.")
     bounds = [float(r.prediction["latency_lower_bound_ms"]) for r in by_latency_skip
               if r.prediction and r.prediction.get("latency_lower_bound_ms")]
     if bounds:
         fastest = min(bounds)
         lines.append(f"{len(by_latency_skip)} configuration(s) were skipped unmeasured for latency: predicted at least "
                      f"{fastest:.1f} ms per token against a {budget.latency_ms:g} ms budget"
-                     f" — relax to at least --latency {fastest * 1.1:.0f}ms.")
-    # A verdict resting on figures the load made: the user must learn the machine was busy, not that the budget is wrong.
-    busy = disturbed_note(disturbances_of([r.measured.context for r in measured if r.measured is not None]),
-                          len(measured))
-    if busy:
-        lines.append(busy[0].upper() + busy[1:] + ".")
+                     f" — relax to at least --latency {math.ceil(fastest * RELAX_MARGIN)}ms.")
     return " ".join(lines)

@@ -143,9 +143,18 @@ def add_record(study: optuna.Study, record: TrialRecord, spaces: dict[str, Searc
     for key, distribution in used.items():
         if distribution is None or not _within(distribution, params[key]):
             return False
-    study.add_trial(finished_trial(judged_against(record, budget), params,
-                                   {k: d for k, d in used.items() if d is not None}, {"from_store": origin}))
+    # Numbered as this study numbers it, so a progress line and the final table name it alike.
+    record.number = add_trial(study, finished_trial(judged_against(record, budget), params,
+                                                    {k: d for k, d in used.items() if d is not None},
+                                                    {"from_store": origin}))
     return True
+
+
+def add_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> int:
+    """``study.add_trial``, returning the number the study gave the trial (another worker may add one meanwhile)."""
+    trial._validate()
+    trial_id = study._storage.create_new_trial(study._study_id, template_trial=trial)
+    return study._storage.get_trial_number_from_id(trial_id)
 
 
 def finished_trial(record: TrialRecord, params: dict[str, Any], distributions: dict[str, BaseDistribution],
@@ -322,12 +331,14 @@ def tell(study: optuna.Study, trial: optuna.Trial, record: TrialRecord) -> None:
     """Store the full record on the trial, then give Optuna its objectives and budget constraints.
 
     On SQLite two workers can pop the same queued trial (no row lock) and the other one may have ended it
-    meanwhile; the record then goes into a finished trial of its own, so no measurement is lost.
+    meanwhile; the record then goes into a finished trial of its own, so no measurement is lost, and
+    ``record.number`` becomes that trial's number (the one the final table shows).
     """
     try:
         _tell(study, trial, record)
     except optuna.exceptions.UpdateFinishedTrialError:
-        study.add_trial(finished_trial(record, trial.params, trial.distributions, {"shared_queue_trial": trial.number}))
+        record.number = add_trial(study, finished_trial(record, trial.params, trial.distributions,
+                                                        {"shared_queue_trial": trial.number}))
 
 
 def end_quietly(study: optuna.Study, trial: optuna.Trial, state: TrialState, **attrs: Any) -> None:

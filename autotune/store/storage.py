@@ -54,6 +54,7 @@ def storage_errors(url: str) -> Iterator[None]:
     import sqlalchemy.exc
 
     shown = redact_url(url)
+    _check_url(url, shown)
     try:
         yield
     except ImportError as error:
@@ -84,6 +85,22 @@ def storage_errors(url: str) -> Iterator[None]:
     except RuntimeError as error:  # optuna: the schema was written by a newer version
         raise StorageError(f"--storage {shown} holds studies in a newer schema than this autotune's optuna reads "
                            f"({' '.join(str(error).split())[:200]}); upgrade autotune or use another storage") from None
+
+
+def _check_url(url: str, shown: str) -> None:
+    """Refuse a URL SQLAlchemy would only reject with a bare ValueError later (a port that is not a number)."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        port = make_url(url).port
+    except ArgumentError:
+        raise StorageError(f"cannot read --storage {shown!r} as a database URL; use {STORAGE_FORMS}") from None
+    except ValueError:  # int() of the port, or an unclosed IPv6 bracket
+        raise StorageError(f"cannot read --storage {shown!r} as a database URL: its host:port part is not "
+                           f"host:NUMBER; use {STORAGE_FORMS}") from None
+    if port is not None and not 0 < port < 65536:
+        raise StorageError(f"--storage {shown}: port {port} is not a TCP port (1 to 65535); use {STORAGE_FORMS}")
 
 
 def create_engine(url: str) -> sqlalchemy.Engine:

@@ -87,10 +87,11 @@ def render_ollama(profile: DeploymentProfile) -> str:
     quantized_kv = s["type_k"] != "f16" or s["type_v"] != "f16"
     if s["flash_attn"] or quantized_kv:
         # Flash attention and the KV-cache type are server-wide settings in Ollama, not Modelfile parameters.
-        env = ["OLLAMA_FLASH_ATTENTION=1"] if s["flash_attn"] else []
+        # A command to paste, with flash attention said either way (Ollama may turn it on by itself).
+        env = [f"OLLAMA_FLASH_ATTENTION={1 if s['flash_attn'] else 0}"]
         if s["flash_attn"] and quantized_kv:
             env.append(f"OLLAMA_KV_CACHE_TYPE={s['type_k']}")
-        lines.append(f"# Server settings measured: {' '.join(env) or 'flash attention off'} ollama serve")
+        lines.append(f"# Start the server with the measured settings: {' '.join(env)} ollama serve")
         if quantized_kv and not s["flash_attn"]:
             lines.append(f"# The measured cache was K={s['type_k']}, V=f16 (flash attention off); Ollama quantizes "
                          "K and V together and only with flash attention, so it runs with an f16 cache here.")

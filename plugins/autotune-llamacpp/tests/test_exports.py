@@ -70,7 +70,17 @@ def test_ollama_modelfile_quotes_the_path() -> None:
     from_line = next(line for line in text.splitlines() if line.startswith("FROM "))
     assert _ollama_unquote(from_line.removeprefix("FROM ").strip()) == NASTY_PATH
     assert "PARAMETER num_ctx 1024" in text and "PARAMETER use_mmap false" in text
-    assert "OLLAMA_FLASH_ATTENTION=1 OLLAMA_KV_CACHE_TYPE=q8_0" in text
+    assert "# Start the server with the measured settings: OLLAMA_FLASH_ATTENTION=1 OLLAMA_KV_CACHE_TYPE=q8_0 " \
+           "ollama serve\n" in text
+
+
+def test_ollama_server_line_is_a_command_to_paste_with_flash_attention_off_too() -> None:
+    # K quantized, flash attention off: the line once read "# Server settings measured: flash attention off
+    # ollama serve", which is neither a sentence nor a command.
+    text = _exporter("ollama").render(_profile(NASTY_PATH))
+    line = next(line for line in text.splitlines() if "ollama serve" in line)
+    command = line.split(": ", 1)[1]
+    assert shlex.split(command) == ["OLLAMA_FLASH_ATTENTION=0", "ollama", "serve"]
     simple = _exporter("ollama").render(_profile("/models/plain dir/m.gguf"))
     assert 'FROM "/models/plain dir/m.gguf"' in simple
     with pytest.raises(AutotuneError, match="Modelfile"):
