@@ -81,7 +81,8 @@ class Artifact:
     bits_per_weight: float
     size_bytes: int
     details: dict[str, Any] = field(default_factory=dict)
-    """Backend-specific facts; ``details["fallback"]`` says in words what was written instead of ``precision``."""
+    """Backend-specific facts; ``details["fallback"]`` says in words what was written instead of ``precision``
+    (``details["source_mix"]``: the other types in a source file deployed as it is)."""
 
     @property
     def label(self) -> str:
@@ -90,9 +91,16 @@ class Artifact:
 
 
 def precision_label(precision: str, details: Mapping[str, Any]) -> str:
-    """``Q2_K``, or ``Q2_K (24/30 tensors fell back to Q4_0/Q5_0)`` when tensors were written in other types."""
+    """``Q2_K``, or ``Q2_K (24/30 tensors fell back to Q4_0/Q5_0)`` when tensors were written in other types.
+
+    The source deployed as it is was not written by autotune: its own mix of types (``details["source_mix"]``)
+    reads ``Q4_K_M (the source file as is: 90/236 tensors in Q5_0/Q8_0)``, never as a fallback.
+    """
     fallback = details.get("fallback")
-    return f"{precision} ({fallback})" if fallback else precision
+    if fallback:
+        return f"{precision} ({fallback})"
+    mix = details.get("source_mix")
+    return f"{precision} (the source file as is: {mix})" if mix else precision
 
 
 @dataclass(frozen=True)

@@ -27,11 +27,16 @@ def describe_file(path: Path, requested: str, source: GgufInfo, seconds: float |
     if requested in DEFAULT_TENSOR_TYPE:  # a mix autotune knows: count tensors written off its choice
         plan = plan_tensors(source, requested)
         off_plan = [t for t in written.tensors if t.name in plan.requested and t.type_name != plan.requested[t.name]]
-        details["fallback_tensors"] = len(off_plan)
-        if off_plan:
-            types = "/".join(sorted({t.type_name for t in off_plan}))
-            # Rows not divisible by the type's block (256 for K-quants, 32 for Q4_0/Q8_0) fall back.
-            details["fallback"] = f"{len(off_plan)}/{len(plan.requested)} tensors fell back to {types}"
+        types = "/".join(sorted({t.type_name for t in off_plan}))
+        if (extra or {}).get("source_file"):
+            # The user's file as it is: its mix is how it was made, not something autotune's quantizer fell back to.
+            if off_plan:
+                details["source_mix"] = f"{len(off_plan)}/{len(plan.requested)} tensors in {types}"
+        else:
+            details["fallback_tensors"] = len(off_plan)
+            if off_plan:
+                # Rows not divisible by the type's block (256 for K-quants, 32 for Q4_0/Q8_0) fall back.
+                details["fallback"] = f"{len(off_plan)}/{len(plan.requested)} tensors fell back to {types}"
     if seconds is not None:
         details["quantize_s"] = round(seconds, 3)
     details.update(extra or {})

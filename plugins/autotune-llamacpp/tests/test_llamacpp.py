@@ -208,3 +208,15 @@ def test_availability_reports_the_build(backend: LlamaCppBackend) -> None:
     assert availability.available and availability.version
     assert "avx2" in availability.details.get("cpu_features", "") or availability.details.get("cpu_features") is not None
     assert availability.details["gpu_offload"] in ("true", "false")
+
+
+def test_a_source_deployed_as_it_is_shows_its_own_mix_not_a_fallback(backend: LlamaCppBackend, tiny_128: Path,
+                                                                     tmp_path: Path) -> None:
+    """A Q4_K_M file someone else made, at rows K-quants cannot hold: autotune quantized nothing, so nothing fell back."""
+    built, _ = prepare_artifact(backend, backend.inspect(tiny_128), {"quant": "Q4_K_M"})
+    theirs = tmp_path / "theirs-Q4_K_M.gguf"
+    theirs.write_bytes(built.path.read_bytes())
+    source = backend.inspect(theirs)
+    as_is, _ = prepare_artifact(backend, source, {"quant": source.precision})
+    assert as_is.path == theirs and "fallback" not in as_is.details
+    assert as_is.label == "Q4_K_M (the source file as is: 15/21 tensors in Q5_0/Q8_0)"
