@@ -22,11 +22,10 @@ Layout, in the order a run meets it (one concept per module):
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError
-from importlib.metadata import version as _version
 from typing import TYPE_CHECKING
 
 from autotune.budget import Budget, parse_duration, parse_size
+from autotune.distribution import installed_version
 from autotune.errors import AutotuneError
 from autotune.hardware import Accelerator, CacheLevel, CpuInfo, Hardware, HardwareFact, MemoryBandwidth, MemoryInfo
 from autotune.hookspecs import hookimpl, hookspec
@@ -72,10 +71,7 @@ def __getattr__(name: str) -> object:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-try:
-    __version__ = _version("slm-autotune")  # the distribution's name; the import package is autotune
-except PackageNotFoundError:  # running from a source tree that was not installed
-    __version__ = "0+unknown"
+__version__ = installed_version()
 
 __all__ = [
     "Accelerator", "Artifact", "AutotuneError", "Availability", "Backend", "Budget", "CacheLevel",

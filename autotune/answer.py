@@ -19,8 +19,8 @@ from autotune.errors import NothingFits
 from autotune.hardware import Hardware
 from autotune.options import TuneOptions
 from autotune.plugins.manager import PluginManager
+from autotune.record import TrialRecord
 from autotune.search.sources import select_backends
-from autotune.search.study import TrialRecord
 from autotune.store.measurements import MeasurementStore, StoredRecord, runtimes_of
 from autotune.store.view import search_scope
 from autotune.workload import Workload
@@ -49,15 +49,14 @@ class StoredAnswer:
 
 def figures_of(record: TrialRecord) -> dict[str, Any]:
     """A record's configuration and figures, for listings and JSON."""
-    m = record.measured
+    m = record.measurement
     shown: dict[str, Any] = {"backend": record.backend, "params": record.params, "label": record.label,
                              "precision": record.precision, "status": record.status}
     if m is not None:
         shown |= {"decode_tps": round(m.decode_tps, 2), "itl_p95_ms": round(m.worst_itl_p95_ms, 2),
                   "ttft_ms": round(m.ttft_ms, 1), "peak_rss_bytes": m.peak_rss_bytes}
-    quality = record.quality_report
-    if quality is not None and quality.kl_divergence is not None:
-        shown["kl_divergence"] = quality.kl_divergence.value
+    if record.quality is not None and record.quality.kl_divergence is not None:
+        shown["kl_divergence"] = record.quality.kl_divergence.value
     return shown
 
 
@@ -81,7 +80,7 @@ def answer_from_store(model_path: Path, budget: Budget, workload: Workload, opti
         extra = f" ({stale} stored figure(s) are stale: another runtime version)" if stale else ""
         raise NothingFits(f"nothing is stored for {model_path.name} with this workload on this machine{extra}; "
                           "run `autotune run` with the same options first")
-    judged_records = [judged(TrialRecord(**s.record), budget) for s in current]
+    judged_records = [judged(TrialRecord.from_json(s.record), budget) for s in current]
     feasible = [r for r in judged_records if r.feasible]
     if not feasible:
         raise NothingFits(f"from {len(current)} stored measurement(s): " + nothing_fits_message(judged_records, budget, {}))
@@ -102,12 +101,13 @@ class StoredModel:
     stale: int = 0
     newest: float = 0.0
 
-    def best_per_backend(self) -> dict[str, TrialRecord]:
-        """The fastest-decoding measured configuration of each backend."""
+    def fastest_per_backend(self) -> dict[str, TrialRecord]:
+        """The fastest-decoding measured configuration of each backend, whatever the budget (a listing judges none;
+        ``selection.best_per_backend`` is the best *feasible* one by the run's objective)."""
         best: dict[str, TrialRecord] = {}
         for record in self.measured:
-            m, held = record.measured, best.get(record.backend)
-            if m is not None and (held is None or m.decode_tps > (held.measured.decode_tps if held.measured else 0)):
+            m, held = record.measurement, best.get(record.backend)
+            if m is not None and (held is None or m.decode_tps > (held.measurement.decode_tps if held.measurement else 0)):
                 best[record.backend] = record
         return best
 
@@ -116,9 +116,9 @@ class StoredModel:
                 "measured": len(self.measured), "failed": self.failed, "stale": self.stale,
                 "runtimes": {k: sorted(v) for k, v in self.runtimes.items()},
                 "newest_age_s": round(time.time() - self.newest, 1),
-                "best_per_backend": {k: figures_of(v) for k, v in self.best_per_backend().items()},
-                "front": [figures_of(r) for r in pareto_front([r for r in self.measured if r.measured is not None
-                                                                and r.measured.peak_rss_bytes is not None])]}
+                "fastest_per_backend": {k: figures_of(v) for k, v in self.fastest_per_backend().items()},
+                "front": [figures_of(r) for r in pareto_front([r for r in self.measured if r.measurement is not None
+                                                                and r.measurement.peak_rss_bytes is not None])]}
 
 
 def stored_models(storage: str | None, installed: dict[str, str], fingerprint: str | None = None,
@@ -138,7 +138,7 @@ def stored_models(storage: str | None, installed: dict[str, str], fingerprint: s
         if row.backend in installed and row.runtime != installed[row.backend]:
             entry.stale += 1
             continue
-        record = TrialRecord(**row.record)
+        record = TrialRecord.from_json(row.record)
         if record.status == "measured":
             entry.measured.append(record)
         else:

@@ -9,8 +9,8 @@ from autotune.budget import Budget
 from autotune.hardware import Hardware
 from autotune.workload import Workload
 
-if TYPE_CHECKING:  # the study module imports Optuna, which worker processes never need
-    from autotune.search.study import TrialRecord
+if TYPE_CHECKING:  # only for annotations: the record imports the profile schema, which reporting never needs
+    from autotune.record import TrialRecord
 
 
 class Reporter(Protocol):

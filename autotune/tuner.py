@@ -32,15 +32,14 @@ from autotune.options import TuneOptions
 from autotune.phases import Phases
 from autotune.plugins.manager import PluginManager
 from autotune.probe.machine import ensure_this_machine
+from autotune.record import TrialRecord, config_key
 from autotune.reporting import Reporter, SilentReporter
 from autotune.search.assemble import Evidence, TuneResult, build_profile
 from autotune.search.confirm import confirm_finalists
 from autotune.search.pipeline import TrialPipeline
 from autotune.search.sources import BackendPlan, plan_backends, reference_pool, select_backends
 from autotune.search.study import (
-    TrialRecord,
     claim,
-    config_key,
     end_quietly,
     enqueue,
     enqueue_unseen,
@@ -192,7 +191,7 @@ class Tuner:
                 tell(study, trial, record)
                 shared.keep(record)
             done[key] = record
-            if record.artifact is not None:  # it reached measurement (failed or not): that spent a trial
+            if record.spent:  # it reached measurement (failed or not): that spent a trial
                 new += 1
                 progress.update(done.values())
             self.reporter.trial(new, self.options.trials, record, progress.best)

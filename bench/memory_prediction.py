@@ -28,14 +28,14 @@ def main() -> int:
     for summary in optuna.get_all_study_summaries(storage):
         study = optuna.load_study(study_name=summary.study_name, storage=storage)
         for record in records(study):
-            m = record.measured
-            if m is None or not record.prediction or not m.peak_rss_bytes:
+            m = record.measurement
+            if m is None or record.prediction is None or not m.peak_rss_bytes:
                 continue
             key = (summary.study_name, record.key)
             if key in seen:
                 continue
             seen.add(key)
-            error = (record.prediction["memory_bytes"] - m.peak_rss_bytes) / m.peak_rss_bytes
+            error = (record.prediction.memory_bytes - m.peak_rss_bytes) / m.peak_rss_bytes
             errors.setdefault(record.backend, []).append((error, f"{record.precision} {record.params}"))
     if not errors:
         print(f"no measured configurations in {storage}; run `autotune run ...` first")

@@ -53,7 +53,7 @@ import optuna
 
 from autotune import Budget, SilentReporter, TuneOptions, Tuner, Workload
 from autotune.errors import AutotuneError
-from autotune.search.study import TrialRecord
+from autotune.record import TrialRecord
 from autotune.testing.conformance import example_hardware
 from autotune.testing.inline_plugin import manager_with
 from autotune.testing.replay_backend import OVERHEAD_BYTES, ReplayBackend
@@ -195,7 +195,7 @@ def run_tuner(case: Case, grid: Grid, seed: int, stop_at_target: bool, scratch: 
     wall = time.perf_counter() - started
     trials, hit = 0, None
     for record in reporter.trials:
-        if record.artifact is not None:  # reached a worker: the tuner's own definition of a spent trial
+        if record.spent:  # reached a worker: the tuner's own definition of a spent trial
             trials += 1
         if hit is None and record.feasible and grid.good(grid_key(record)):
             hit = trials

@@ -51,7 +51,7 @@ from autotune import Budget, SilentReporter, TuneOptions, Tuner, Workload
 from autotune.errors import AutotuneError
 from autotune.hardware import Hardware
 from autotune.plugins.backend import Params, SearchSpace
-from autotune.search.study import TrialRecord
+from autotune.record import TrialRecord
 from autotune.store import view as store_view
 from autotune.testing.inline_plugin import manager_with
 from autotune.testing.machines import captured_hardware
@@ -152,7 +152,7 @@ class Watching(SilentReporter):
 
     def trial(self, index: int, total: int, record: TrialRecord, best: TrialRecord | None) -> None:
         super().trial(index, total, record, best)
-        if record.artifact is None:  # skipped on its prediction: no trial spent
+        if not record.spent:  # skipped on its prediction: no trial spent
             return
         self.spent.append(record)
         found = any((self.grid.speed(r) or 0.0) >= self.grid.best for r in self.spent)
@@ -213,10 +213,10 @@ def run_direction(a: Machine, b: Machine, seeds: int, noise: float, budget: Budg
                 noise=noise, patience=0)
     if note:
         raise SystemExit(f"machine {a.name}'s search failed: {note}")
-    spent = [r for r in reporter.trials if r.artifact is not None]
+    spent = [r for r in reporter.trials if r.spent]
     result.a_trials = len(spent)
-    best = max((r for r in spent if r.feasible and r.measured), key=lambda r: r.measured.decode_tps)  # type: ignore[union-attr]
-    result.a_best = f"{label(best)} {best.measured.decode_tps:.0f} tok/s"  # type: ignore[union-attr]
+    best = max((r for r in spent if r.feasible and r.measurement), key=lambda r: r.measurement.decode_tps)  # type: ignore[union-attr]
+    result.a_best = f"{label(best)} {best.measurement.decode_tps:.0f} tok/s"  # type: ignore[union-attr]
     for seed in range(seeds):
         for arm in arms:
             storage = scratch / f"{b.name}-{arm}-{seed}.sqlite3"

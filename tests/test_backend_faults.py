@@ -44,7 +44,7 @@ class WrongType(FakeBackend):
 
 def test_a_raising_version_check_costs_no_trial(model: Path) -> None:
     result = tune_with_plugins(model, InlineBackends(BrokenVersion()), backends=["broken-version"], trials=3)
-    assert [r.status for r in result.records if r.artifact is not None] == ["measured"] * 3
+    assert [r.status for r in result.records if r.spent] == ["measured"] * 3
     assert result.profile.backend.version == "unknown (version check raised RuntimeError)"
 
 

@@ -148,7 +148,7 @@ def test_waiting_for_a_quiet_machine_is_bounded(monkeypatch: pytest.MonkeyPatch)
 def test_nothing_fits_on_disturbed_figures_says_the_machine_was_busy() -> None:
     from autotune.budget import Budget
     from autotune.decide.judgment import nothing_fits_message
-    from autotune.search.study import TrialRecord
+    from autotune.record import TrialRecord
 
     loud = Disturbance(window_s=3.0, cores=2, others_share=0.55, steal_share=0.0,
                        busy_processes=("llama-server (pid 42, 100% of a core)",))
@@ -164,8 +164,8 @@ def test_nothing_fits_on_disturbed_figures_says_the_machine_was_busy() -> None:
 
 def test_a_confirmation_verdict_on_disturbed_rounds_says_so() -> None:
     from autotune.budget import Budget
+    from autotune.record import TrialRecord
     from autotune.search.confirm import Finalist, decide
-    from autotune.search.study import TrialRecord
 
     measurement = Measurement(load_s=0.1, ttft_ms=50, itl_p50_ms=10, itl_p95_ms=12, decode_tps=80, prefill_tps=500,
                               peak_rss_bytes=100 * 2**20, runs=1, spread=0.0)

@@ -12,8 +12,9 @@ from autotune.budget import Budget
 from autotune.decide.judgment import memory_guard
 from autotune.errors import NothingFits
 from autotune.plugins.backend import Artifact
+from autotune.profile.schema import ArtifactInfo
+from autotune.record import TrialRecord
 from autotune.search.confirm import Finalist, decide
-from autotune.search.study import TrialRecord
 from autotune.testing import FakeBackend
 from autotune.testing.conformance import example_hardware
 from autotune.testing.inline_plugin import manager_with
@@ -25,7 +26,8 @@ BUDGET = Budget.parse("1GB", "50ms")
 
 def finalist(label: str, tps: list[float], p95: list[float], bits: float = 4.5, memory: int = 100) -> Finalist:
     record = TrialRecord(number=int(label.strip("#") or 0) if label.startswith("#") else 0, status="measured",
-                         backend="fake", params={"label": label}, precision="q", bits_per_weight=bits,
+                         backend="fake", params={"label": label},
+                         artifact=ArtifactInfo(path="/x", format="gguf", precision="q", bits_per_weight=bits, size_bytes=1),
                          measurement={"load_s": 0, "ttft_ms": 1, "itl_p50_ms": 1, "itl_p95_ms": p95[0],
                                       "decode_tps": tps[0], "prefill_tps": 1, "peak_rss_bytes": memory, "runs": 1,
                                       "spread": 0})

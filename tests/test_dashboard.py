@@ -19,7 +19,8 @@ from typing import Any
 import optuna
 import pytest
 
-from autotune.search.study import METRIC_NAMES, RECORD_ATTR, TrialRecord, config_key, figures
+from autotune.record import TrialRecord, config_key
+from autotune.search.study import METRIC_NAMES, RECORD_ATTR, figures
 from autotune.store.measurements import MeasurementStore
 from autotune.testing import FakeBackend
 from autotune.testing.inline_plugin import InlineBackends
@@ -86,7 +87,7 @@ def test_the_dashboard_shows_names_figures_and_constraints(model: Path, tmp_path
     assert seeded.new_measurements == 0
     store = MeasurementStore(storage)
     try:
-        stored = {config_key(s.backend, s.record["params"]): TrialRecord(**s.record) for s in store.everything()}
+        stored = {config_key(s.backend, s.record["params"]): TrialRecord.from_json(s.record) for s in store.everything()}
     finally:
         store.close()
 

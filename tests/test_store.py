@@ -13,7 +13,8 @@ import pytest
 
 from autotune import SilentReporter
 from autotune.errors import NothingFits
-from autotune.search.study import RECORD_ATTR, TrialRecord, open_study
+from autotune.record import TrialRecord
+from autotune.search.study import RECORD_ATTR, open_study
 from autotune.store.measurements import MeasurementStore, Scope, storable
 from autotune.testing import FakeBackend
 from autotune.testing.conformance import example_hardware
@@ -138,7 +139,7 @@ def start_worker(model: Path, url: str, measure_s: float, trials: int) -> subpro
 def tried_keys(study_name: str, url: str) -> list[str]:
     """The configuration of every trial of the study that ran (measured, screened, skipped on a prediction)."""
     study = open_study(study_name, url, 0)
-    return [TrialRecord(**t.user_attrs[RECORD_ATTR]).key for t in study.trials
+    return [TrialRecord.from_json(t.user_attrs[RECORD_ATTR]).key for t in study.trials
             if RECORD_ATTR in t.user_attrs and "from_store" not in t.user_attrs]
 
 

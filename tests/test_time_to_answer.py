@@ -46,7 +46,7 @@ def test_slower_configurations_of_a_measured_artifact_are_screened_out_cheaply(m
     screened = [r for r in result.records if r.status == "screened-out"]
     assert screened, "slower configurations were measured in full"
     for record in screened:
-        assert record.measured is not None and record.measured.runs == 1 and record.measured.deep_depth is None
+        assert record.measurement is not None and record.measurement.runs == 1 and record.measurement.deep_depth is None
         assert record.quality is None and "cannot beat" in (record.reason or "") or "exceeds" in (record.reason or "")
     assert any(m.startswith("screening fake") for m in reporter.messages)
     best = result.profile.measured
@@ -70,7 +70,7 @@ def test_the_source_itself_scores_zero_loss_without_a_worker(model: Path) -> Non
     reporter = SilentReporter()
     result = tune(model, Plugin((FakeBackend(),)), reporter=reporter, measure_quality=True, trials=1, patience=0)
     record = next(r for r in result.records if r.params["quant"] == "f16" and r.status == "measured")
-    quality = record.quality_report
+    quality = record.quality
     assert quality is not None and quality.kl_divergence is not None and quality.kl_divergence.value == 0.0
     assert "exact without measuring" in (quality.reference or "")
     assert not any("scoring quality of fake f16" in m for m in reporter.messages)
@@ -172,8 +172,8 @@ def test_the_profile_names_the_backends_left_out_and_why(model: Path) -> None:
 
 def test_the_reference_is_stored_once_before_the_first_score(model: Path, cache: Path) -> None:
     result = tune(model, Plugin((FakeBackend(),)), measure_quality=True, trials=4, patience=0, screening=False)
-    scored = [r for r in result.records if r.quality_report and r.quality_report.kl_divergence
-              and r.quality_report.kl_divergence.value > 0]
+    scored = [r for r in result.records if r.quality and r.quality.kl_divergence
+              and r.quality.kl_divergence.value > 0]
     assert scored, "no variant other than the source was scored"
     stores = list((cache / "quality" / "reference").iterdir())
     assert len(stores) == 1 and (stores[0] / "complete").exists()

@@ -10,8 +10,8 @@ import pytest
 from autotune import Budget, SilentReporter
 from autotune.hardware import Hardware
 from autotune.plugins.backend import Categorical, IntRange, Params, SearchSpace
+from autotune.record import TrialRecord
 from autotune.search.assemble import TuneResult
-from autotune.search.study import TrialRecord
 from autotune.store.measurements import MeasurementStore, Scope
 from autotune.store.view import device_summary, distance, fit_to_space, warm_starts
 from autotune.testing import FakeBackend
@@ -24,14 +24,14 @@ HARDWARE = Path(__file__).parent / "fixtures" / "hardware"
 
 
 def first_measured(reporter: SilentReporter) -> TrialRecord:
-    return next(record for record in reporter.trials if record.artifact is not None)
+    return next(record for record in reporter.trials if record.spent)
 
 
 def fastest(result: TuneResult) -> list[Params]:
     """The configurations of ``result`` that decoded fastest within budget (more than one on a tie)."""
-    feasible = [r for r in result.records if r.feasible and r.measured is not None]
-    top = max(r.measured.decode_tps for r in feasible if r.measured is not None)
-    return [r.params for r in feasible if r.measured is not None and r.measured.decode_tps == top]
+    feasible = [r for r in result.records if r.feasible and r.measurement is not None]
+    top = max(r.measurement.decode_tps for r in feasible if r.measurement is not None)
+    return [r.params for r in feasible if r.measurement is not None and r.measurement.decode_tps == top]
 
 
 def scaled(params: Params, factor: int) -> Params:

@@ -11,15 +11,20 @@ from rich.table import Table
 
 from autotune.budget import Budget, format_bytes
 from autotune.hardware import Hardware
-from autotune.search.study import TrialRecord, quality_loss
+from autotune.record import TrialRecord, quality_loss
 from autotune.workload import Workload
 
 
 def settings(record: TrialRecord) -> str:
-    """The configuration as its backend describes it (``Q4_0 t=2 b=512/512 fa=off ...``), or its raw parameters."""
-    if record.label:
-        return record.label
-    return " ".join(f"{k}={v}" for k, v in record.params.items())
+    """The configuration as its backend describes it (``Q4_0 t=2 b=512/512 fa=off ...``), or its raw parameters.
+
+    The backend's label names the requested type; what was written instead (a fallback, or the source's own
+    mix) follows it from the record's precision: ``Q4_K_M t=2 ... (90/236 tensors fell back to Q5_0/Q8_0)``.
+    """
+    text = record.label or " ".join(f"{k}={v}" for k, v in record.params.items())
+    precision = record.precision or ""
+    written = precision[len(precision.split(" (", 1)[0]):].strip()
+    return f"{text} {written}" if written and written not in text else text
 
 
 def describe(record: TrialRecord) -> str:
@@ -28,7 +33,7 @@ def describe(record: TrialRecord) -> str:
 
 
 def _quality_text(record: TrialRecord) -> str:
-    quality = record.quality_report
+    quality = record.quality
     if quality is not None and quality.kl_divergence is not None:
         kl = quality.kl_divergence
         return f"KL {kl.value:.4f} [{kl.low:.4f}, {kl.high:.4f}]"
@@ -69,9 +74,9 @@ class ConsoleReporter:
         self.console.print(f"[yellow]warning:[/yellow] {message}")
 
     def trial(self, index: int, total: int, record: TrialRecord, best: TrialRecord | None) -> None:
-        counter = f"trial {index}/{total}" if record.artifact is not None else "skipped"
+        counter = f"trial {index}/{total}" if record.spent else "skipped"
         head = f"[bold]{counter}[/bold] #{record.number} {describe(record)}"
-        m = record.measured
+        m = record.measurement
         if record.status == "measured" and m is not None:
             verdict = "[green]fits[/green]" if record.feasible else "[red]over budget: " + ", ".join(
                 k for k, v in record.violations.items() if v > 0) + "[/red]"
@@ -91,7 +96,7 @@ def results_table(rows: Sequence[TrialRecord], title: str, winner: TrialRecord |
         table.add_column(column, justify="left" if column in ("backend", "configuration") else "right",
                          no_wrap=column != "configuration")
     for record in rows:
-        m = record.measured
+        m = record.measurement
         if m is None:
             continue
         mark = " ★" if winner is not None and record.key == winner.key else ""

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from autotune.budget import Budget
-from autotune.search.study import TrialRecord
+from autotune.record import TrialRecord
 
 
 def write_pareto_plot(path: Path, measured: Sequence[TrialRecord], front: Sequence[TrialRecord],
@@ -32,7 +32,7 @@ def write_pareto_plot(path: Path, measured: Sequence[TrialRecord], front: Sequen
     axes.axvline(budget.latency_ms, color="tab:red", linestyle="--", linewidth=1, label=f"latency budget {budget.latency_ms:g} ms")
     if budget.max_quality_loss is not None:
         axes.axhline(budget.max_quality_loss, color="tab:orange", linestyle="--", linewidth=1, label="quality budget")
-    proxy = winner.quality_report is None or winner.quality_report.kl_divergence is None
+    proxy = winner.quality is None or winner.quality.kl_divergence is None
     axes.set_ylabel("quality loss (16 − bits per weight, proxy)" if proxy else "quality loss (mean KL divergence)")
     axes.set_xlabel("p95 inter-token latency (ms)")
     axes.set_title(f"Measured configurations (marker size: peak memory; budget {budget.memory_bytes / 1e6:.0f} MB)",

@@ -64,7 +64,7 @@ def store_command(args: argparse.Namespace) -> int:
         console.print(f"[bold]{model.model_name}[/bold] ({model.model_sha256[:10]}) on machine {model.fingerprint[:8]}: "
                       f"{len(model.measured)} measured, {model.failed} failed, {model.stale} stale "
                       f"(runtimes: {runtimes}); newest {_age(model.to_json()['newest_age_s'])} ago")
-        for backend, best in sorted(model.best_per_backend().items()):
+        for backend, best in sorted(model.fastest_per_backend().items()):
             shown = figures_of(best)
             console.print(f"  best {backend}: {describe(best)} — {shown['decode_tps']} tok/s, p95 {shown['itl_p95_ms']} "
                           f"ms, peak {format_bytes(shown['peak_rss_bytes'])}")

@@ -7,7 +7,7 @@ here, so a budget means the same thing at each step:
 * ``skip_before_measuring``: a prediction provably over budget (beyond ``PREDICTION_MARGIN``) is skipped;
 * ``memory_guard``: how much a measuring worker may hold before it is stopped (above the budget, below the machine);
 * ``screened_over_budget``: a screen's short run already over a budget beyond the noise;
-* ``violations`` / ``within``: a measurement's relative excess over each budget (≤ 0 is within) — the
+* ``violations`` (read by ``record.within``): a measurement's relative excess over each budget (≤ 0 is within) — the
   numbers Optuna gets as constraints and the profile's feasibility;
 * ``confirmed_status``: after interleaved rounds, whether the latency interval is within, over or
   straddling the budget (``marginal``), and whether that is eligible (``--strict`` needs "within");
@@ -19,18 +19,16 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
 
 from autotune.budget import Budget, format_bytes
 from autotune.decide.stats import BudgetStatus, budget_status
 from autotune.hardware import Hardware
+from autotune.measure.busy import disturbances_of, disturbed_note
 from autotune.measurement import Measurement
 from autotune.plugins.backend import Prediction
-
-if TYPE_CHECKING:
-    from autotune.profile.schema import Quality
-    from autotune.search.study import TrialRecord
+from autotune.profile.schema import Quality
+from autotune.record import TrialRecord
 
 PREDICTION_MARGIN = 0.10
 """A configuration is skipped only when its predicted memory exceeds the budget by more than this
@@ -110,14 +108,9 @@ def violations(measurement: Measurement, budget: Budget, quality: Quality | None
 
 def judged(record: TrialRecord, budget: Budget) -> TrialRecord:
     """``record`` with its violations of ``budget`` (a stored record carries those of the budget it was run for)."""
-    if record.status != "measured" or record.measured is None:
-        return replace(record, violations={})
-    return replace(record, violations=violations(record.measured, budget, record.quality_report))
-
-
-def within(excess: dict[str, float]) -> bool:
-    """True when every budget is met (each relative excess ≤ 0)."""
-    return all(value <= 0 for value in excess.values())
+    if record.status != "measured" or record.measurement is None:
+        return record.model_copy(update={"violations": {}})
+    return record.model_copy(update={"violations": violations(record.measurement, budget, record.quality)})
 
 
 def confirmed_status(itl_p95_ms: Sequence[float], budget: Budget) -> BudgetStatus:
@@ -165,11 +158,11 @@ def relaxation(measured: Sequence[TrialRecord], budget: Budget) -> str:
     """``Relax to at least --budget 391MB and --latency 48ms``: what lets the measured configuration closest to
     fitting pass, naming only the budgets it breaks, each rounded up so the suggestion passes its own figure."""
     def excess(record: TrialRecord) -> dict[str, float]:
-        assert record.measured is not None
-        return violations(record.measured, budget, record.quality_report)
+        assert record.measurement is not None
+        return violations(record.measurement, budget, record.quality)
 
     closest = min(measured, key=lambda r: (sum(max(0.0, v) for v in excess(r).values()), r.objectives()))
-    m, over = closest.measured, excess(closest)
+    m, over = closest.measurement, excess(closest)
     assert m is not None and m.peak_rss_bytes is not None
     wanted = []
     if over["memory"] > 0:
@@ -178,7 +171,7 @@ def relaxation(measured: Sequence[TrialRecord], budget: Budget) -> str:
         wanted.append(f"--latency {math.ceil(m.worst_itl_p95_ms * RELAX_MARGIN)}ms")
     if over.get("ttft", 0) > 0:
         wanted.append(f"--ttft {math.ceil(m.ttft_ms * RELAX_MARGIN)}ms")
-    quality = closest.quality_report
+    quality = closest.quality
     if over.get("quality", 0) > 0 and quality is not None and quality.kl_divergence is not None:
         loss = quality.kl_divergence.value * RELAX_MARGIN
         digits = max(0, 2 - math.floor(math.log10(loss))) if loss > 0 else 0  # three significant digits, up
@@ -203,7 +196,7 @@ def nothing_fits_message(all_records: Sequence[TrialRecord], budget: Budget,
     if measured:
         by_memory = min(measured, key=lambda r: r.objectives()[2])
         by_latency = min(measured, key=lambda r: r.objectives()[1])
-        m_mem, m_lat = by_memory.measured, by_latency.measured
+        m_mem, m_lat = by_memory.measurement, by_latency.measurement
         assert m_mem and m_lat and m_mem.peak_rss_bytes
         lines.append(
             f"Smallest measured memory: {format_bytes(m_mem.peak_rss_bytes)} ({by_memory.backend} "
@@ -214,20 +207,25 @@ def nothing_fits_message(all_records: Sequence[TrialRecord], budget: Budget,
             f"{m_lat.worst_itl_p95_ms / budget.latency_ms:.1f}× the latency budget)."
         )
         lines.append(f"{relaxation(measured, budget)}, or try a smaller model.")
-    skipped = [r for r in all_records if r.status == "predicted-infeasible" and r.prediction]
+    skipped = [r for r in all_records if r.status == "predicted-infeasible" and r.prediction is not None]
     # Memory- and latency-skipped configurations apart: each has its own figure and its own suggestion.
     by_memory_skip = [r for r in skipped if r.cause == "memory" or (r.cause is None and "memory" in (r.reason or ""))]
     by_latency_skip = [r for r in skipped if r not in by_memory_skip]
     if by_memory_skip:
-        smallest = min(int(r.prediction["memory_bytes"]) for r in by_memory_skip)  # type: ignore[index]
+        smallest = min(r.prediction.memory_bytes for r in by_memory_skip if r.prediction is not None)
         lines.append(f"{len(by_memory_skip)} configuration(s) were skipped unmeasured for memory: predicted at least "
                      f"{format_bytes(smallest)} against a {format_bytes(budget.memory_bytes)} budget"
                      f" — relax to at least --budget {_megabytes_up(smallest * RELAX_MARGIN)}.")
-    bounds = [float(r.prediction["latency_lower_bound_ms"]) for r in by_latency_skip
-              if r.prediction and r.prediction.get("latency_lower_bound_ms")]
+    bounds = [r.prediction.latency_lower_bound_ms for r in by_latency_skip
+              if r.prediction is not None and r.prediction.latency_lower_bound_ms]
     if bounds:
         fastest = min(bounds)
         lines.append(f"{len(by_latency_skip)} configuration(s) were skipped unmeasured for latency: predicted at least "
                      f"{fastest:.1f} ms per token against a {budget.latency_ms:g} ms budget"
                      f" — relax to at least --latency {math.ceil(fastest * RELAX_MARGIN)}ms.")
+    # A verdict resting on figures the load made: the user must learn the machine was busy, not that the budget is wrong.
+    busy = disturbed_note(disturbances_of([r.measurement.context for r in measured if r.measurement is not None]),
+                          len(measured))
+    if busy:
+        lines.append(busy[0].upper() + busy[1:] + ".")
     return " ".join(lines)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from autotune.search.study import TrialRecord, quality_loss
+from autotune.record import TrialRecord, quality_loss
 
 OBJECTIVES = ("quality", "latency", "memory")
 RUN_TO_RUN_NOISE = 0.10
@@ -28,7 +28,7 @@ def pareto_front(candidates: Sequence[TrialRecord]) -> list[TrialRecord]:
 
 def _quality_tied(a: TrialRecord, b: TrialRecord) -> bool:
     """Two quality losses are indistinguishable when their intervals overlap (or both are unmeasured and equal)."""
-    qa, qb = a.quality_report, b.quality_report
+    qa, qb = a.quality, b.quality
     if qa and qb and qa.kl_divergence and qb.kl_divergence:
         return qa.kl_divergence.low <= qb.kl_divergence.high and qb.kl_divergence.low <= qa.kl_divergence.high
     return quality_loss(a) == quality_loss(b)
@@ -97,7 +97,7 @@ class Progress:
         # A resumed study is replayed in trial order, so its staleness carries over exactly as it was.
         done = sorted(records, key=lambda r: r.number)
         for index, record in enumerate(done):
-            if record.artifact is not None:
+            if record.spent:
                 self.update(done[:index + 1])
 
     def update(self, records: Iterable[TrialRecord]) -> None:

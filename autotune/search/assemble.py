@@ -6,9 +6,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from autotune import __version__
 from autotune.budget import Budget
 from autotune.decide.selection import best_per_backend
+from autotune.distribution import installed_version
 from autotune.hardware import Hardware
 from autotune.model.source import cached_content_hash
 from autotune.options import Objective
@@ -16,7 +16,6 @@ from autotune.plugins.backend import runtime_version
 from autotune.plugins.exporter import Exporter, render_exports
 from autotune.profile.schema import (
     Alternative,
-    ArtifactInfo,
     BackendInfo,
     Confirmation,
     DeploymentProfile,
@@ -25,8 +24,8 @@ from autotune.profile.schema import (
     Quality,
     Trial,
 )
+from autotune.record import TrialRecord
 from autotune.search.sources import ResolvedBackend
-from autotune.search.study import TrialRecord
 from autotune.store.storage import redact_url
 from autotune.workload import Workload
 
@@ -76,39 +75,38 @@ def build_profile(model_path: Path, hardware: Hardware, workload: Workload, budg
     """The validated profile of the winner, with alternatives, the study's counts and every applicable export."""
     winner = evidence.winner
     r = by_name[winner.backend]
-    measured = winner.measured
-    assert measured is not None and measured.peak_rss_bytes is not None and winner.artifact and winner.prediction
-    predicted = int(winner.prediction["memory_bytes"])
+    measured, prediction = winner.measurement, winner.prediction
+    assert measured is not None and measured.peak_rss_bytes is not None and winner.artifact and prediction
+    predicted = prediction.memory_bytes
     per_backend = best_per_backend(evidence.feasible, objective)
     alternatives = {rec.key: rec for rec in [*evidence.front, *per_backend.values()] if rec.key != winner.key}
     native = next((rb for rb in by_name.values() if not rb.conversions), r)
     objective_note = OBJECTIVE_NOTES[objective]
-    if winner.quality_report is None or winner.quality_report.method != "kl-divergence":
+    if winner.quality is None or winner.quality.method != "kl-divergence":
         objective_note += " — quality unmeasured: highest effective bits per weight used as a proxy"
     records = evidence.records
     front_keys = {rec.key for rec in evidence.front}
     profile = DeploymentProfile(
-        autotune_version=__version__,
+        autotune_version=installed_version(),
         hardware=hardware.summary(),
         model=ModelInfo(path=str(model_path.resolve()), format=native.source.format,
                         sha256=cached_content_hash(model_path), architecture=native.source.architecture,
                         parameters=native.source.parameters, precision=native.source.precision),
         backend=BackendInfo(name=winner.backend, version=runtime_version(r.backend)),
         params=winner.params,
-        artifact=ArtifactInfo(**{k: winner.artifact[k] for k in
-                                 ("path", "format", "precision", "bits_per_weight", "size_bytes", "details")}),
+        artifact=winner.artifact,
         workload=workload,
         budget=budget,
         objective=f"{objective}: {objective_note}",
         measured=measured,
         predicted=Predicted(memory_bytes=predicted,
                             memory_error=(predicted - measured.peak_rss_bytes) / measured.peak_rss_bytes,
-                            breakdown=winner.prediction.get("breakdown", {})),
-        quality=winner.quality_report or Quality(method="bits-per-weight proxy", bits_per_weight=winner.bits_per_weight),
+                            breakdown=prediction.breakdown),
+        quality=winner.quality or Quality(method="bits-per-weight proxy", bits_per_weight=winner.bits_per_weight),
         confirmation=evidence.confirmation,
-        alternatives=[Alternative(backend=a.backend, params=a.params, precision=a.precision or "", measured=a.measured,
-                                  quality=a.quality_report, trial=a.number)
-                      for a in alternatives.values() if a.measured is not None],
+        alternatives=[Alternative(backend=a.backend, params=a.params, precision=a.precision or "",
+                                  measured=a.measurement, quality=a.quality, trial=a.number)
+                      for a in alternatives.values() if a.measurement is not None],
         study={"name": evidence.study_name,
                "storage": redact_url(evidence.storage) if evidence.storage else "default (cache sqlite)",
                "trials_total": len(records), "measured_now": evidence.measured_now,
@@ -129,5 +127,5 @@ def trial_row(record: TrialRecord, *, on_front: bool) -> Trial:
     """One trial as the profile keeps it for the report's table."""
     return Trial(number=record.number, backend=record.backend, configuration=record.label, params=record.params,
                  status=record.status, feasible=record.feasible, on_front=on_front, precision=record.precision,
-                 bits_per_weight=record.bits_per_weight, measured=record.measured, quality=record.quality_report,
+                 bits_per_weight=record.bits_per_weight, measured=record.measurement, quality=record.quality,
                  violations=dict(record.violations), reason=record.reason)

@@ -24,9 +24,9 @@ from autotune.measurement import Measurement
 from autotune.options import TuneOptions
 from autotune.plugins.backend import Artifact, Params
 from autotune.profile.schema import Confirmation
+from autotune.record import TrialRecord, config_key, quality_loss
 from autotune.reporting import Reporter
 from autotune.search.sources import ResolvedBackend
-from autotune.search.study import TrialRecord, config_key, quality_loss
 from autotune.store.cache import key_digest
 from autotune.store.view import RoundsMemo
 from autotune.workload import Workload

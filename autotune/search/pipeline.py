@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from dataclasses import asdict
 
 from autotune.budget import Budget, format_bytes
 from autotune.decide.judgment import (
@@ -35,12 +34,12 @@ from autotune.measure.selftest import crash_message
 from autotune.measure.trial import measure, prepare_artifact
 from autotune.options import TuneOptions
 from autotune.phases import Phases
-from autotune.plugins.backend import Artifact, Backend, Params
+from autotune.plugins.backend import Artifact, Backend, Params, Prediction
 from autotune.profile.schema import Quality
+from autotune.record import TrialRecord, artifact_info
 from autotune.reporting import Reporter
 from autotune.search.refusals import remember
 from autotune.search.sources import ResolvedBackend
-from autotune.search.study import TrialRecord
 from autotune.workload import Workload
 
 SCREEN_NOISE = RUN_TO_RUN_NOISE
@@ -87,11 +86,13 @@ class TrialPipeline:
                              label=describe(backend, params))
         try:
             prediction = backend.predict(source, params, self.workload, self.hardware)
+            if not isinstance(prediction, Prediction):
+                raise TypeError(f"predict returned {type(prediction).__name__}, not a Prediction")
         except Exception as error:  # noqa: BLE001 - a backend's bug must not end the run
             shown = str(error) if isinstance(error, AutotuneError) else f"the plugin raised {error!r}"
             record.reason, record.cause = f"cannot predict: {shown}", "cannot predict"
             return record
-        record.prediction = asdict(prediction)
+        record.prediction = prediction
         skip = skip_before_measuring(prediction, self.budget)
         if skip is not None:
             record.status, record.cause, record.reason = "predicted-infeasible", skip.cause, skip.reason
@@ -113,9 +114,7 @@ class TrialPipeline:
             shown = str(error) if isinstance(error, AutotuneError) else repr(error)
             record.reason, record.cause = f"prepare failed: {shown}", "prepare failed"
             return record
-        record.precision = artifact.label  # the fallback shows wherever the precision does
-        record.bits_per_weight = artifact.bits_per_weight
-        record.artifact = {**asdict(artifact), "path": str(artifact.path)}
+        record.artifact = artifact_info(artifact)  # its label (with any fallback) is the record's precision
         bar = self._bar(record)
         if bar is not None:
             self.reporter.info(f"screening {backend.name} {record.label}")
@@ -130,9 +129,9 @@ class TrialPipeline:
             return record
         with self.phases.timing("quality"):
             quality: Quality | None = self.quality.evaluate(resolved, artifact, params) if self.quality else None
-        record.quality = quality.model_dump() if quality else None
-        assert record.measured is not None
-        record.violations = violations(record.measured, self.budget, quality)
+        record.quality = quality
+        assert record.measurement is not None
+        record.violations = violations(record.measurement, self.budget, quality)
         record.status = "measured"
         self.full.append(record)
         return record
@@ -152,7 +151,7 @@ class TrialPipeline:
                 self._note_crash(backend, result.signal)
             return False
         self.measured_ok.add(backend.name)
-        record.measurement = result.value.model_dump()
+        record.measurement = result.value
         found = Disturbance.from_context(result.value.context)
         if found is not None and found.disturbed:  # re-measuring did not help, or no time was left to wait
             self.reporter.warn(f"#{record.number} {backend.name} {record.label} is marked as disturbed: {found.describe()}")
@@ -169,14 +168,14 @@ class TrialPipeline:
         feasible = [r for r in self.full if r.feasible]
         if self.options.objective != "latency":
             feasible = [r for r in feasible if r.backend == record.backend and r.artifact and record.artifact
-                        and r.artifact["path"] == record.artifact["path"]]
+                        and r.artifact.path == record.artifact.path]
         if not feasible:
             return None
-        return max(feasible, key=lambda r: r.measured.decode_tps if r.measured else 0.0)
+        return max(feasible, key=lambda r: r.measurement.decode_tps if r.measurement else 0.0)
 
     def _ruled_out(self, record: TrialRecord, bar: TrialRecord) -> str | None:
         """Why the screen rules ``record`` out, or None when it deserves a full measurement."""
-        screen, best = record.measured, bar.measured
+        screen, best = record.measurement, bar.measurement
         assert screen is not None and best is not None
         over = screened_over_budget(screen, self.budget, SCREEN_NOISE)
         if over is not None:

@@ -7,16 +7,14 @@ trial ends, so an interrupted run loses nothing and a rerun reuses every finishe
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import socket
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any
 
 import optuna
 from optuna.distributions import BaseDistribution, CategoricalDistribution, IntDistribution
@@ -24,18 +22,13 @@ from optuna.trial import TrialState
 
 from autotune.budget import Budget
 from autotune.decide.judgment import judged as judged_against
-from autotune.decide.judgment import within
-from autotune.measurement import Measurement
 from autotune.plugins.backend import Backend, Categorical, IntRange, Params, SearchSpace
-from autotune.profile.schema import Quality
+from autotune.record import TrialRecord, config_key
 from autotune.store.cache import key_digest
 from autotune.store.measurements import STALE_AFTER_S
 from autotune.store.storage import create_engine, default_storage, is_sqlite, schema_lock, storage_errors
 
 RECORD_ATTR = "autotune_record"
-TrialStatus = Literal["measured", "predicted-infeasible", "screened-out", "failed"]
-"""measured: full figures exist; predicted-infeasible: skipped on a prediction over budget; screened-out: one short
-run showed it cannot win (its screen figures are kept); failed: with a reason."""
 OBJECTIVE_NAMES = ("quality_loss", "itl_p95_ms", "peak_rss_bytes")
 """All minimised. quality_loss is the mean KL divergence from the reference when measured."""
 METRIC_NAMES = ("quality loss (mean KL, or 16 - bits/weight)", "p95 ms/token", "peak memory bytes")
@@ -62,11 +55,6 @@ def study_name(model_name: str, fingerprint: str, budget: Budget, objective: str
     digest = key_digest({"budget": budget.model_dump(), "objective": objective, "backends": sorted(backends),
                          "fingerprint": fingerprint, **identity}, 10)
     return f"{model_name} · {limits} · {objective} · {'+'.join(sorted(backends))} · {fingerprint[:8]}-{digest}"
-
-
-def config_key(backend: str, params: Params) -> str:
-    """Canonical identity of a configuration, for spotting repeats."""
-    return json.dumps({"backend": backend, "params": params}, sort_keys=True, default=str)
 
 
 def open_storage(url: str | None) -> optuna.storages.RDBStorage:
@@ -234,69 +222,13 @@ def claim(trial: optuna.Trial) -> None:
     trial.set_user_attr("owner", {"host": socket.gethostname(), "pid": os.getpid()})
 
 
-@dataclass
-class TrialRecord:
-    """Everything one trial produced, JSON-serialisable."""
-
-    number: int
-    status: TrialStatus
-    backend: str
-    params: Params
-    precision: str | None = None
-    bits_per_weight: float | None = None
-    artifact: dict[str, Any] | None = None
-    prediction: dict[str, Any] | None = None
-    measurement: dict[str, Any] | None = None
-    quality: dict[str, Any] | None = None
-    violations: dict[str, float] = field(default_factory=dict)
-    reason: str | None = None
-    cause: str | None = None
-    """The kind of failure or skip, for counting (``killed by SIGILL``, ``timed out``, ``memory``, ``latency``)."""
-    label: str | None = None
-    """The backend's compact description of the configuration (``Backend.describe``)."""
-
-    @property
-    def key(self) -> str:
-        return config_key(self.backend, self.params)
-
-    @property
-    def measured(self) -> Measurement | None:
-        return Measurement.model_validate(self.measurement) if self.measurement else None
-
-    @property
-    def quality_report(self) -> Quality | None:
-        return Quality.model_validate(self.quality) if self.quality else None
-
-    @property
-    def feasible(self) -> bool:
-        """Measured, and within every budget (see ``judgment.within``)."""
-        return self.status == "measured" and within(self.violations)
-
-    def objectives(self) -> tuple[float, float, float]:
-        """The minimised objective values (quality loss, worst p95 ITL, peak memory)."""
-        m = self.measured
-        assert m is not None and m.peak_rss_bytes is not None
-        return (quality_loss(self), m.worst_itl_p95_ms, float(m.peak_rss_bytes))
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def quality_loss(record: TrialRecord) -> float:
-    """Measured mean KL divergence, or the bits-per-weight proxy (16 − bits) when quality is unmeasured."""
-    quality = record.quality_report
-    if quality is not None and quality.kl_divergence is not None:
-        return quality.kl_divergence.value
-    return 16.0 - (record.bits_per_weight or 0.0)
-
-
 def records(study: optuna.Study) -> list[TrialRecord]:
     """Every finished trial's record, in trial order (numbered as this study numbers them)."""
     found = []
     for trial in study.get_trials(deepcopy=False):
         data = trial.user_attrs.get(RECORD_ATTR)
         if data and trial.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL):
-            found.append(TrialRecord(**{**data, "number": trial.number}))
+            found.append(TrialRecord.from_json(data, number=trial.number))
     return found
 
 
@@ -307,15 +239,14 @@ def figures(record: TrialRecord) -> dict[str, Any]:
         shown["precision"] = record.precision
     if record.bits_per_weight is not None:
         shown["bits per weight"] = round(record.bits_per_weight, 3)
-    m = record.measured
+    m = record.measurement
     if m is not None:
         shown |= {"decode tok/s": round(m.decode_tps, 2), "p95 ms/token": round(m.worst_itl_p95_ms, 2),
                   "TTFT ms": round(m.ttft_ms, 1)}
         if m.peak_rss_bytes is not None:
             shown["peak MiB"] = round(m.peak_rss_bytes / 2**20, 1)
-    quality = record.quality_report
-    if quality is not None and quality.kl_divergence is not None:
-        kl = quality.kl_divergence
+    if record.quality is not None and record.quality.kl_divergence is not None:
+        kl = record.quality.kl_divergence
         shown |= {"KL divergence": kl.value, "KL 95% low": kl.low, "KL 95% high": kl.high}
     if record.reason:
         shown["reason"] = record.reason[:1000]

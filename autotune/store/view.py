@@ -24,8 +24,9 @@ from autotune.hardware import Hardware
 from autotune.model.source import cached_content_hash
 from autotune.options import TuneOptions
 from autotune.plugins.backend import Categorical, IntRange, Params, SearchSpace
+from autotune.record import TrialRecord
 from autotune.reporting import Reporter
-from autotune.search.study import TrialRecord, abandoned, add_record, enqueue, mark_abandoned, records
+from autotune.search.study import abandoned, add_record, enqueue, mark_abandoned, records
 from autotune.store.cache import key_digest
 from autotune.store.measurements import MeasurementStore, Scope, StoredRecord, storable
 from autotune.workload import Workload
@@ -93,14 +94,14 @@ def seed(study: optuna.Study, store: MeasurementStore, scope: Scope, runtimes: M
                 old, count = seeded.stale.get(stored.backend, (stored.runtime, 0))
                 seeded.stale[stored.backend] = (old, count + 1)
                 continue
-            record = TrialRecord(**stored.record)
+            record = TrialRecord.from_json(stored.record)
             seeded.known[record.key] = record
             if record.key in in_study:
                 continue
             if add_record(study, record, spaces, budget, backends, origin=describe_origin(stored)):
                 in_study.add(record.key)
                 seeded.added += 1
-                seeded.measured += record.artifact is not None
+                seeded.measured += record.spent
     return seeded
 
 
@@ -164,9 +165,9 @@ def warm_starts(store: MeasurementStore, scope: Scope, hardware: Hardware, space
     nearest = next((f for f in nearest_first if math.isfinite(distance(here, machines[f]))), None)
     if nearest is None:
         return {}
-    candidates = [judged(TrialRecord(**r.record), budget) for r in elsewhere
+    candidates = [judged(TrialRecord.from_json(r.record), budget) for r in elsewhere
                   if r.fingerprint == nearest and r.backend in spaces]
-    candidates = [r for r in candidates if r.measured is not None and r.measured.peak_rss_bytes is not None]
+    candidates = [r for r in candidates if r.measurement is not None and r.measurement.peak_rss_bytes is not None]
     fitting = [r for r in candidates if r.feasible]
     chosen: dict[str, list[Params]] = {}
     seen: set[str] = set()
@@ -298,7 +299,7 @@ class SharedSearch:
             if key in finished:
                 done[key] = finished[key]
             elif stored is not None:
-                done[key] = TrialRecord(**stored.record)
+                done[key] = TrialRecord.from_json(stored.record)
                 add_record(self.study, done[key], self.spaces, self.budget, list(self.runtimes),
                            origin=describe_origin(stored))
             yield key not in done
