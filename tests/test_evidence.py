@@ -48,3 +48,17 @@ def test_every_export_quotes_the_confirmed_figures(backend: str) -> None:
         assert "measured 110.0" not in text and "measured: decode" not in text, exporter.name
         assert FALLBACK in text, exporter.name
     assert quoted, f"no export of {backend} carries its evidence"
+
+
+def test_trial_lines_and_tables_show_the_written_precision() -> None:
+    from types import SimpleNamespace
+
+    from autotune.cli.console import describe, settings
+
+    # What the console reads of a record: its backend's label, its params and its written precision.
+    record = SimpleNamespace(backend="llamacpp", params={"quant": "Q4_K_M"}, precision=f"Q4_K_M ({FALLBACK})",
+                             label="Q4_K_M t=2 b=512/512 fa=off kv=f16 mmap")
+    assert settings(record) == f"Q4_K_M t=2 b=512/512 fa=off kv=f16 mmap ({FALLBACK})"
+    assert describe(record).endswith(f"({FALLBACK})")
+    plain = SimpleNamespace(backend="llamacpp", params={"quant": "Q4_0"}, precision="Q4_0", label="Q4_0 t=2")
+    assert settings(plain) == "Q4_0 t=2"
