@@ -56,6 +56,9 @@ test: $(STAMP) $(LLAMA_SERVER) $(FOUNDRY_PYTHON)
 	$(BIN)/mypy autotune
 	# Debian's Chromium for the report's browser test (installed as root where missing; skipped when present).
 	scripts/install-chromium.sh
+	# As root, the unprivileged user the PostgreSQL tests' throwaway servers run as (postgres refuses root); nothing
+	# when not root. Any test that still cannot run here is named, with why, in the last lines pytest prints.
+	scripts/postgres-user.sh
 	AUTOTUNE_FOUNDRY_PYTHON=$(abspath $(FOUNDRY_PYTHON)) $(BIN)/python -m pytest
 
 clean:
