@@ -90,17 +90,24 @@ def content_hash(path: Path, chunk: int = 1 << 20) -> str:
 
 
 def cached_content_hash(path: Path) -> str:
-    """``content_hash``, remembered in a sidecar file of the cache keyed on (path, size, mtime, inode).
+    """``content_hash``, remembered in a sidecar file of the cache keyed on what a rewrite changes.
 
-    Hashing a 241 MiB model takes about half a second; the sidecar makes every later run free.
+    Hashing a 241 MiB model takes about half a second; the sidecar makes every later run free. The key is the
+    path with each file's size, mtime, inode and *ctime*: a rewrite in place that keeps the size and sets the
+    mtime back (``cp --preserve``, ``touch -r``, ``os.utime``) still moves the ctime, which no user call can set.
+    A folder is keyed on every file in it (rewriting a file does not touch its folder's own times).
     """
     from autotune.store.cache import (  # cache.py must stay importable without this module
         cache_dir,
         write_text_atomically,
     )
 
-    stat = path.stat()
-    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns, stat.st_ino)
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    key: list[object] = [str(path.resolve())]
+    for file in files:
+        stat = file.stat()
+        key.append((str(file.relative_to(path)) if file != path else "", stat.st_size, stat.st_mtime_ns,
+                    stat.st_ctime_ns, stat.st_ino))
     sidecar = cache_dir() / "hashes" / (hashlib.sha256(repr(key).encode()).hexdigest()[:32] + ".sha256")
     try:
         value = sidecar.read_text().strip()
