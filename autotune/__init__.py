@@ -50,7 +50,9 @@ from autotune.plugins.conversion import Conversion
 from autotune.plugins.exporter import Exporter, decode_claim, evidence, evidence_comment
 from autotune.plugins.physics import decode_latency_lower_bound_ms, kv_cache_bytes
 from autotune.plugins.protocol import SPREAD_LIMIT, DecodeSession, logprob_chunks, measure_session, prompt_text_tokens
-from autotune.profile.schema import MAX_THREADS, DeploymentProfile, IntChoice, load_profile, validate_params
+from autotune.profile.params import MAX_THREADS, IntChoice, validate_params
+from autotune.profile.reading import load_profile
+from autotune.profile.schema import DeploymentProfile
 from autotune.reporting import Reporter, SilentReporter
 from autotune.workload import PROMPT_TEXT, Workload
 

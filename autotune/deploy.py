@@ -9,7 +9,7 @@ from typing import Any
 from autotune.errors import ProfileError
 from autotune.model.source import cached_content_hash
 from autotune.plugins.manager import PluginManager, get_plugin_manager
-from autotune.profile.schema import load_profile
+from autotune.profile.reading import load_profile
 
 
 class ProfileMismatch(UserWarning):

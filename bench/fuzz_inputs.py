@@ -41,7 +41,7 @@ from autotune.cli.run_options import check_run_options
 from autotune.errors import AutotuneError, BudgetError, ProfileError
 from autotune.numbers import MAX_DURATION_S, MAX_SIZE_BYTES, MIN_DURATION_S
 from autotune.plugins.manager import get_plugin_manager
-from autotune.profile.schema import MAX_PROFILE_BYTES, load_profile, profile_from_data
+from autotune.profile.reading import MAX_PROFILE_BYTES, load_profile, profile_from_data
 from autotune.testing.profiles import (
     BACKENDS,
     DELETE,

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from autotune.decide.stats import compare
 from autotune.measure.trial import measure
-from autotune.profile.schema import load_profile
+from autotune.profile.reading import load_profile
 
 sys.path.insert(0, str(Path(__file__).parent))
 from common import Bench, describe_machine  # noqa: E402

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import autotune
-from autotune.profile.schema import DeploymentProfile, load_profile
+from autotune import DeploymentProfile, load_profile
 
 
 def render_unit(profile: DeploymentProfile) -> str:

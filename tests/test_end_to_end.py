@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from autotune.profile.schema import load_profile
+from autotune.profile.reading import load_profile
 from autotune.testing import skip_unless_runs_here
 
 pytestmark = pytest.mark.slow

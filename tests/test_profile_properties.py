@@ -25,7 +25,7 @@ from autotune.cli.main import main
 from autotune.errors import ProfileError
 from autotune.plugins.exporter import Exporter
 from autotune.plugins.manager import get_plugin_manager
-from autotune.profile.schema import MAX_DEPTH, MAX_PROFILE_BYTES, load_profile, profile_from_data
+from autotune.profile.reading import MAX_DEPTH, MAX_PROFILE_BYTES, load_profile, profile_from_data
 from autotune.testing.profiles import (
     BACKENDS,
     DELETE,

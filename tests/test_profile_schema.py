@@ -6,13 +6,13 @@ import pytest
 from autotune.budget import Budget
 from autotune.errors import ProfileError
 from autotune.measurement import Measurement
+from autotune.profile.reading import load_profile
 from autotune.profile.schema import (
     ArtifactInfo,
     BackendInfo,
     DeploymentProfile,
     ModelInfo,
     Predicted,
-    load_profile,
     schema_text,
 )
 from autotune.workload import Workload

@@ -17,7 +17,8 @@ import autotune.plugins.manager
 from autotune import __version__
 from autotune.cli.main import main
 from autotune.plugins.backend import Availability
-from autotune.profile.schema import DeploymentProfile, load_profile
+from autotune.profile.reading import load_profile
+from autotune.profile.schema import DeploymentProfile
 from autotune.report import render_report, report_path
 from autotune.report.page import COLUMNS
 from autotune.testing import FakeBackend, manager_with

@@ -11,7 +11,7 @@ from rich.table import Table
 
 from autotune.budget import Budget, format_bytes
 from autotune.hardware import Hardware
-from autotune.search.study import TrialRecord, quality_loss
+from autotune.record import TrialRecord, quality_loss
 from autotune.workload import Workload
 
 
@@ -33,7 +33,7 @@ def describe(record: TrialRecord) -> str:
 
 
 def _quality_text(record: TrialRecord) -> str:
-    quality = record.quality_report
+    quality = record.quality
     if quality is not None and quality.kl_divergence is not None:
         kl = quality.kl_divergence
         return f"KL {kl.value:.4f} [{kl.low:.4f}, {kl.high:.4f}]"
@@ -74,9 +74,9 @@ class ConsoleReporter:
         self.console.print(f"[yellow]warning:[/yellow] {message}")
 
     def trial(self, index: int, total: int, record: TrialRecord, best: TrialRecord | None) -> None:
-        counter = f"trial {index}/{total}" if record.artifact is not None else "skipped"
+        counter = f"trial {index}/{total}" if record.spent else "skipped"
         head = f"[bold]{counter}[/bold] #{record.number} {describe(record)}"
-        m = record.measured
+        m = record.measurement
         if record.status == "measured" and m is not None:
             verdict = "[green]fits[/green]" if record.feasible else "[red]over budget: " + ", ".join(
                 k for k, v in record.violations.items() if v > 0) + "[/red]"
@@ -96,7 +96,7 @@ def results_table(rows: Sequence[TrialRecord], title: str, winner: TrialRecord |
         table.add_column(column, justify="left" if column in ("backend", "configuration") else "right",
                          no_wrap=column != "configuration")
     for record in rows:
-        m = record.measured
+        m = record.measurement
         if m is None:
             continue
         mark = " ★" if winner is not None and record.key == winner.key else ""

@@ -336,7 +336,7 @@ def cmd_store(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     from autotune.plugins.manager import get_plugin_manager
-    from autotune.profile.schema import load_profile
+    from autotune.profile.reading import load_profile
 
     manager = get_plugin_manager()
     # The same checks as `autotune validate` (params included), so what validates exports.
@@ -384,7 +384,8 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     from autotune.plugins.manager import get_plugin_manager
-    from autotune.profile.schema import load_profile, params_unchecked
+    from autotune.profile.params import params_unchecked
+    from autotune.profile.reading import load_profile
 
     backends = get_plugin_manager().backends()
     profile = load_profile(args.profile, backends)

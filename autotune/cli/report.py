@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from autotune.errors import InputError
-from autotune.profile.schema import load_profile
+from autotune.profile.reading import load_profile
 from autotune.report import report_path, write_report
 
 

@@ -19,7 +19,7 @@ class Exporter:
 
     ``backends`` lists the backends whose profiles it can render; empty means every backend.
     ``render`` returns the text; it must quote paths so the result is safe to paste into a shell. It reads
-    ``profile.params`` through the backend's ``params_model`` (``autotune.profile.schema.validate_params``), never as a
+    ``profile.params`` through the backend's ``params_model`` (``autotune.profile.params.validate_params``), never as a
     raw dict, so it renders every profile ``autotune validate`` accepts and refuses others with a ``ProfileError``.
     """
 

@@ -69,7 +69,7 @@ def search_configurations(backend: Backend, source: ModelSource, hardware: Hardw
 
 def assert_params_model_accepts(backend: Backend, configurations: list[Params]) -> None:
     """Each configuration passes ``backend.params_model``: a profile of any of them validates and exports."""
-    from autotune.profile.schema import validate_params
+    from autotune.profile.params import validate_params
 
     assert backend.params_model is not None, f"backend {backend.name} declares no params_model"
     for params in configurations:
