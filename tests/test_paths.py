@@ -6,7 +6,10 @@ import os
 import time
 from pathlib import Path
 
-from autotune.model.source import cached_content_hash, content_hash
+from autotune.model.source import ModelSource, cached_content_hash, content_hash
+from autotune.plugins.backend import Artifact, Params
+from autotune.testing import FakeBackend, InlineBackends
+from autotune.testing.tuning import tune_with_plugins
 
 
 def rewrite_keeping_size_mtime_and_inode(path: Path, data: bytes) -> None:
@@ -38,3 +41,30 @@ def test_a_file_rewritten_inside_a_model_folder_is_hashed_again(tmp_path: Path) 
     assert cached_content_hash(folder) == first  # unchanged: the sidecar answers
     rewrite_keeping_size_mtime_and_inode(weights, b"y" * 64)
     assert cached_content_hash(folder) == content_hash(folder) != first
+
+
+class SourceAsIs(FakeBackend):
+    """The fake backend deploying the source file itself at its own precision (as llama.cpp does a GGUF)."""
+
+    def prepare(self, source: ModelSource, params: Params, workdir: Path) -> Artifact:
+        if params["quant"] == "f16":
+            return Artifact(path=source.path, format="gguf", precision="f16", bits_per_weight=16.0,
+                            size_bytes=source.path.stat().st_size)
+        return super().prepare(source, params, workdir)
+
+
+def test_after_the_model_moved_the_profile_and_exports_name_the_new_path(tmp_path: Path) -> None:
+    first = tmp_path / "a" / "model.gguf"
+    first.parent.mkdir()
+    first.write_bytes(b"GGUF" + bytes(64))
+    backend = SourceAsIs()
+    before = tune_with_plugins(first, InlineBackends(backend), trials=2, patience=0).profile
+    assert before.artifact.path == str(first.resolve())
+    moved = tmp_path / "b" / "renamed.gguf"
+    moved.parent.mkdir()
+    first.rename(moved)
+    result = tune_with_plugins(moved, InlineBackends(backend), trials=2, patience=0)
+    assert result.new_measurements == 0  # the same content: the stored figures answer
+    profile = result.profile
+    assert profile.model.path == profile.artifact.path == str(moved.resolve())
+    assert profile.exports and all(str(first) not in text for text in profile.exports.values())

@@ -10,12 +10,14 @@ from autotune.budget import Budget
 from autotune.decide.selection import best_per_backend
 from autotune.distribution import installed_version
 from autotune.hardware import Hardware
+from autotune.measure.trial import prepare_artifact
 from autotune.model.source import cached_content_hash
 from autotune.options import Objective
 from autotune.plugins.backend import runtime_version
 from autotune.plugins.exporter import Exporter, render_exports
 from autotune.profile.schema import (
     Alternative,
+    ArtifactInfo,
     BackendInfo,
     Confirmation,
     DeploymentProfile,
@@ -24,7 +26,7 @@ from autotune.profile.schema import (
     Quality,
     Trial,
 )
-from autotune.record import TrialRecord
+from autotune.record import TrialRecord, artifact_info
 from autotune.search.sources import ResolvedBackend
 from autotune.store.storage import redact_url
 from autotune.workload import Workload
@@ -69,6 +71,22 @@ class TuneResult:
     new_measurements: int
 
 
+def deployed_artifact(winner: TrialRecord, resolved: ResolvedBackend) -> ArtifactInfo:
+    """The winner's artifact where it is now, for the model file given this time.
+
+    A record from an earlier run keeps the path that run saw: the source file used as it is, since moved or
+    renamed, or another cache. The artifact cache resolves "the source" to this run's file, so the profile and
+    every export name the file that exists. Looking it up fails only when the artifact can no longer be built:
+    the record's own description is kept then.
+    """
+    assert winner.artifact is not None
+    try:
+        artifact, _ = prepare_artifact(resolved.backend, resolved.source, winner.params)
+    except Exception:  # noqa: BLE001 - a plugin's failure here costs the fresh path, never the profile
+        return winner.artifact
+    return artifact_info(artifact)
+
+
 def build_profile(model_path: Path, hardware: Hardware, workload: Workload, budget: Budget, objective: Objective,
                   evidence: Evidence, by_name: dict[str, ResolvedBackend], exporters: Sequence[Exporter],
                   warn: Callable[[str], None]) -> DeploymentProfile:
@@ -94,7 +112,7 @@ def build_profile(model_path: Path, hardware: Hardware, workload: Workload, budg
                         parameters=native.source.parameters, precision=native.source.precision),
         backend=BackendInfo(name=winner.backend, version=runtime_version(r.backend)),
         params=winner.params,
-        artifact=winner.artifact,
+        artifact=deployed_artifact(winner, r),
         workload=workload,
         budget=budget,
         objective=f"{objective}: {objective_note}",
