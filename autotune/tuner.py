@@ -2,9 +2,10 @@
 
 ``tune()`` is the library entry point (the CLI and ``examples/`` call it)::
 
-    preflight  refuse another machine's hardware, cap the budget at the machine, open the storage
+    context    the run's values in one RunContext; the budget capped at the machine, once  (context.py)
+    preflight  refuse another machine's hardware, say if it is busy, open the storage
     plan       self-test the backends, give each a model it can read, declare search spaces  (sources.py)
-    study      the Optuna study, resumed; starting points queued first                       (study.py)
+    study      the Optuna study, resumed, seeded from the store; starting points queued    (study.py, view.py)
     loop       ask ─► TrialPipeline.run: predict, judge, prepare, measure, score ─► tell   (pipeline.py)
     choose     feasible Pareto front ─► objective ─► interleaved confirmation              (selection.py, confirm.py)
     profile    the validated profile with its exports                                       (assemble.py)
@@ -20,7 +21,8 @@ import optuna
 from optuna.trial import TrialState
 
 from autotune.budget import Budget
-from autotune.decide.judgment import cap_at_machine, nothing_fits_message
+from autotune.context import RunContext
+from autotune.decide.judgment import nothing_fits_message
 from autotune.decide.selection import Progress, choose, pareto_front
 from autotune.errors import NothingFits
 from autotune.hardware import Hardware
@@ -29,7 +31,6 @@ from autotune.measure.quality_eval import QualityEvaluator
 from autotune.measure.worker import remove_orphaned_scratch
 from autotune.model.source import detect_format
 from autotune.options import TuneOptions
-from autotune.phases import Phases
 from autotune.plugins.manager import PluginManager
 from autotune.probe.machine import ensure_this_machine
 from autotune.record import TrialRecord, config_key
@@ -41,7 +42,6 @@ from autotune.search.sources import BackendPlan, plan_backends, reference_pool, 
 from autotune.search.study import (
     claim,
     end_quietly,
-    enqueue,
     enqueue_unseen,
     mark_abandoned,
     open_storage,
@@ -50,15 +50,13 @@ from autotune.search.study import (
     records,
     requeue,
     study_name,
-    suggest_params,
     tell,
 )
 from autotune.store.measurements import MeasurementStore, Scope, runtimes_of
 from autotune.store.view import RoundsMemo, SharedSearch, open_view, search_scope
 from autotune.workload import Workload
 
-BUSY_CHECK_S = 0.5
-"""How long the machine's load is sampled before a run that measures here starts."""
+BUSY_CHECK_S = 0.5  # how long the machine's load is sampled before a run that measures here starts
 MAX_ASKS_PER_TRIAL = 6  # repeats and dropped backends cost asks, not trials: bounds them in an exhausted space
 
 
@@ -83,42 +81,33 @@ class Tuner:
 
     def __init__(self, model_path: Path, budget: Budget, workload: Workload, options: TuneOptions, *,
                  manager: PluginManager, hardware: Hardware, reporter: Reporter) -> None:
-        self.model_path = model_path
-        self.budget = budget
-        self.workload = workload
-        self.options = options
-        self.manager = manager
-        self.hardware = hardware
-        self.reporter = reporter
+        self.context = RunContext.open(model_path, budget, workload, options, hardware=hardware, manager=manager,
+                                       reporter=reporter)
         self.rng = random.Random(options.seed)
-        self.phases = Phases()
 
     def preflight(self) -> None:
         """Checks that need no measuring, so a run that cannot be right stops before it starts."""
-        if any(b.measures_this_machine for b in select_backends(self.manager, self.options.backends)):
-            ensure_this_machine(self.hardware)
+        context = self.context
+        if any(b.measures_this_machine for b in select_backends(context.manager, context.options.backends)):
+            ensure_this_machine(context.hardware)
             busy = busy_warning(sample(BUSY_CHECK_S))  # said once at the start; each disturbed figure is said again
             if busy:
-                self.reporter.warn(busy)
-        self.budget, warning = cap_at_machine(self.budget, self.hardware)  # a second call finds it capped already
-        if warning:
-            self.reporter.warn(warning)
-        open_storage(self.options.storage)  # a bad --storage fails now, not after self-tests and conversions
+                context.reporter.warn(busy)
+        open_storage(context.options.storage)  # a bad --storage fails now, not after self-tests and conversions
         remove_orphaned_scratch()  # left by a tuner or worker killed with kill -9
 
     def run(self) -> TuneResult:
         """Search, then choose, confirm and build the profile."""
         self.preflight()
-        self.reporter.begin(self.model_path, self.hardware, self.budget, self.workload)
-        plan = plan_backends(self.model_path, select_backends(self.manager, self.options.backends), self.manager,
-                             self.hardware, self.workload, self.reporter.warn, self.phases, self.reporter.info,
-                             named=bool(self.options.backends), objective=self.options.objective)
-        scope = search_scope(self.model_path, self.hardware, self.workload, self.options)
-        name = study_name(scope.model_name, scope.fingerprint, self.budget, self.options.objective, list(plan.by_name),
+        context, options = self.context, self.context.options
+        context.reporter.begin(context.model_path, context.hardware, context.budget, context.workload)
+        plan = plan_backends(context, select_backends(context.manager, options.backends))
+        scope = search_scope(context.model_path, context.hardware, context.workload, options)
+        name = study_name(scope.model_name, scope.fingerprint, context.budget, options.objective, list(plan.by_name),
                           {"model": scope.model_sha256, "scope": scope.workload_key, "objective_version": 1})
         with quiet_optuna():  # its per-trial lines would repeat ours; the caller's level comes back after
-            study = open_study(name, self.options.storage, self.options.seed)
-            store = MeasurementStore(self.options.storage)
+            study = open_study(name, options.storage, options.seed)
+            store = MeasurementStore(options.storage)
             try:
                 return self._run_on(study, name, plan, store, scope)
             finally:
@@ -126,38 +115,32 @@ class Tuner:
 
     def _run_on(self, study: optuna.Study, name: str, plan: BackendPlan, store: MeasurementStore,
                 scope: Scope) -> TuneResult:
+        context, options = self.context, self.context.options
         runtimes = runtimes_of(r.backend for r in plan.resolved)
-        seeded = open_view(study, store, scope, runtimes, plan.spaces, self.budget, self.hardware, self.reporter,
-                           self.options.objective)
+        seeded = open_view(context, study, store, scope, runtimes, plan.spaces, plan.starts)
         previous = records(study)
-        for backend_name, points in plan.starts.items():
-            for params in points:
-                enqueue(study, backend_name, params)
-        with self.phases.timing("quality"):  # tokenizing the evaluation text, preparing the reference
+        with context.phases.timing("quality"):  # tokenizing the evaluation text, preparing the reference
             quality = QualityEvaluator.create(
-                reference_pool(self.model_path, plan.resolved, self.manager, self.hardware, self.reporter.warn),
-                detect_format(self.model_path), self.hardware, self.workload, self.options, self.reporter) \
-                if self.options.measure_quality else None
-        pipeline = TrialPipeline(self.budget, self.workload, self.hardware, self.options, self.reporter, quality,
-                                 previous, self.phases, scope.model_sha256)
-        shared = SharedSearch(study, store, scope, runtimes, plan.spaces, self.budget)
+                reference_pool(context, plan.resolved), detect_format(context.model_path), context.hardware,
+                context.workload, options, context.reporter) if options.measure_quality else None
+        pipeline = TrialPipeline(context, quality, previous, scope.model_sha256)
+        shared = SharedSearch(context, study, store, scope, runtimes, plan.spaces)
         done = {**seeded.known, **{record.key: record for record in previous}}
         new = self._search(study, plan, pipeline, done, shared, already=seeded.measured)
-        if shared.settle(self.options.timeout_s):
-            self.reporter.warn("other workers are still measuring this search; answering without their last figures")
+        if shared.settle(options.timeout_s):
+            context.reporter.warn("other workers are still measuring this search; answering without their last figures")
         return self._finish(study, name, plan, pipeline, new, RoundsMemo(study, store, scope, runtimes))
 
     def _search(self, study: optuna.Study, plan: BackendPlan, pipeline: TrialPipeline,
                 done: dict[str, TrialRecord], shared: SharedSearch, already: int = 0) -> int:
         """Ask, run and tell until ``options.trials`` configurations were measured (``already`` from the store)."""
-        by_name, new = plan.by_name, 0
-        progress = Progress(self.options.objective, self.options.patience,
-                            sum(len(points) for points in plan.starts.values()), done.values())
-        for _ in range(self.options.trials * MAX_ASKS_PER_TRIAL):
-            if new + already >= self.options.trials or len(pipeline.dropped) == len(by_name):
+        by_name, new, options, reporter = plan.by_name, 0, self.context.options, self.context.reporter
+        progress = Progress(options.objective, options.patience, sum(map(len, plan.starts.values())), done.values())
+        for _ in range(options.trials * MAX_ASKS_PER_TRIAL):
+            if new + already >= options.trials or len(pipeline.dropped) == len(by_name):
                 break
             if (stop := progress.done(new)) is not None:
-                self.reporter.info(stop)
+                reporter.info(stop)
                 break
             mark_abandoned(study, shared.store.alive)  # a fleet worker died mid-trial: its configuration is queued again
             trial = study.ask()
@@ -169,11 +152,8 @@ class Tuner:
                 enqueue_unseen(study, plan.by_name, plan.spaces, done, pipeline.dropped, self.rng)
                 continue
             r = by_name[backend_name]
-            try:
-                params = r.backend.canonical_params(suggest_params(trial, r.backend, plan.spaces[backend_name]))
-            except Exception as error:  # noqa: BLE001 - a plugin's bug costs its backend, never the run
-                pipeline.dropped[backend_name] = f"its plugin raised {error!r} in canonical_params"
-                self.reporter.warn(f"backend {backend_name!r} dropped for this run: {pipeline.dropped[backend_name]}")
+            params = pipeline.suggest(trial, r.backend, plan.spaces[backend_name])
+            if params is None:  # its plugin raised: the backend is dropped
                 end_quietly(study, trial, TrialState.PRUNED)
                 continue
             key = config_key(backend_name, params)
@@ -194,7 +174,7 @@ class Tuner:
             if record.spent:  # it reached measurement (failed or not): that spent a trial
                 new += 1
                 progress.update(done.values())
-            self.reporter.trial(new, self.options.trials, record, progress.best)
+            reporter.trial(new, options.trials, record, progress.best)
         return new
 
     def _finish(self, study: optuna.Study, name: str, plan: BackendPlan, pipeline: TrialPipeline,
@@ -203,19 +183,17 @@ class Tuner:
         all_records = records(study)
         feasible = [r for r in all_records if r.feasible]
         if not feasible:
-            raise NothingFits(nothing_fits_message(all_records, self.budget, pipeline.dropped))
+            raise NothingFits(nothing_fits_message(all_records, self.context.budget, pipeline.dropped))
         front = pareto_front(feasible)
-        winner, confirmation = choose(front, self.options.objective), None
-        if self.options.confirm_rounds > 0:
-            with self.phases.timing("confirmation"):
-                winner, confirmation, _ = confirm_finalists(winner, feasible, plan.by_name, self.budget, self.workload,
-                                                                self.hardware, self.options, self.reporter, memo,
-                                                                quiet=pipeline.quiet)
+        winner, confirmation = choose(front, self.context.options.objective), None
+        if self.context.options.confirm_rounds > 0:
+            with self.context.phases.timing("confirmation"):
+                winner, confirmation, _ = confirm_finalists(self.context, winner, feasible, plan.by_name, memo,
+                                                            quiet=pipeline.quiet)
         evidence = Evidence(winner=winner, front=front, feasible=feasible, records=all_records,
-                            confirmation=confirmation, study_name=name, storage=self.options.storage,
+                            confirmation=confirmation, study_name=name, storage=self.context.options.storage,
                             measured_now=new, failed=sum(r.status == "failed" for r in all_records),
-                            dropped=pipeline.dropped, left_out=plan.left_out, seconds=self.phases.rounded())
-        profile = build_profile(self.model_path, self.hardware, self.workload, self.budget, self.options.objective,
-                                evidence, plan.by_name, list(self.manager.exporters().values()), self.reporter.warn)
+                            dropped=pipeline.dropped, left_out=plan.left_out, seconds=self.context.phases.rounded())
+        profile = build_profile(self.context, evidence, plan.by_name)
         return TuneResult(profile=profile, records=all_records, front=front, winner=winner, study_name=name,
                           new_measurements=new)

@@ -8,6 +8,7 @@ from pathlib import PurePath
 from typing import TYPE_CHECKING
 
 from autotune.errors import one_line
+from autotune.reporting import Reporter
 
 if TYPE_CHECKING:
     from autotune.profile.schema import DeploymentProfile
@@ -98,8 +99,7 @@ def evidence_comment(profile: DeploymentProfile, marker: str = "#") -> str:
     return "".join(f"{marker} {one_line(' '.join(line.split()))}\n" for line in evidence(profile))
 
 
-def render_exports(exporters: Iterable[Exporter], profile: DeploymentProfile,
-                   warn: Callable[[str], None]) -> dict[str, str]:
+def render_exports(exporters: Iterable[Exporter], profile: DeploymentProfile, reporter: Reporter) -> dict[str, str]:
     """Every applicable exporter's text for ``profile``; an exporter that raises is named in a warning and left out.
 
     A broken third-party exporter must never cost the profile the whole search produced.
@@ -110,5 +110,5 @@ def render_exports(exporters: Iterable[Exporter], profile: DeploymentProfile,
             if exporter.applies_to(profile.backend.name):
                 rendered[exporter.name] = exporter.render(profile)
         except Exception as error:  # noqa: BLE001 - any plugin failure is reported, never fatal
-            warn(f"exporter {exporter.name!r} failed and was left out of the profile: {error!r}")
+            reporter.warn(f"exporter {exporter.name!r} failed and was left out of the profile: {error!r}")
     return rendered

@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
-from autotune.budget import Budget
+from autotune.context import RunContext
 from autotune.decide.selection import best_per_backend
 from autotune.distribution import installed_version
-from autotune.hardware import Hardware
 from autotune.measure.trial import prepare_artifact
 from autotune.model.source import cached_content_hash
 from autotune.options import Objective
 from autotune.plugins.backend import runtime_version
-from autotune.plugins.exporter import Exporter, render_exports
+from autotune.plugins.exporter import render_exports
 from autotune.profile.schema import (
     Alternative,
     ArtifactInfo,
@@ -29,7 +26,6 @@ from autotune.profile.schema import (
 from autotune.record import TrialRecord, artifact_info
 from autotune.search.sources import ResolvedBackend
 from autotune.store.storage import redact_url
-from autotune.workload import Workload
 
 OBJECTIVE_NOTES: dict[Objective, str] = {
     "quality": "lowest measured quality loss (mean KL divergence); statistically tied losses broken by p95 latency",
@@ -87,10 +83,9 @@ def deployed_artifact(winner: TrialRecord, resolved: ResolvedBackend) -> Artifac
     return artifact_info(artifact)
 
 
-def build_profile(model_path: Path, hardware: Hardware, workload: Workload, budget: Budget, objective: Objective,
-                  evidence: Evidence, by_name: dict[str, ResolvedBackend], exporters: Sequence[Exporter],
-                  warn: Callable[[str], None]) -> DeploymentProfile:
+def build_profile(context: RunContext, evidence: Evidence, by_name: dict[str, ResolvedBackend]) -> DeploymentProfile:
     """The validated profile of the winner, with alternatives, the study's counts and every applicable export."""
+    model_path, hardware, objective = context.model_path, context.hardware, context.options.objective
     winner = evidence.winner
     r = by_name[winner.backend]
     measured, prediction = winner.measurement, winner.prediction
@@ -113,8 +108,8 @@ def build_profile(model_path: Path, hardware: Hardware, workload: Workload, budg
         backend=BackendInfo(name=winner.backend, version=runtime_version(r.backend)),
         params=winner.params,
         artifact=deployed_artifact(winner, r),
-        workload=workload,
-        budget=budget,
+        workload=context.workload,
+        budget=context.budget,
         objective=f"{objective}: {objective_note}",
         measured=measured,
         predicted=Predicted(memory_bytes=predicted,
@@ -138,7 +133,8 @@ def build_profile(model_path: Path, hardware: Hardware, workload: Workload, budg
                "seconds": dict(evidence.seconds)},
         trials=[trial_row(rec, on_front=rec.key in front_keys) for rec in records],
     )
-    return profile.model_copy(update={"exports": render_exports(exporters, profile, warn)})
+    exports = render_exports(context.manager.exporters().values(), profile, context.reporter)
+    return profile.model_copy(update={"exports": exports})
 
 
 def trial_row(record: TrialRecord, *, on_front: bool) -> Trial:

@@ -14,18 +14,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from autotune.budget import Budget
+from autotune.context import RunContext
 from autotune.decide.judgment import confirmed_status, eligible, memory_guard
 from autotune.decide.stats import bootstrap_interval, compare, paired_ratio, rank_finalists
 from autotune.errors import NothingFits
-from autotune.hardware import Hardware
 from autotune.measure.busy import Disturbance, QuietWait, disturbed_note
 from autotune.measure.trial import measure, prepare_artifact
 from autotune.measurement import Measurement
-from autotune.options import TuneOptions
 from autotune.plugins.backend import Artifact, Params
 from autotune.profile.schema import Confirmation
 from autotune.record import TrialRecord, config_key, quality_loss
-from autotune.reporting import Reporter
 from autotune.search.sources import ResolvedBackend
 from autotune.store.cache import key_digest
 from autotune.store.view import RoundsMemo
@@ -60,9 +58,8 @@ def pick_challengers(winner: TrialRecord, feasible: Sequence[TrialRecord]) -> li
     return sorted(close, key=lambda r: r.objectives()[1])[:MAX_CHALLENGERS]
 
 
-def confirm_finalists(winner: TrialRecord, feasible: Sequence[TrialRecord], by_name: dict[str, ResolvedBackend],
-                      budget: Budget, workload: Workload, hardware: Hardware, options: TuneOptions,
-                      reporter: Reporter, memo: RoundsMemo | None = None,
+def confirm_finalists(context: RunContext, winner: TrialRecord, feasible: Sequence[TrialRecord],
+                      by_name: dict[str, ResolvedBackend], memo: RoundsMemo | None = None,
                       quiet: QuietWait | None = None) -> tuple[TrialRecord, Confirmation, list[str]]:
     """Run the interleaved rounds; return the confirmed winner, its Confirmation and notes.
 
@@ -71,6 +68,8 @@ def confirm_finalists(winner: TrialRecord, feasible: Sequence[TrialRecord], by_n
     A round measured while the machine was busy is measured again once it is quiet (within ``quiet``'s
     allowance); rounds that stay disturbed are named in the notes, with the busy processes.
     """
+    budget, workload, hardware, options = context.budget, context.workload, context.hardware, context.options
+    reporter = context.reporter
     rounds = options.confirm_rounds  # TuneOptions guarantees at least MIN_CONFIRM_ROUNDS
     r = by_name[winner.backend]
     candidates = [winner, *pick_challengers(winner, feasible)]

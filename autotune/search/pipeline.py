@@ -17,7 +17,10 @@ from __future__ import annotations
 import time
 from collections import Counter
 
-from autotune.budget import Budget, format_bytes
+import optuna
+
+from autotune.budget import format_bytes
+from autotune.context import RunContext
 from autotune.decide.judgment import (
     failure_cause,
     memory_guard,
@@ -27,19 +30,16 @@ from autotune.decide.judgment import (
 )
 from autotune.decide.selection import RUN_TO_RUN_NOISE
 from autotune.errors import AutotuneError, BackendUnavailable
-from autotune.hardware import Hardware
 from autotune.measure.busy import Disturbance, QuietWait
 from autotune.measure.quality_eval import QualityEvaluator
 from autotune.measure.selftest import crash_message
 from autotune.measure.trial import measure, prepare_artifact
-from autotune.options import TuneOptions
-from autotune.phases import Phases
-from autotune.plugins.backend import Artifact, Backend, Params, Prediction
+from autotune.plugins.backend import Artifact, Backend, Params, Prediction, SearchSpace
 from autotune.profile.schema import Quality
 from autotune.record import TrialRecord, artifact_info
-from autotune.reporting import Reporter
 from autotune.search.refusals import remember
 from autotune.search.sources import ResolvedBackend
+from autotune.search.study import suggest_params
 from autotune.workload import Workload
 
 SCREEN_NOISE = RUN_TO_RUN_NOISE
@@ -56,14 +56,9 @@ def screening_workload(workload: Workload) -> Workload:
 class TrialPipeline:
     """Runs trials for one tuning run and remembers which backends were dropped, and why."""
 
-    def __init__(self, budget: Budget, workload: Workload, hardware: Hardware, options: TuneOptions,
-                 reporter: Reporter, quality: QualityEvaluator | None, previous: list[TrialRecord],
-                 phases: Phases | None = None, model_sha256: str = "") -> None:
-        self.budget = budget
-        self.workload = workload
-        self.hardware = hardware
-        self.options = options
-        self.reporter = reporter
+    def __init__(self, context: RunContext, quality: QualityEvaluator | None, previous: list[TrialRecord],
+                 model_sha256: str = "") -> None:
+        self.context = context
         self.quality = quality
         self.measured_ok = {r.backend for r in previous if r.status == "measured"}
         """Backends with at least one successful measurement in this study."""
@@ -71,13 +66,22 @@ class TrialPipeline:
         """Backends dropped for this run (they cannot run this model, or their runtime crashes here), with why."""
         self.crashes: dict[str, Counter[str]] = {}
         """Per backend, how many of its workers died by each signal in this run."""
-        self.phases = phases or Phases()
         self.model_sha256 = model_sha256
         """The user's model (before any conversion): refusals are remembered under it."""
         self.full: list[TrialRecord] = [r for r in previous if r.status == "measured"]
         """Fully measured records of this study: the bar a screen compares against."""
-        self.quiet = QuietWait(warn=reporter.warn)
+        self.quiet = QuietWait(warn=context.reporter.warn)
         """The run's allowance of waiting for a quiet machine to measure a disturbed configuration again."""
+
+    def suggest(self, trial: optuna.Trial, backend: Backend, space: SearchSpace) -> Params | None:
+        """Optuna's next configuration of ``backend`` in its canonical spelling; None when its plugin raised
+        (the backend is dropped for this run: a plugin's bug costs its backend, never the run)."""
+        try:
+            return backend.canonical_params(suggest_params(trial, backend, space))
+        except Exception as error:  # noqa: BLE001 - see above
+            self.dropped[backend.name] = f"its plugin raised {error!r} in canonical_params"
+            self.context.reporter.warn(f"backend {backend.name!r} dropped for this run: {self.dropped[backend.name]}")
+            return None
 
     def run(self, number: int, resolved: ResolvedBackend, params: Params) -> TrialRecord:
         """Try one configuration; the record says what happened (measured, skipped on prediction, failed)."""
@@ -85,7 +89,7 @@ class TrialPipeline:
         record = TrialRecord(number=number, status="failed", backend=backend.name, params=params,
                              label=describe(backend, params))
         try:
-            prediction = backend.predict(source, params, self.workload, self.hardware)
+            prediction = backend.predict(source, params, self.context.workload, self.context.hardware)
             if not isinstance(prediction, Prediction):
                 raise TypeError(f"predict returned {type(prediction).__name__}, not a Prediction")
         except Exception as error:  # noqa: BLE001 - a backend's bug must not end the run
@@ -93,22 +97,22 @@ class TrialPipeline:
             record.reason, record.cause = f"cannot predict: {shown}", "cannot predict"
             return record
         record.prediction = prediction
-        skip = skip_before_measuring(prediction, self.budget)
+        skip = skip_before_measuring(prediction, self.context.budget)
         if skip is not None:
             record.status, record.cause, record.reason = "predicted-infeasible", skip.cause, skip.reason
             return record
         try:
             started = time.perf_counter()
-            with self.phases.timing("builds"):
+            with self.context.phases.timing("builds"):
                 artifact, built = prepare_artifact(backend, source, params)
             if built:
-                self.reporter.info(f"built {artifact.label} for {backend.name} in {time.perf_counter() - started:.1f} s "
+                self.context.reporter.info(f"built {artifact.label} for {backend.name} in {time.perf_counter() - started:.1f} s "
                                    f"({format_bytes(artifact.size_bytes)}, {artifact.bits_per_weight:.2f} bits/weight)")
         except BackendUnavailable as error:
             record.reason, record.cause = f"prepare failed: {error}", "cannot run this model"
             remember(backend, self.model_sha256 or source.sha256, str(error))  # the next run skips it at once
             self.dropped[backend.name] = str(error)
-            self.reporter.warn(f"backend {backend.name!r} dropped for this model: {error}")
+            self.context.reporter.warn(f"backend {backend.name!r} dropped for this model: {error}")
             return record
         except Exception as error:  # noqa: BLE001 - a backend's bug must not end the run
             shown = str(error) if isinstance(error, AutotuneError) else repr(error)
@@ -117,21 +121,21 @@ class TrialPipeline:
         record.artifact = artifact_info(artifact)  # its label (with any fallback) is the record's precision
         bar = self._bar(record)
         if bar is not None:
-            self.reporter.info(f"screening {backend.name} {record.label}")
-            if not self._measure(record, backend, artifact, params, screening_workload(self.workload)):
+            self.context.reporter.info(f"screening {backend.name} {record.label}")
+            if not self._measure(record, backend, artifact, params, screening_workload(self.context.workload)):
                 return record
             out = self._ruled_out(record, bar)
             if out is not None:
                 record.status, record.cause, record.reason = "screened-out", "screened out", out
                 return record
-        self.reporter.info(f"measuring {backend.name} {record.label}")
-        if not self._measure(record, backend, artifact, params, self.workload):
+        self.context.reporter.info(f"measuring {backend.name} {record.label}")
+        if not self._measure(record, backend, artifact, params, self.context.workload):
             return record
-        with self.phases.timing("quality"):
+        with self.context.phases.timing("quality"):
             quality: Quality | None = self.quality.evaluate(resolved, artifact, params) if self.quality else None
         record.quality = quality
         assert record.measurement is not None
-        record.violations = violations(record.measurement, self.budget, quality)
+        record.violations = violations(record.measurement, self.context.budget, quality)
         record.status = "measured"
         self.full.append(record)
         return record
@@ -139,9 +143,9 @@ class TrialPipeline:
     def _measure(self, record: TrialRecord, backend: Backend, artifact: Artifact, params: Params,
                  workload: Workload) -> bool:
         """Measure in a worker into ``record.measurement``; on failure fill the reason and return False."""
-        with self.phases.timing("measurements"):
-            result = measure(backend, artifact, params, workload, timeout_s=self.options.timeout_s,
-                             memory_limit_bytes=memory_guard(self.budget, self.hardware), quiet=self.quiet)
+        with self.context.phases.timing("measurements"):
+            result = measure(backend, artifact, params, workload, timeout_s=self.context.options.timeout_s,
+                             memory_limit_bytes=memory_guard(self.context.budget, self.context.hardware), quiet=self.quiet)
         if not result.ok:
             record.reason = f"measurement failed: {result.error}"
             record.cause = f"killed by {result.signal}" if result.signal else failure_cause(result.error or "")
@@ -154,7 +158,7 @@ class TrialPipeline:
         record.measurement = result.value
         found = Disturbance.from_context(result.value.context)
         if found is not None and found.disturbed:  # re-measuring did not help, or no time was left to wait
-            self.reporter.warn(f"#{record.number} {backend.name} {record.label} is marked as disturbed: {found.describe()}")
+            self.context.reporter.warn(f"#{record.number} {backend.name} {record.label} is marked as disturbed: {found.describe()}")
         return True
 
     def _bar(self, record: TrialRecord) -> TrialRecord | None:
@@ -163,10 +167,10 @@ class TrialPipeline:
         The fastest feasible configuration with the same artifact (same quality, same weights in memory);
         under the latency objective quality does not decide, so the fastest feasible one of any artifact.
         """
-        if not self.options.screening:
+        if not self.context.options.screening:
             return None
         feasible = [r for r in self.full if r.feasible]
-        if self.options.objective != "latency":
+        if self.context.options.objective != "latency":
             feasible = [r for r in feasible if r.backend == record.backend and r.artifact and record.artifact
                         and r.artifact.path == record.artifact.path]
         if not feasible:
@@ -177,10 +181,10 @@ class TrialPipeline:
         """Why the screen rules ``record`` out, or None when it deserves a full measurement."""
         screen, best = record.measurement, bar.measurement
         assert screen is not None and best is not None
-        over = screened_over_budget(screen, self.budget, SCREEN_NOISE)
+        over = screened_over_budget(screen, self.context.budget, SCREEN_NOISE)
         if over is not None:
             return over
-        if self.options.objective != "memory" and screen.decode_tps < best.decode_tps * (1 - SCREEN_NOISE):
+        if self.context.options.objective != "memory" and screen.decode_tps < best.decode_tps * (1 - SCREEN_NOISE):
             return (f"screened out: {screen.decode_tps:.1f} tok/s cannot beat #{bar.number}'s {best.decode_tps:.1f} "
                     f"tok/s (same quality) beyond the ±{SCREEN_NOISE:.0%} noise")
         return None
@@ -197,9 +201,9 @@ class TrialPipeline:
         if not first and crashes[signal_name] < 2:
             return
         where = "in its first configuration" if first else f"in {crashes[signal_name]} configurations"
-        why = crash_message(backend, signal_name, self.hardware, where)
+        why = crash_message(backend, signal_name, self.context.hardware, where)
         self.dropped[backend.name] = why
-        self.reporter.warn(f"backend {backend.name!r} dropped for this run: {why}")
+        self.context.reporter.warn(f"backend {backend.name!r} dropped for this run: {why}")
 
 
 def describe(backend: Backend, params: Params) -> str:

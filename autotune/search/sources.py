@@ -8,15 +8,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from autotune.budget import format_bytes
+from autotune.context import RunContext
 from autotune.errors import AutotuneError, BackendUnavailable, ConversionFailed, PluginError
 from autotune.hardware import Hardware
 from autotune.measure.selftest import usable, usable_all
 from autotune.measure.worker import WorkerTask, run_in_worker
 from autotune.model.source import ModelSource, cached_content_hash, detect_format
-from autotune.phases import Phases
 from autotune.plugins.backend import Availability, Backend, Params, SearchSpace, has_logprobs
 from autotune.plugins.conversion import Conversion, find_path
 from autotune.plugins.manager import PluginManager
+from autotune.reporting import Reporter
 from autotune.search.refusals import recall, remember
 from autotune.store.cache import artifact_dir, building
 from autotune.workload import Workload
@@ -67,10 +68,8 @@ def convert_cached(conversion: Conversion, path: Path, memory_limit_bytes: int |
     return final / marker.read_text().strip()
 
 
-def resolve(path: Path, backends: Sequence[Backend], conversions: Sequence[Conversion],
-            warn: Callable[[str], None],
+def resolve(path: Path, backends: Sequence[Backend], conversions: Sequence[Conversion], reporter: Reporter,
             availability_of: Callable[[Backend], Availability] = lambda backend: backend.availability(),
-            info: Callable[[str], None] = lambda message: None,
             memory_limit_bytes: int | None = None,
             skipped: dict[str, str] | None = None,
             ) -> list[ResolvedBackend]:
@@ -83,7 +82,7 @@ def resolve(path: Path, backends: Sequence[Backend], conversions: Sequence[Conve
 
     def skip(backend: Backend, reason: str) -> None:
         skipped[backend.name] = reason
-        warn(f"backend {backend.name!r} skipped: {reason}")
+        reporter.warn(f"backend {backend.name!r} skipped: {reason}")
 
     source_format = detect_format(path)
     resolved = []
@@ -106,12 +105,12 @@ def resolve(path: Path, backends: Sequence[Backend], conversions: Sequence[Conve
                         f"conversion {conversion.name} would need about {format_bytes(needed)} (estimated), more than "
                         f"the {format_bytes(memory_limit_bytes)} this machine lets a worker use; not attempted")
                 if not is_converted(conversion, current):
-                    info(f"converting {current.name} with {conversion.name} for {backend.name} (once per model; "
+                    reporter.info(f"converting {current.name} with {conversion.name} for {backend.name} (once per model; "
                          "can take minutes)")
                 started = time.perf_counter()
                 current = convert_cached(conversion, current, memory_limit_bytes)
                 if time.perf_counter() - started > 2:
-                    info(f"converted with {conversion.name} in {time.perf_counter() - started:.0f} s")
+                    reporter.info(f"converted with {conversion.name} in {time.perf_counter() - started:.0f} s")
             resolved.append(ResolvedBackend(backend, backend.inspect(current), [c.name for c in chain]))
         except BackendUnavailable as error:
             remember(backend, cached_content_hash(path), str(error))
@@ -151,30 +150,28 @@ def select_backends(manager: PluginManager, names: Sequence[str]) -> list[Backen
     return [available[n] for n in dict.fromkeys(names)]
 
 
-def plan_backends(model_path: Path, backends: Sequence[Backend], manager: PluginManager, hardware: Hardware,
-                  workload: Workload, warn: Callable[[str], None], phases: Phases | None = None,
-                  info: Callable[[str], None] = lambda message: None, named: bool = False,
-                  objective: str = "quality") -> BackendPlan:
+def plan_backends(context: RunContext, backends: Sequence[Backend]) -> BackendPlan:
     """Self-test, resolve and plan the backends; a backend that cannot take part is skipped with a warning.
 
     "Runs here", not "imports here": the self-tests run in workers, side by side, before any conversion.
-    ``named``: the user chose these backends, so even those ``not_worth_tuning`` here are tuned.
+    Backends the user named (``options.backends``) are tuned even when ``not_worth_tuning`` here.
     """
-    phases = phases or Phases()
+    model_path, manager, hardware, workload = context.model_path, context.manager, context.hardware, context.workload
+    reporter, phases, named = context.reporter, context.phases, bool(context.options.backends)
     with phases.timing("self-tests"):
         checks = usable_all([b for b in backends if b.measures_this_machine], hardware)
     left_out: dict[str, str] = {}
     native = native_source(model_path, manager)  # one header read serves every backend's supports()
     model_sha256 = cached_content_hash(model_path)
     for backend in backends:
-        reason = (_refusal(backend, native, model_sha256, warn)
-                  or (None if named else _not_worth_it(backend, hardware, info)))
+        reason = (_refusal(backend, native, model_sha256, reporter)
+                  or (None if named else _not_worth_it(backend, hardware, reporter)))
         if reason is not None:
             left_out[backend.name] = reason
     backends = [b for b in backends if b.name not in left_out]
     with phases.timing("conversions"):
-        resolved = resolve(model_path, backends, manager.conversions(), warn,
-                           lambda b: checks[b.name][0] if b.name in checks else b.availability(), info,
+        resolved = resolve(model_path, backends, manager.conversions(), reporter,
+                           lambda b: checks[b.name][0] if b.name in checks else b.availability(),
                            hardware.worker_memory_ceiling(), left_out)
     if not resolved:
         raise AutotuneError(f"no installed backend can run {model_path}; see the warnings above and `autotune plugins`")
@@ -183,10 +180,11 @@ def plan_backends(model_path: Path, backends: Sequence[Backend], manager: Plugin
         try:
             plan.spaces[r.backend.name] = r.backend.search_space(r.source, hardware, workload)
             starts = [r.backend.canonical_params(p) for p in r.backend.starting_points(r.source, hardware, workload)]
-            plan.starts[r.backend.name] = ordered_by_prediction(r, starts, workload, hardware, objective)
+            plan.starts[r.backend.name] = ordered_by_prediction(r, starts, workload, hardware,
+                                                                context.options.objective)
         except Exception as error:  # noqa: BLE001 - a plugin's bug costs its backend, never the run
             plan.left_out[r.backend.name] = f"its plugin raised {error!r} while declaring its search space"
-            warn(f"backend {r.backend.name!r} skipped: {plan.left_out[r.backend.name]}")
+            reporter.warn(f"backend {r.backend.name!r} skipped: {plan.left_out[r.backend.name]}")
             plan.spaces.pop(r.backend.name, None)
             continue
         plan.resolved.append(r)
@@ -233,19 +231,18 @@ def native_source(model_path: Path, manager: PluginManager) -> ModelSource | Non
     return None
 
 
-def _not_worth_it(backend: Backend, hardware: Hardware, info: Callable[[str], None]) -> str | None:
+def _not_worth_it(backend: Backend, hardware: Hardware, reporter: Reporter) -> str | None:
     """Leave out, from a default run, a backend that says it cannot compete here."""
     try:
         reason = backend.not_worth_tuning(hardware)
     except Exception as error:  # noqa: BLE001 - a plugin's bug costs its backend, never the run
         reason = f"its plugin raised {error!r} in not_worth_tuning()"
     if reason is not None:
-        info(f"backend {backend.name} left out: {reason}")
+        reporter.info(f"backend {backend.name} left out: {reason}")
     return reason
 
 
-def _refusal(backend: Backend, native: ModelSource | None, model_sha256: str,
-             warn: Callable[[str], None]) -> str | None:
+def _refusal(backend: Backend, native: ModelSource | None, model_sha256: str, reporter: Reporter) -> str | None:
     """Skip, before any conversion, a backend that refused this model before or says it cannot run it."""
     reason = recall(backend, model_sha256)
     if reason is None:
@@ -254,25 +251,25 @@ def _refusal(backend: Backend, native: ModelSource | None, model_sha256: str,
         except Exception as error:  # noqa: BLE001 - a plugin's bug costs its backend, never the run
             reason = f"its plugin raised {error!r} in supports()"
     if reason is not None:
-        warn(f"backend {backend.name!r} skipped for this model, before any conversion: {reason}")
+        reporter.warn(f"backend {backend.name!r} skipped for this model, before any conversion: {reason}")
     return reason
 
 
-def reference_pool(model_path: Path, resolved: Sequence[ResolvedBackend], manager: PluginManager,
-                   hardware: Hardware, warn: Callable[[str], None]) -> list[ResolvedBackend]:
+def reference_pool(context: RunContext, resolved: Sequence[ResolvedBackend]) -> list[ResolvedBackend]:
     """Backends that may score quality: the tuned ones, plus any installed one reading the source natively.
 
     ``--backend mlx`` on a GGUF still gets its quality measured against the GGUF run by llama.cpp.
     """
+    model_path, hardware = context.model_path, context.hardware
     model_format = detect_format(model_path)
     pool = list(resolved)
     tuned = {r.backend.name for r in resolved}
-    for backend in manager.backends().values():
+    for backend in context.manager.backends().values():
         if backend.name in tuned or model_format not in backend.source_formats or not has_logprobs(backend):
             continue
         try:
             if usable(backend, hardware)[0].available:
                 pool.append(ResolvedBackend(backend, backend.inspect(model_path), []))
         except Exception as error:  # noqa: BLE001 - a reference candidate must not end the run
-            warn(f"backend {backend.name!r} cannot serve as the quality reference: {error!r}")
+            context.reporter.warn(f"backend {backend.name!r} cannot serve as the quality reference: {error!r}")
     return pool

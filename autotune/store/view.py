@@ -18,6 +18,7 @@ from typing import Any
 import optuna
 
 from autotune.budget import Budget
+from autotune.context import RunContext
 from autotune.decide.judgment import judged
 from autotune.decide.selection import choose, pareto_front
 from autotune.hardware import Hardware
@@ -25,7 +26,6 @@ from autotune.model.source import cached_content_hash
 from autotune.options import TuneOptions
 from autotune.plugins.backend import Categorical, IntRange, Params, SearchSpace
 from autotune.record import TrialRecord
-from autotune.reporting import Reporter
 from autotune.search.study import abandoned, add_record, enqueue, mark_abandoned, records
 from autotune.store.cache import key_digest
 from autotune.store.measurements import MeasurementStore, Scope, StoredRecord, storable
@@ -105,11 +105,11 @@ def seed(study: optuna.Study, store: MeasurementStore, scope: Scope, runtimes: M
     return seeded
 
 
-def open_view(study: optuna.Study, store: MeasurementStore, scope: Scope, runtimes: Mapping[str, str],
-              spaces: dict[str, SearchSpace], budget: Budget, hardware: Hardware, reporter: Reporter,
-              objective: str) -> Seeded:
+def open_view(context: RunContext, study: optuna.Study, store: MeasurementStore, scope: Scope,
+              runtimes: Mapping[str, str], spaces: dict[str, SearchSpace], starts: Mapping[str, list[Params]]) -> Seeded:
     """Before the search: join the workers, fail trials of runs that are gone, seed the study from the store,
-    and queue the warm start; say what was reused and what is stale."""
+    queue the backends' starting points and the warm start; say what was reused and what is stale."""
+    budget, reporter = context.budget, context.reporter
     store.join()
     abandoned = mark_abandoned(study, store.alive)
     if abandoned:
@@ -123,11 +123,14 @@ def open_view(study: optuna.Study, store: MeasurementStore, scope: Scope, runtim
     if seeded.added:
         reporter.info(f"{seeded.added} configuration(s) measured for other budgets, objectives or backend sets "
                       "taken from the store, not re-measured")
-    for backend, points in warm_starts(store, scope, hardware, spaces, budget, objective).items():
+    for backend, points in warm_starts(store, scope, context.hardware, spaces, budget, context.options.objective).items():
         reporter.info(f"warm start: {len(points)} {backend} configuration(s) that did best on the nearest machine "
                       "in the store are measured first")
         for params in points:
             enqueue(study, backend, params)
+    for backend_name, points in starts.items():  # after the warm start: the measured best elsewhere goes first
+        for params in points:
+            enqueue(study, backend_name, params)
     return seeded
 
 
@@ -257,10 +260,10 @@ def stale_messages(seeded: Seeded, runtimes: Mapping[str, str]) -> list[str]:
 class SharedSearch:
     """One run's side of a search other workers may share: claims around measuring, records into the store."""
 
-    def __init__(self, study: optuna.Study, store: MeasurementStore, scope: Scope, runtimes: Mapping[str, str],
-                 spaces: dict[str, SearchSpace], budget: Budget) -> None:
-        self.study, self.store, self.scope, self.runtimes = study, store, scope, runtimes
-        self.spaces, self.budget = spaces, budget
+    def __init__(self, context: RunContext, study: optuna.Study, store: MeasurementStore, scope: Scope,
+                 runtimes: Mapping[str, str], spaces: dict[str, SearchSpace]) -> None:
+        self.context, self.study, self.store, self.scope, self.runtimes = context, study, store, scope, runtimes
+        self.spaces = spaces
 
     def settle(self, timeout_s: float) -> int:
         """Wait (up to ``timeout_s``) until no other live worker measures in this scope; return how many still do.
@@ -300,7 +303,7 @@ class SharedSearch:
                 done[key] = finished[key]
             elif stored is not None:
                 done[key] = TrialRecord.from_json(stored.record)
-                add_record(self.study, done[key], self.spaces, self.budget, list(self.runtimes),
+                add_record(self.study, done[key], self.spaces, self.context.budget, list(self.runtimes),
                            origin=describe_origin(stored))
             yield key not in done
         finally:
