@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import os
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
+from autotune.errors import AutotuneError, ModelSourceError
 from autotune.model.source import ModelSource, cached_content_hash, content_hash
 from autotune.plugins.backend import Artifact, Params
 from autotune.testing import FakeBackend, InlineBackends
@@ -68,3 +73,87 @@ def test_after_the_model_moved_the_profile_and_exports_name_the_new_path(tmp_pat
     profile = result.profile
     assert profile.model.path == profile.artifact.path == str(moved.resolve())
     assert profile.exports and all(str(first) not in text for text in profile.exports.values())
+
+
+def finishes_within(seconds: float, call: Callable[[], object]) -> BaseException | None:
+    """Run ``call`` in a thread; the exception it raised (None: none), or fail when it hangs (a FIFO would)."""
+    outcome: list[BaseException | None] = []
+
+    def run() -> None:
+        try:
+            call()
+            outcome.append(None)
+        except BaseException as error:  # noqa: BLE001 - handed to the test
+            outcome.append(error)
+
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    worker.join(seconds)
+    assert outcome, f"still reading after {seconds} s"
+    return outcome[0]
+
+
+@pytest.fixture
+def fifo(tmp_path: Path) -> Path:
+    path = tmp_path / "fifo"
+    os.mkfifo(path)
+    return path
+
+
+@pytest.mark.parametrize("odd", ["/dev/zero", "fifo", "folder", "huge"])
+def test_an_odd_hardware_description_is_one_line_and_read_bounded(odd: str, tmp_path: Path, fifo: Path) -> None:
+    from autotune.probe.machine import load_hardware
+
+    paths = {"/dev/zero": Path("/dev/zero"), "fifo": fifo, "folder": tmp_path}
+    if odd == "huge":
+        paths["huge"] = tmp_path / "huge.json"
+        paths["huge"].write_bytes(b" " * (5 * 2**20) + b"{}")
+    error = finishes_within(10, lambda: load_hardware(paths[odd]))
+    assert isinstance(error, AutotuneError) and "\n" not in str(error), error
+    assert "AUTOTUNE_HARDWARE_JSON" in str(error)
+    assert {"/dev/zero": "a device", "fifo": "a pipe", "folder": "a folder", "huge": "larger than 4 MiB"}[odd] in str(error)
+
+
+def test_only_the_scored_part_of_a_large_eval_text_is_read_and_tokenized(tmp_path: Path) -> None:
+    from autotune.measure.quality_eval import scored_text
+    from autotune.options import TuneOptions
+
+    big = tmp_path / "big.txt"
+    big.write_text("Ein Wort über Messungen. " * 400_000, encoding="utf-8")  # 10 MB
+    tokenized: list[int] = []
+
+    class Counting(FakeBackend):
+        def tokenize(self, source: ModelSource, text: str) -> list[int]:
+            tokenized.append(len(text))
+            return super().tokenize(source, text)
+
+    backend = Counting()
+    options = TuneOptions(eval_text=big, eval_tokens=256)
+    text, tokens = scored_text(backend, backend.inspect(big), options)
+    assert len(tokens) == 256 and sum(tokenized) <= 64 * 2**10 and text.endswith("über")
+    assert big.read_text(encoding="utf-8").startswith(text)
+
+
+@pytest.mark.parametrize("odd", ["/dev/zero", "fifo"])
+def test_an_odd_eval_text_is_one_line(odd: str, fifo: Path) -> None:
+    from autotune.measure.quality import load_eval_text
+
+    error = finishes_within(10, lambda: load_eval_text(fifo if odd == "fifo" else Path(odd)))
+    assert isinstance(error, AutotuneError) and "not a regular file" in str(error) and "--eval-text" in str(error)
+
+
+def test_model_paths_that_cannot_be_a_model_are_one_line(tmp_path: Path, fifo: Path) -> None:
+    from autotune.model.source import detect_format
+
+    latin1 = Path(os.fsdecode(bytes(tmp_path) + b"/caf\xe9.gguf"))
+    latin1.write_bytes(b"GGUF" + bytes(64))
+    error = finishes_within(10, lambda: detect_format(latin1))
+    assert isinstance(error, ModelSourceError) and "caf\\xe9.gguf is not UTF-8 text" in str(error)
+    error = finishes_within(10, lambda: detect_format(fifo))
+    assert isinstance(error, ModelSourceError) and "not a regular file or folder" in str(error)
+    folder = tmp_path / "hf"
+    folder.mkdir()
+    (folder / "model.safetensors").write_bytes(b"")
+    os.symlink("/dev/zero", folder / "config.json")
+    error = finishes_within(10, lambda: detect_format(folder))
+    assert isinstance(error, ModelSourceError) and "model config" in str(error) and "a device" in str(error)

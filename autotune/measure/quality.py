@@ -14,6 +14,7 @@ Figures, each with a bootstrap interval over chunks:
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import json
 import os
@@ -29,6 +30,7 @@ import numpy as np
 
 from autotune.decide.stats import interval_from_replicates
 from autotune.errors import AutotuneError
+from autotune.files import UnreadableFile, read_prefix
 from autotune.plugins.backend import Artifact, Backend, Params
 from autotune.profile.schema import Interval, Quality
 from autotune.store.cache import cache_dir, key_digest
@@ -215,17 +217,17 @@ def to_profile(loss: QualityLoss, reference_label: str, bits_per_weight: float |
     )
 
 
-def quality_task(
-    ref_backend: Backend,
-    ref_artifact: Artifact,
-    ref_params: Params,
-    var_backend: Backend,
-    var_artifact: Artifact,
-    var_params: Params,
-    token_ids: list[int],
-    chunk_tokens: int,
-    reference_store: Path | None = None,
-) -> list[ChunkStats]:
+@dataclass(frozen=True)
+class Scored:
+    """One model of a quality score: a backend, the artifact it built, and the parameters it is loaded with."""
+
+    backend: Backend
+    artifact: Artifact
+    params: Params
+
+
+def quality_task(reference: Scored, variant: Scored, token_ids: list[int], chunk_tokens: int,
+                 reference_store: Path | None = None) -> list[ChunkStats]:
     """Score a variant against the reference; runs inside a worker process.
 
     The reference's log-probabilities come from ``reference_store`` when an earlier score left a complete
@@ -233,9 +235,10 @@ def quality_task(
     advancing together, and the reference's rows are written to the store for the next score. Returns
     plain dataclasses, which pickle.
     """
-    reference = reference_stream(ref_backend, ref_artifact, ref_params, token_ids, chunk_tokens, reference_store)
-    variant = var_backend.logprobs(var_artifact, var_params, token_ids, chunk_tokens)
-    return compare_streams(reference, variant, token_ids, chunk_tokens)
+    references = reference_stream(reference.backend, reference.artifact, reference.params, token_ids, chunk_tokens,
+                                  reference_store)
+    variants = variant.backend.logprobs(variant.artifact, variant.params, token_ids, chunk_tokens)
+    return compare_streams(references, variants, token_ids, chunk_tokens)
 
 
 def store_reference(backend: Backend, artifact: Artifact, params: Params, token_ids: list[int], chunk_tokens: int,
@@ -329,19 +332,41 @@ class QualityCache:
         return path
 
 
-def load_eval_text(path: Path | None = None) -> str:
-    """The evaluation text: the user's ``--eval-text`` file, or the one shipped with autotune."""
+EVAL_BYTES_PER_TOKEN = 64
+"""Bytes of evaluation text read per token to score: tokens average about four bytes of text, so sixteen times
+that covers odd text too; more is read only when the prefix turns out too short."""
+EVAL_TEXT_BYTES = 2**20
+"""What ``load_eval_text`` reads of a text unless told otherwise (the shipped text is 20 KiB)."""
+
+
+def eval_text_prefix(path: Path | None, max_bytes: int) -> tuple[str, bool]:
+    """The first ``max_bytes`` of the evaluation text, cut at a line or word break, and whether the text goes on.
+
+    Only what is scored is read: a 50 MB ``--eval-text`` was read and tokenized whole to score 256 tokens
+    (33 s instead of 1.4 s). The user's file must be a regular UTF-8 text file (a FIFO or ``/dev/zero`` is one line).
+    """
     if path is None:
-        return resources.files("autotune").joinpath("data/eval.txt").read_text(encoding="utf-8")
-    path = Path(path)
+        data = resources.files("autotune").joinpath("data/eval.txt").read_bytes()
+        data, more = data[:max_bytes + 1], len(data) > max_bytes
+        data = data[:max_bytes]
+    else:
+        path = Path(path)
+        try:
+            data, more = read_prefix(path, max_bytes, "evaluation text")
+        except UnreadableFile as error:
+            raise AutotuneError(f"{error}; pass a UTF-8 text file to --eval-text") from None
+    if more:  # cut at the last break, so no word (and no UTF-8 character) is split
+        cut = max(data.rfind(b" "), data.rfind(b"\n"))
+        data = data[:cut] if cut > 0 else data
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise AutotuneError(f"evaluation text not found: {path} (pass a UTF-8 text file to --eval-text)") from None
-    except IsADirectoryError:
-        raise AutotuneError(f"evaluation text {path} is a folder; pass a UTF-8 text file to --eval-text") from None
+        text = codecs.getincrementaldecoder("utf-8")().decode(data, final=not more)
     except UnicodeDecodeError:
         raise AutotuneError(f"evaluation text {path} is not UTF-8 text; pass a UTF-8 text file to --eval-text") from None
     if not text.strip():
         raise AutotuneError(f"evaluation text {path} is empty; pass a file with a few thousand words of text")
-    return text
+    return text, more
+
+
+def load_eval_text(path: Path | None = None, max_bytes: int = EVAL_TEXT_BYTES) -> str:
+    """The evaluation text: the user's ``--eval-text`` file, or the one shipped with autotune (at most ``max_bytes``)."""
+    return eval_text_prefix(path, max_bytes)[0]

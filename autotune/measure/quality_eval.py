@@ -8,10 +8,12 @@ from pathlib import Path
 from autotune.errors import AutotuneError
 from autotune.hardware import Hardware
 from autotune.measure.quality import (
+    EVAL_BYTES_PER_TOKEN,
     METHOD,
     QualityCache,
+    Scored,
     eval_text_hash,
-    load_eval_text,
+    eval_text_prefix,
     quality_task,
     store_reference,
     summarize_quality,
@@ -19,8 +21,9 @@ from autotune.measure.quality import (
 )
 from autotune.measure.trial import artifact_key, prepare_artifact
 from autotune.measure.worker import WorkerTask, run_in_worker
+from autotune.model.source import ModelSource
 from autotune.options import TuneOptions
-from autotune.plugins.backend import Artifact, Params, has_logprobs
+from autotune.plugins.backend import Artifact, Backend, Params, has_logprobs
 from autotune.profile.schema import Interval, Quality
 from autotune.reporting import Reporter
 from autotune.search.sources import ResolvedBackend
@@ -63,9 +66,7 @@ class QualityEvaluator:
         reference = native[0]
         backend = reference.backend
         try:
-            text = load_eval_text(options.eval_text)
-            tokens = chunked_with_bos(backend.tokenize(reference.source, text), backend.tokenize(reference.source, ""),
-                                      chunk_size(options))[: options.eval_tokens]
+            text, tokens = scored_text(backend, reference.source, options)
             # The first starting point keeps the source precision: the source itself is the reference.
             ref_params = backend.starting_points(reference.source, hardware, workload)[0]
             ref_artifact, _ = prepare_artifact(backend, reference.source, ref_params)
@@ -103,8 +104,9 @@ class QualityEvaluator:
             if not stored.ok:  # quality_task computes it beside the variant then, as before
                 self.reporter.warn(f"the reference could not be stored ({stored.error}); scoring both at once")
         result = run_in_worker(
-            WorkerTask(quality_task, (self.reference.backend, self.ref_artifact, self.ref_params,
-                                      r.backend, artifact, params, self.tokens, chunk_size(self.options), store)),
+            WorkerTask(quality_task, (Scored(self.reference.backend, self.ref_artifact, self.ref_params),
+                                      Scored(r.backend, artifact, params), self.tokens, chunk_size(self.options),
+                                      store)),
             timeout_s=self.options.timeout_s * 4, memory_limit_bytes=self.memory_limit_bytes,
         )
         if not result.ok:
@@ -126,6 +128,22 @@ class QualityEvaluator:
                        bits_per_weight=artifact.bits_per_weight, kl_divergence=Interval(**exact),
                        top1_agreement=Interval(value=1.0, low=1.0, high=1.0),
                        perplexity_ratio=Interval(value=1.0, low=1.0, high=1.0), tokens=len(self.tokens))
+
+
+def scored_text(backend: Backend, source: ModelSource, options: TuneOptions) -> tuple[str, list[int]]:
+    """The part of the evaluation text that is scored and its tokens (``options.eval_tokens`` of them, BOS laid out).
+
+    Only a prefix is read and tokenized, sized for the tokens wanted; it grows (doubling) only when it
+    tokenizes to fewer than that and the text goes on.
+    """
+    max_bytes = max(options.eval_tokens * EVAL_BYTES_PER_TOKEN, 64 * 2**10)
+    empty = backend.tokenize(source, "")
+    while True:
+        text, more = eval_text_prefix(options.eval_text, max_bytes)
+        tokens = chunked_with_bos(backend.tokenize(source, text), empty, chunk_size(options))
+        if len(tokens) > options.eval_tokens or not more:
+            return text, tokens[: options.eval_tokens]
+        max_bytes *= 2
 
 
 MIN_CHUNKS = 4

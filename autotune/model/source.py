@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import hashlib
-import json
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from autotune.errors import ModelSourceError
+from autotune.files import UnreadableFile, read_json, read_prefix, shown_path
 
 
 @dataclass(frozen=True)
@@ -50,14 +51,38 @@ class ModelSource:
         return int(window) if isinstance(window, (int, float)) and window > 0 else None
 
 
+def check_model_path(path: Path) -> None:
+    """Refuse, in one line, a model path autotune cannot carry into a profile or read safely.
+
+    A name that is not UTF-8 (``caf\\xe9.gguf`` from another system's encoding) cannot be written into the
+    JSON profile, the study or the exports, which are UTF-8 text; a FIFO or a device is not a model file.
+    """
+    try:
+        str(path).encode("utf-8")
+    except UnicodeEncodeError:
+        raise ModelSourceError(f"the model path {shown_path(path)} is not UTF-8 text, so no profile or export could "
+                               "name it; rename the file (or folder) to a UTF-8 name") from None
+    try:
+        mode = path.stat().st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        raise ModelSourceError(f"model not found: {shown_path(path)} (pass a .gguf file or a model folder)") from None
+    except OSError as error:
+        raise ModelSourceError(f"cannot read the model {shown_path(path)}: {error.strerror or error}") from None
+    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        raise ModelSourceError(f"{shown_path(path)} is not a regular file or folder (a pipe, device or socket); "
+                               "pass a .gguf file or a model folder")
+
+
 def detect_format(path: Path) -> str:
     """Tell which format a model path is in, or raise with what was expected."""
-    if not path.exists():
-        raise ModelSourceError(f"model not found: {path} (pass a .gguf file or a model folder)")
+    check_model_path(path)
     if path.is_file():
-        with path.open("rb") as handle:
-            if handle.read(4) == b"GGUF":
-                return "gguf"
+        try:
+            magic, _ = read_prefix(path, 4, "model file")
+        except UnreadableFile as error:
+            raise ModelSourceError(str(error)) from None
+        if magic == b"GGUF":
+            return "gguf"
         if path.suffix == ".onnx":
             return "onnx"
         raise ModelSourceError(f"{path} is not a GGUF file (no GGUF magic); pass a .gguf file or a model folder")
@@ -67,9 +92,13 @@ def detect_format(path: Path) -> str:
     if "openvino_model.xml" in names:
         return "openvino"
     if "config.json" in names and any(n.endswith(".safetensors") for n in names):
-        config = json.loads((path / "config.json").read_text())
+        try:
+            config = read_json(path / "config.json", "model config")
+        except UnreadableFile as error:
+            raise ModelSourceError(str(error)) from None
         # mlx_lm writes its quantization block into config.json; an HF folder has none.
-        return "mlx" if "quantization" in config and "quantization_config" not in config else "hf"
+        return "mlx" if isinstance(config, dict) and "quantization" in config and "quantization_config" not in config \
+            else "hf"
     raise ModelSourceError(
         f"cannot tell the format of folder {path}: expected a GGUF file, an HF folder (config.json + "
         "*.safetensors), an ONNX folder, an OpenVINO IR folder or an MLX folder"

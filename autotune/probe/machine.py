@@ -13,7 +13,6 @@ for tuning on behalf of another machine.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import platform
@@ -21,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from autotune.errors import AutotuneError, ForeignHardware
+from autotune.files import UnreadableFile, read_json
 from autotune.hardware import NOTABLE_FEATURES, Accelerator, CacheLevel, CpuInfo, Hardware, MemoryBandwidth, MemoryInfo
 from autotune.plugins.manager import PluginManager, get_plugin_manager
 from autotune.store.cache import cache_dir, write_json_atomically
@@ -28,6 +28,8 @@ from autotune.store.cache import cache_dir, write_json_atomically
 log = logging.getLogger("autotune")
 
 HARDWARE_JSON_ENV = "AUTOTUNE_HARDWARE_JSON"
+MAX_HARDWARE_JSON_BYTES = 4 * 2**20
+"""Largest hardware description read (a real one is a few kilobytes)."""
 CACHE_FILE = "probe.json"
 CACHE_VERSION = 1
 """Bumped when the probe learns new facts, so caches written by older code are ignored."""
@@ -126,11 +128,10 @@ def collect(manager: PluginManager, *, measure_bandwidth: bool = True) -> Hardwa
 
 def load_hardware(path: Path) -> Hardware:
     """A ``Hardware`` from a JSON file: a plain dump, or the probe cache (``probe.json``)."""
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError) as error:
-        raise AutotuneError(f"cannot read hardware JSON {str(path)!r} ({error}); "
-                            f"point {HARDWARE_JSON_ENV} at a file written by `autotune probe --json`") from None
+    try:  # bounded: AUTOTUNE_HARDWARE_JSON=/dev/zero filled the machine's memory, a FIFO hung the run
+        data = read_json(path, "hardware JSON", MAX_HARDWARE_JSON_BYTES)
+    except UnreadableFile as error:
+        raise AutotuneError(f"{error}; point {HARDWARE_JSON_ENV} at a file written by `autotune probe --json`") from None
     if isinstance(data, dict) and isinstance(data.get("hardware"), dict):
         data = data["hardware"]
     try:
@@ -287,12 +288,12 @@ def with_fresh_limits(hardware: Hardware) -> Hardware:
 
 def _read_cache(path: Path, key: dict[str, Any]) -> Hardware | None:
     try:
-        data = json.loads(path.read_text())
+        data = read_json(path, "probe cache", MAX_HARDWARE_JSON_BYTES)
         if data.get("key") != key:
             return None
         return hardware_from_dict(data["hardware"])
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        return None  # missing, stale or corrupt: probe again
+    except (UnreadableFile, OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None  # missing, stale, corrupt or odd (UnreadableFile is an AutotuneError): probe again
 
 
 def _write_cache(path: Path, key: dict[str, Any], hardware: Hardware) -> None:
