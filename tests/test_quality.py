@@ -14,6 +14,7 @@ from autotune.errors import AutotuneError
 from autotune.measure.quality import (
     ChunkStats,
     QualityCache,
+    Scored,
     chunk_stats,
     compare_streams,
     eval_text_hash,
@@ -204,8 +205,8 @@ def test_load_eval_text_from_a_user_file(tmp_path: Path) -> None:
 
 def test_quality_task_runs_in_a_worker(tmp_path: Path) -> None:
     ids = TOKENS[:3000]
-    task = WorkerTask(quality_task, (BACKEND, artifact(tmp_path, "f16"), {"quant": "f16"},
-                                     BACKEND, artifact(tmp_path, "q4_0"), {"quant": "q4_0"}, ids, 200))
+    task = WorkerTask(quality_task, (Scored(BACKEND, artifact(tmp_path, "f16"), {"quant": "f16"}),
+                                     Scored(BACKEND, artifact(tmp_path, "q4_0"), {"quant": "q4_0"}), ids, 200))
     result = run_in_worker(task, timeout_s=60)
     assert result.ok, result.error
     assert result.value == score(tmp_path, "f16", "q4_0", 200, ids)
@@ -229,7 +230,7 @@ def test_short_evaluations_still_give_several_chunks() -> None:
 
 
 def test_the_reference_is_computed_once_and_scores_exactly_as_a_fresh_one(tmp_path: Path) -> None:
-    from autotune.measure.quality import compare_streams, quality_task
+    from autotune.measure.quality import Scored, compare_streams, quality_task
     from autotune.testing import FakeBackend
 
     calls = tmp_path / "reference-calls"
@@ -245,7 +246,8 @@ def test_the_reference_is_computed_once_and_scores_exactly_as_a_fresh_one(tmp_pa
     artifact = Artifact(path=tmp_path / "m", format="gguf", precision="f16", bits_per_weight=16, size_bytes=1)
     tokens = [i % 50 for i in range(130)]
     store = tmp_path / "store"
-    scores = [quality_task(backend, artifact, {"quant": "f16"}, backend, artifact, {"quant": quant}, tokens, 32, store)
+    scores = [quality_task(Scored(backend, artifact, {"quant": "f16"}), Scored(backend, artifact, {"quant": quant}), tokens,
+                           32, store)
               for quant in ("q8_0", "q4_0", "q4_0")]
     assert calls.read_text() == "x" and (store / "complete").exists()  # computed once, then read back
     fresh = compare_streams(backend.logprobs(artifact, {"quant": "f16"}, tokens, 32),
