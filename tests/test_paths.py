@@ -157,3 +157,10 @@ def test_model_paths_that_cannot_be_a_model_are_one_line(tmp_path: Path, fifo: P
     os.symlink("/dev/zero", folder / "config.json")
     error = finishes_within(10, lambda: detect_format(folder))
     assert isinstance(error, ModelSourceError) and "model config" in str(error) and "a device" in str(error)
+
+
+def test_a_245_character_model_name_gives_file_names_a_file_system_takes() -> None:
+    from autotune.cli.run import profile_stem
+
+    stem = profile_stem(Path("/models") / ("m" * 245 + ".gguf"), "3d462888" + "0" * 56)
+    assert stem.endswith("-3d462888") and len(f"{stem}.pareto.png") <= 255 and len(f"{stem}.html") <= 255

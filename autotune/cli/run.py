@@ -19,6 +19,9 @@ from autotune.report import report_path, write_report
 from autotune.tuner import tune
 from autotune.workload import Workload
 
+MAX_STEM_NAME = 100
+"""Characters of the model's name in the profile's file name."""
+
 
 def run_command(args: argparse.Namespace, budget: Budget, workload: Workload, timeout_s: float) -> int:
     """Tune and write the profile; return the exit status."""
@@ -33,7 +36,7 @@ def run_command(args: argparse.Namespace, budget: Budget, workload: Workload, ti
         confirm_rounds=args.confirm_rounds, strict=args.strict, patience=args.patience,
         screening=not args.no_screening,
     )
-    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", f"{model_path.name.removesuffix('.gguf')}-{hardware.fingerprint[:8]}")
+    stem = profile_stem(model_path, hardware.fingerprint)
     profile_path, plot_path = prepare_out(args.out, stem)  # a bad --out fails now, not after the search
     # The header is printed by the reporter once the run passed its preflight (another machine's hardware refused).
     result = tune(model_path, budget, workload, options, manager=manager, hardware=hardware, reporter=reporter)
@@ -95,6 +98,15 @@ def run_command(args: argparse.Namespace, budget: Budget, workload: Workload, ti
     if args.json:
         sys.stdout.write(profile.to_json() + "\n")
     return 0
+
+
+def profile_stem(model_path: Path, fingerprint: str) -> str:
+    """``<model>-<machine>``: the profile's, plot's and report's file name without suffix.
+
+    At most ``MAX_STEM_NAME`` characters of the model's name: with the suffixes the names stay within the 255 a
+    file system allows (a 245-character model name made the plot's name too long after the whole search).
+    """
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", f"{model_path.name.removesuffix('.gguf')[:MAX_STEM_NAME]}-{fingerprint[:8]}")
 
 
 def prepare_out(folder: Path, stem: str) -> tuple[Path, Path]:
