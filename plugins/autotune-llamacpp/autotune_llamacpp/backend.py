@@ -55,6 +55,8 @@ from .tokens import tokenize_text
 
 N_BATCH_CHOICES = (256, 512, 2048)
 N_UBATCH_CHOICES = (128, 512)
+MAX_NAME = 200
+"""Characters of the source's name in a built file's name (file systems take 255)."""
 
 
 class LlamaCppBackend(Backend):
@@ -200,7 +202,7 @@ class LlamaCppBackend(Backend):
         if quant == choices[0]:
             # The source already is this type: deploy the file itself (the cache records its path).
             return describe_file(Path(source.path), quant, info, extra={**extra, "source_file": True})
-        destination = workdir / f"{source.name}-{quant}.gguf"
+        destination = workdir / f"{source.name[:MAX_NAME]}-{quant}.gguf"  # within 255 for any source name
         seconds = quantize(info, quant, destination, threads=_usable_cpus())
         return describe_file(destination, quant, info, seconds=seconds, extra=extra)
 

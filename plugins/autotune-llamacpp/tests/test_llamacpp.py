@@ -220,3 +220,10 @@ def test_a_source_deployed_as_it_is_shows_its_own_mix_not_a_fallback(backend: Ll
     as_is, _ = prepare_artifact(backend, source, {"quant": source.precision})
     assert as_is.path == theirs and "fallback" not in as_is.details
     assert as_is.label == "Q4_K_M (the source file as is: 15/21 tensors in Q5_0/Q8_0)"
+
+
+def test_a_source_with_a_255_character_name_is_quantized(backend: LlamaCppBackend, tiny_256: Path, tmp_path: Path) -> None:
+    long = tmp_path / ("m" * 250 + ".gguf")
+    long.write_bytes(tiny_256.read_bytes())
+    artifact, built = prepare_artifact(backend, backend.inspect(long), {"quant": "Q4_0"})
+    assert built and artifact.path.exists() and len(artifact.path.name) <= 255

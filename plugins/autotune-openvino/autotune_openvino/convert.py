@@ -76,7 +76,7 @@ def convert_hf_to_openvino(source: Path, out_dir: Path) -> Path:
         raise AutotuneError(reason)
     import openvino as ov
 
-    target = out_dir / f"{source.name}-openvino"
+    target = out_dir / f"{source.name[:200]}-openvino"  # within 255 characters for any source name
     target.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     model = trace_stateful(source)
