@@ -6,24 +6,29 @@ a real headless Chromium.
 
 from __future__ import annotations
 
+import json
 import re
 from html.parser import HTMLParser
 from pathlib import Path
+from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import autotune.cli.run
 import autotune.plugins.manager
 from autotune import __version__
 from autotune.cli.main import main
+from autotune.errors import ProfileError
 from autotune.plugins.backend import Availability
-from autotune.profile.reading import load_profile
+from autotune.profile.reading import load_profile, profile_from_data
 from autotune.profile.schema import DeploymentProfile
 from autotune.report import render_report, report_path
 from autotune.report.page import COLUMNS
 from autotune.testing import FakeBackend, manager_with
 from autotune.testing.conformance import example_hardware
-from autotune.testing.profiles import sample_profile
+from autotune.testing.profiles import DELETE, HOSTILE_TEXT, HOSTILE_VALUES, mutated, mutation_sites, sample_profile
 from autotune.testing.reports import HOSTILE, hostile_profile, report_profile
 
 
@@ -257,3 +262,37 @@ def test_run_writes_the_report_beside_the_profile(tmp_path: Path, model: Path, m
     profile = load_profile(profile_file, {})
     assert f"report:  {report_path(profile_file)}" in out
     assert sorted(page.rows) == sorted(str(t.number) for t in profile.trials) and len(page.rows) == 3
+
+
+REPORT_DATA = json.loads(report_profile().to_json())
+SITES = mutation_sites(REPORT_DATA)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.tuples(st.sampled_from(SITES), st.sampled_from([*HOSTILE_VALUES, *HOSTILE_TEXT, HOSTILE, DELETE])),
+                min_size=1, max_size=4))
+def test_any_profile_that_validates_renders_with_its_strings_as_text(changes: list[tuple[tuple[Any, ...], Any]]) -> None:
+    data = REPORT_DATA
+    for site, value in changes:
+        data = mutated(data, site, value)
+    try:
+        profile = profile_from_data(data, "mutated.json", {})
+    except ProfileError:
+        return  # refused in one line: the report is never asked to show it
+    page = Page(render_report(profile))
+    assert [tag for tag, _ in page.tags if tag in ("img", "iframe", "object", "embed")] == []
+    assert [tag for tag, _ in page.tags].count("script") == 1
+
+
+@pytest.mark.parametrize("value", [10**400, -1, 0, HOSTILE], ids=["huge", "negative", "zero", "markup"])
+def test_every_field_of_a_profile_may_hold_an_extreme_value(value: object) -> None:
+    """Each site at once with the values that once broke the page (an integer beyond any float, a negative peak)."""
+    rendered = 0
+    for site in SITES:
+        try:
+            profile = profile_from_data(mutated(REPORT_DATA, site, value), "mutated.json", {})
+        except ProfileError:
+            continue
+        assert render_report(profile).count("<script") == 1, site
+        rendered += 1
+    assert rendered > 100  # most sites take these values: the sweep is not vacuous

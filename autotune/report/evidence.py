@@ -114,7 +114,7 @@ def _row(trial: Trial, profile: DeploymentProfile) -> Row:
                decode_tps=measured.decode_tps if measured else None,
                itl_p95_ms=measured.worst_itl_p95_ms if measured else None,
                ttft_ms=measured.ttft_ms if measured else None,
-               peak_bytes=measured.peak_rss_bytes if measured else None,
+               peak_bytes=_peak(measured.peak_rss_bytes) if measured else None,
                kl=_kl(trial.quality), bits_per_weight=trial.bits_per_weight,
                machine=machine_state(measured.context) if measured else MachineState("—"),
                why=why, screening=trial.status == "screened-out" and measured is not None)
@@ -124,7 +124,7 @@ def _chosen_row(profile: DeploymentProfile) -> Row:
     m = profile.measured
     return Row(number=None, backend=profile.backend.name, configuration=params_text(profile.params),
                precision=profile.artifact.label, status="measured", chosen=True, feasible=True, on_front=True,
-               decode_tps=m.decode_tps, itl_p95_ms=m.worst_itl_p95_ms, ttft_ms=m.ttft_ms, peak_bytes=m.peak_rss_bytes,
+               decode_tps=m.decode_tps, itl_p95_ms=m.worst_itl_p95_ms, ttft_ms=m.ttft_ms, peak_bytes=_peak(m.peak_rss_bytes),
                kl=_kl(profile.quality), bits_per_weight=profile.artifact.bits_per_weight,
                machine=machine_state(m.context), why="", screening=False)
 
@@ -133,7 +133,7 @@ def _alternative_row(alternative: Alternative) -> Row:
     m = alternative.measured
     return Row(number=alternative.trial, backend=alternative.backend, configuration=params_text(alternative.params),
                precision=alternative.precision, status="measured", chosen=False, feasible=True, on_front=True,
-               decode_tps=m.decode_tps, itl_p95_ms=m.worst_itl_p95_ms, ttft_ms=m.ttft_ms, peak_bytes=m.peak_rss_bytes,
+               decode_tps=m.decode_tps, itl_p95_ms=m.worst_itl_p95_ms, ttft_ms=m.ttft_ms, peak_bytes=_peak(m.peak_rss_bytes),
                kl=_kl(alternative.quality), bits_per_weight=None, machine=machine_state(m.context), why="",
                screening=False)
 
@@ -184,7 +184,7 @@ def flatten(data: Mapping[str, object], prefix: str = "") -> list[tuple[str, str
         if isinstance(value, Mapping) and value:
             pairs += flatten(value, f"{name}.")
         elif name.endswith("_bytes") and (number := _number(value)) is not None:
-            pairs.append((name, f"{format_bytes(number)} ({text_of(value)})"))
+            pairs.append((name, f"{size_text(number)} ({text_of(value)})"))
         elif name.endswith("_bytes_per_s") and (number := _number(value)) is not None:
             pairs.append((name, f"{number / 1e9:.1f} GB/s"))
         else:
@@ -210,8 +210,23 @@ def text_of(value: object) -> str:
     return json.dumps(value, ensure_ascii=False, default=str)
 
 
+def size_text(value: object) -> str:
+    """Bytes in a binary unit (``370.2 MiB``); a size no float can hold is shown as its digits."""
+    number = _number(value)
+    return format_bytes(number) if number is not None else f"{text_of(value)} B"
+
+
+def _peak(value: int | None) -> int | None:
+    """A peak memory figure the table and the plot can compute with (None: none, or beyond any float)."""
+    return value if _number(value) is not None else None
+
+
 def _number(value: object) -> float | None:
     """A finite int or float (never a bool), else None."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
-    return float(value) if math.isfinite(value) else None
+    try:
+        number = float(value)
+    except OverflowError:  # an integer beyond any float: no figure, not a crash
+        return None
+    return number if math.isfinite(number) else None

@@ -11,9 +11,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from html import escape
 
-from autotune.budget import format_bytes
 from autotune.profile.schema import Confirmation, DeploymentProfile, Interval
-from autotune.report.evidence import Evidence, Row, params_text, text_of
+from autotune.report.evidence import Evidence, Row, params_text, size_text, text_of
 from autotune.report.plot import front_svg
 
 POLICY = "default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; img-src data:"
@@ -179,8 +178,8 @@ def _answer(profile: DeploymentProfile) -> str:
         _figure("time to first token, ms", number(m.ttft_ms, ".1f", "ttft-ms"),
                 f"budget {budget.ttft_ms:g} ms" if budget.ttft_ms is not None else "no budget"),
         _figure("peak memory", f'<span class="num" id="peak-bytes" data-value="{m.peak_rss_bytes!r}">'
-                f"{escape(format_bytes(m.peak_rss_bytes))}</span>",
-                f"budget {escape(format_bytes(budget.memory_bytes))}"),
+                f"{escape(size_text(m.peak_rss_bytes))}</span>",
+                f"budget {escape(size_text(budget.memory_bytes))}"),
         _figure("quality loss (KL)" if kl is not None else "quality (proxy)", loss,
                 escape(f"against {quality.reference}") if quality is not None and quality.reference else ""),
     ]
@@ -193,8 +192,8 @@ def _answer(profile: DeploymentProfile) -> str:
     lines = [
         ("backend", f"{profile.backend.name} {profile.backend.version or ''}"),
         ("precision", f"{artifact.label} ({artifact.bits_per_weight:.2f} bits per weight)"),
-        ("artifact", f"{artifact.path} ({artifact.format}, {format_bytes(artifact.size_bytes)})"),
-        ("predicted memory", f"{format_bytes(predicted.memory_bytes)}{error}"),
+        ("artifact", f"{artifact.path} ({artifact.format}, {size_text(artifact.size_bytes)})"),
+        ("predicted memory", f"{size_text(predicted.memory_bytes)}{error}"),
         ("objective", profile.objective),
         ("search trial", f"{m.decode_tps:.1f} tok/s, p95 {m.worst_itl_p95_ms:.2f} ms, {m.runs} timed runs, "
                          f"spread {m.spread:.1%}"),
@@ -307,7 +306,11 @@ def _key_values(ident: str, title: str, pairs: Sequence[tuple[str, str]]) -> str
 
 def _budget(profile: DeploymentProfile) -> str:
     w = profile.workload
-    pairs = [("budget", profile.budget.describe()),
+    try:
+        budget = profile.budget.describe()
+    except OverflowError:  # a memory budget beyond any float (the schema bounds it below only)
+        budget = f"memory ≤ {size_text(profile.budget.memory_bytes)}, p95 ≤ {profile.budget.latency_ms:g} ms"
+    pairs = [("budget", budget),
              ("workload", f"{w.prompt_tokens} prompt tokens, {w.gen_tokens} generated, context {w.context}, "
                           f"depth {w.depth if w.depth is not None else 'context − generated'}, {w.runs} timed runs, "
                           f"concurrency {w.concurrency}")]

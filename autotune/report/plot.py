@@ -10,8 +10,8 @@ import math
 from collections.abc import Sequence
 from html import escape
 
-from autotune.budget import Budget, format_bytes
-from autotune.report.evidence import STATUS_WORDS, Row
+from autotune.budget import Budget
+from autotune.report.evidence import STATUS_WORDS, Row, size_text
 
 WIDTH, HEIGHT = 920, 440
 LEFT, RIGHT, TOP, BOTTOM = 72, 210, 24, 58
@@ -75,7 +75,7 @@ def front_svg(rows: Sequence[Row], budget: Budget) -> str:
         parts.append(f'<line x1="{LEFT}" y1="{y:.1f}" x2="{LEFT + inner_w}" y2="{y:.1f}" class="budget"/>'
                      f'<text x="{LEFT + inner_w - 4}" y="{y - 5:.1f}" class="budget-label" text-anchor="end">'
                      f'quality budget {quality_budget:g}</text>')
-    largest = max((r.peak_bytes or 0) for r in points) or 1
+    largest = max(max((r.peak_bytes or 0) for r in points), 1)
     # Drawn in order: over budget under feasible under the front, the chosen one on top.
     for row in sorted(points, key=lambda r: (r.chosen, r.on_front, r.feasible)):
         parts.append(_marker(row, sx(row.itl_p95_ms or 0.0), sy(row.quality_loss or 0.0), largest))
@@ -85,12 +85,12 @@ def front_svg(rows: Sequence[Row], budget: Budget) -> str:
 
 
 def _marker(row: Row, x: float, y: float, largest: int) -> str:
-    radius = 4 + 9 * math.sqrt((row.peak_bytes or 0) / largest)
+    radius = 4 + 9 * math.sqrt(max(row.peak_bytes or 0, 0) / largest)
     kind = "chosen" if row.chosen else "front" if row.on_front else "feasible" if row.feasible else "over"
     loss = f"KL {row.kl.value:.4g}" if row.kl is not None else f"{row.bits_per_weight or 0:.2f} bits per weight"
     number = f"#{row.number} " if row.number is not None else ""
     tip = (f"{number}{row.backend} {row.precision} {row.configuration}: p95 {row.itl_p95_ms or 0:.2f} ms, "
-           f"{row.decode_tps or 0:.1f} tok/s, peak {format_bytes(row.peak_bytes)}, {loss}")
+           f"{row.decode_tps or 0:.1f} tok/s, peak {size_text(row.peak_bytes)}, {loss}")
     shape = (_star(x, y, radius + 4) if row.chosen else
              f'<circle cx="{x:.1f}" cy="{y:.1f}" r="{radius:.1f}"/>')
     label = (f'<text x="{x + radius + 3:.1f}" y="{y - radius:.1f}" class="point-label">'
@@ -119,7 +119,7 @@ def _legend(budget: Budget) -> str:
         parts.append(f'<g class="point {kind}">{mark}</g><text x="{x + 14}" y="{cy + 4}">{text}</text>')
     bottom = y + len(entries) * 18
     parts.append(f'<text x="{x - 2}" y="{bottom + 2}" class="note">marker area: peak memory</text>'
-                 f'<text x="{x - 2}" y="{bottom + 18}" class="note">(budget {escape(format_bytes(budget.memory_bytes))})'
+                 f'<text x="{x - 2}" y="{bottom + 18}" class="note">(budget {escape(size_text(budget.memory_bytes))})'
                  '</text></g>')
     return "".join(parts)
 
