@@ -48,9 +48,10 @@ def front_svg(rows: Sequence[Row], budget: Budget) -> str:
     def sy(y: float) -> float:
         return TOP + inner_h * (1 - y / y_top)
 
-    proxy = any(r.kl is None for r in points)
-    y_title = ("quality loss (mean KL divergence; 16 − bits per weight where unmeasured)" if proxy
-               else "quality loss (mean KL divergence)")
+    unmeasured = sum(r.kl is None for r in points)
+    y_title = ("quality loss (mean KL divergence)" if not unmeasured else
+               "16 − bits per weight (quality unmeasured)" if unmeasured == len(points) else
+               "quality loss (KL; 16 − bits/weight if unmeasured)")
     parts = [f'<svg class="front" viewBox="0 0 {WIDTH} {HEIGHT}" width="{WIDTH}" height="{HEIGHT}" role="img" '
              f'aria-label="{escape(y_title)} against p95 inter-token latency" xmlns="http://www.w3.org/2000/svg">',
              f'<rect x="{LEFT}" y="{TOP}" width="{inner_w}" height="{inner_h}" class="area"/>']
@@ -93,8 +94,11 @@ def _marker(row: Row, x: float, y: float, largest: int) -> str:
            f"{row.decode_tps or 0:.1f} tok/s, peak {size_text(row.peak_bytes)}, {loss}")
     shape = (_star(x, y, radius + 4) if row.chosen else
              f'<circle cx="{x:.1f}" cy="{y:.1f}" r="{radius:.1f}"/>')
-    label = (f'<text x="{x + radius + 3:.1f}" y="{y - radius:.1f}" class="point-label">'
-             f'{escape(row.backend)} {escape(row.precision)}</text>' if row.on_front else "")
+    # The precision without its fallback note, so the label stays short: the tooltip and the table have it whole.
+    short = f"{row.backend} {row.precision.split(' (', 1)[0]}"
+    short = short if len(short) <= 28 else short[:27] + "…"
+    label = (f'<text x="{x + radius + 3:.1f}" y="{y - radius:.1f}" class="point-label">{escape(short)}</text>'
+             if row.on_front else "")
     return f'<g class="point {kind}" data-trial="{row.number if row.number is not None else ""}"><title>' \
            f'{escape(tip)}</title>{shape}{label}</g>'
 
