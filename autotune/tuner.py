@@ -52,6 +52,7 @@ from autotune.search.study import (
     study_name,
     tell,
 )
+from autotune.store.cache import check_writable
 from autotune.store.measurements import MeasurementStore, Scope, runtimes_of
 from autotune.store.view import RoundsMemo, SharedSearch, open_view, search_scope
 from autotune.workload import Workload
@@ -93,6 +94,7 @@ class Tuner:
             busy = busy_warning(sample(BUSY_CHECK_S))  # said once at the start; each disturbed figure is said again
             if busy:
                 context.reporter.warn(busy)
+        check_writable()  # a read-only cache is one line naming it, not a failure in every trial
         open_storage(context.options.storage)  # a bad --storage fails now, not after self-tests and conversions
         remove_orphaned_scratch()  # left by a tuner or worker killed with kill -9
 

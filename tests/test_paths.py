@@ -164,3 +164,33 @@ def test_a_245_character_model_name_gives_file_names_a_file_system_takes() -> No
 
     stem = profile_stem(Path("/models") / ("m" * 245 + ".gguf"), "3d462888" + "0" * 56)
     assert stem.endswith("-3d462888") and len(f"{stem}.pareto.png") <= 255 and len(f"{stem}.html") <= 255
+
+
+def test_a_cache_that_cannot_be_written_is_one_line_naming_it(tmp_path: Path, model: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_text("a file where the cache folder should be")
+    monkeypatch.setenv("AUTOTUNE_CACHE", str(blocked))
+    with pytest.raises(AutotuneError) as raised:
+        tune_with_plugins(model, InlineBackends(FakeBackend()), trials=2)
+    assert f"the cache {blocked} cannot be written" in str(raised.value) and "AUTOTUNE_CACHE" in str(raised.value)
+    if os.geteuid() != 0:  # root writes into a read-only folder anyway
+        readonly = tmp_path / "readonly"
+        readonly.mkdir(mode=0o500)
+        monkeypatch.setenv("AUTOTUNE_CACHE", str(readonly))
+        with pytest.raises(AutotuneError, match="readonly cannot be written.*AUTOTUNE_CACHE"):
+            tune_with_plugins(model, InlineBackends(FakeBackend()), trials=2)
+
+
+def test_a_cache_whose_files_cannot_be_created_fails_before_any_trial(tmp_path: Path, model: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """The read-only file system the issue met, as the kernel answers it (EROFS), without needing one here."""
+    import errno
+    import tempfile
+
+    def read_only(*args: object, **kwargs: object) -> tuple[int, str]:
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+
+    monkeypatch.setattr(tempfile, "mkstemp", read_only)
+    with pytest.raises(AutotuneError, match=r"cannot be written \(Read-only file system\).*AUTOTUNE_CACHE"):
+        tune_with_plugins(model, InlineBackends(FakeBackend()), trials=2)

@@ -14,12 +14,40 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from autotune.errors import AutotuneError
+
+CACHE_ENV = "AUTOTUNE_CACHE"
+
 
 def cache_dir() -> Path:
-    """The cache root, created on first use."""
-    root = Path(os.environ.get("AUTOTUNE_CACHE") or Path.home() / ".cache" / "autotune")
-    root.mkdir(parents=True, exist_ok=True)
+    """The cache root, created on first use; one that cannot be created is one ``AutotuneError`` line."""
+    root = Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "autotune")
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise AutotuneError(_unwritable(root, error)) from None
     return root
+
+
+def check_writable() -> Path:
+    """The cache root, after checking a file can be written in it; else one ``AutotuneError`` naming it.
+
+    A run keeps its artifacts, study and measurements there: a read-only cache made every trial fail with
+    "prepare failed: OSError(30, 'Read-only file system')" and the run end in "No configuration met the budget".
+    """
+    root = cache_dir()
+    try:
+        handle, name = tempfile.mkstemp(prefix=".write-check-", dir=root)
+        os.close(handle)
+        os.unlink(name)
+    except OSError as error:
+        raise AutotuneError(_unwritable(root, error)) from None
+    return root
+
+
+def _unwritable(root: Path, error: OSError) -> str:
+    return (f"the cache {root} cannot be written ({error.strerror or error}); autotune keeps artifacts, studies and "
+            f"measurements there: make it writable, or point {CACHE_ENV} at a folder that is")
 
 
 def key_digest(key: object, length: int = 24) -> str:
