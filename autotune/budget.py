@@ -28,12 +28,12 @@ def parse_quality_loss(value: str | float) -> float:
 
 
 def format_bytes(size: float | None) -> str:
-    """Render bytes with a binary unit for humans (``370.2 MiB``)."""
+    """Render bytes with a binary unit for humans, at most one decimal (``370.2 MiB``, ``2 GiB``, ``512 B``)."""
     if size is None:
         return "-"
     for unit, factor in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
         if abs(size) >= factor:
-            return f"{size / factor:.1f} {unit}"
+            return f"{size / factor:.1f}".removesuffix(".0") + f" {unit}"
     return f"{int(size)} B"
 
 
@@ -69,6 +69,16 @@ class Budget(BaseModel):
             ttft_ms=parse_duration(ttft) * 1000 if ttft is not None else None,
             max_quality_loss=parse_quality_loss(max_quality_loss) if max_quality_loss is not None else None,
         )
+
+    def terms(self) -> list[str]:
+        """The budgets besides memory in short words (``p95 50 ms``, ``TTFT 200 ms``, ``KL 0.05``), for names and
+        evidence lines; each caller spells the memory its own way (a study name in GiB, an export in whole MiB)."""
+        found = [f"p95 {self.latency_ms:g} ms"]
+        if self.ttft_ms is not None:
+            found.append(f"TTFT {self.ttft_ms:g} ms")
+        if self.max_quality_loss is not None:
+            found.append(f"KL {self.max_quality_loss:g}")
+        return found
 
     def describe(self) -> str:
         """One line for humans."""

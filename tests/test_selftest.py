@@ -197,4 +197,4 @@ def test_a_budget_above_the_machine_is_capped_at_its_limit(model: Path) -> None:
     small = example_hardware(memory_gib=1)
     result = tune(model, small, FakeBackend(), reporter=reporter, budget="2GB")
     assert result.profile.budget.memory_bytes == small.memory.limit_bytes
-    assert any("above the 1.0 GiB this machine lets autotune use" in w for w in reporter.warnings)
+    assert any("above the 1 GiB this machine lets autotune use" in w for w in reporter.warnings)

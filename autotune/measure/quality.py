@@ -32,8 +32,9 @@ from autotune.decide.stats import interval_from_replicates
 from autotune.errors import AutotuneError
 from autotune.files import UnreadableFile, read_prefix
 from autotune.plugins.backend import Artifact, Backend, Params
+from autotune.plugins.protocol import chunk_bounds
 from autotune.profile.schema import Interval, Quality
-from autotune.store.cache import cache_dir, key_digest
+from autotune.store.cache import cache_dir, key_digest, write_text_atomically
 
 METHOD = "kl-divergence"
 
@@ -78,20 +79,6 @@ def log_softmax_rows(logits: np.ndarray, block: int = 64) -> np.ndarray:
         rows -= rows.max(axis=1, keepdims=True)
         rows -= np.log(np.exp(rows).sum(axis=1, keepdims=True))
     return out
-
-
-def chunk_bounds(n_tokens: int, chunk_tokens: int) -> Iterator[tuple[int, int]]:
-    """``(start, stop)`` of each chunk exactly as ``Backend.logprobs`` cuts ``n_tokens`` ids.
-
-    Chunks do not overlap; a trailing chunk of one token predicts nothing and is skipped.
-    """
-    if chunk_tokens < 2:
-        raise ValueError(f"chunk_tokens must be at least 2, got {chunk_tokens}")
-    for start in range(0, n_tokens - 1, chunk_tokens):
-        stop = min(start + chunk_tokens, n_tokens)
-        if stop - start < 2:
-            break
-        yield start, stop
 
 
 def chunk_stats(reference: np.ndarray, variant: np.ndarray, next_ids: np.ndarray) -> ChunkStats:
@@ -323,12 +310,9 @@ class QualityCache:
             chunks: Sequence[ChunkStats]) -> Path:
         """Store chunk statistics (atomically: a reader never sees half an entry)."""
         path = self.path(reference_key, variant_key, text_hash, chunk_tokens)
-        path.parent.mkdir(parents=True, exist_ok=True)
         record = {"key": self.key(reference_key, variant_key, text_hash, chunk_tokens),
                   "chunks": [asdict(chunk) for chunk in chunks]}
-        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(record, indent=1, default=str))
-        os.replace(tmp, path)
+        write_text_atomically(path, json.dumps(record, indent=1, default=str))
         return path
 
 

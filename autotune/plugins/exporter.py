@@ -73,11 +73,7 @@ def evidence(profile: DeploymentProfile) -> list[str]:
     elif quality is not None and quality.bits_per_weight is not None:
         figures.append(f"quality not measured ({quality.bits_per_weight:.2f} bits/weight)")
     budget = profile.budget
-    limits = [f"{budget.memory_bytes // 2**20} MiB", f"p95 {budget.latency_ms:g} ms"]
-    if budget.ttft_ms is not None:
-        limits.append(f"TTFT {budget.ttft_ms:g} ms")
-    if budget.max_quality_loss is not None:
-        limits.append(f"KL {budget.max_quality_loss:g}")
+    limits = [f"{budget.memory_bytes // 2**20} MiB", *budget.terms()]  # integer: a profile's int may exceed a float
     fingerprint = str(profile.hardware.get("fingerprint", "unknown"))[:12]
     version = profile.backend.version or "unknown version"
     return [

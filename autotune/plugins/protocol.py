@@ -140,12 +140,17 @@ def prompt_text_tokens(encode: Callable[[str, bool], list[int]], count: int) -> 
     return tokens[:count]
 
 
-def logprob_chunks(token_ids: list[int], chunk_tokens: int) -> list[list[int]]:
-    """``token_ids`` in chunks of ``chunk_tokens``, each to be evaluated from an empty cache.
+def chunk_bounds(n_tokens: int, chunk_tokens: int) -> list[tuple[int, int]]:
+    """``(start, stop)`` of each chunk of ``n_tokens`` ids: the one chunking rule, for the backends and the scorer.
 
-    A chunk of one token predicts nothing, so every chunk has at least two (a last single token is
-    left out). A list, not a generator: a bad ``chunk_tokens`` raises before the caller loads a model.
+    Chunks do not overlap; a chunk of one token predicts nothing, so every chunk has at least two (a last
+    single token is left out). A list, not a generator: a bad ``chunk_tokens`` raises before anything is loaded.
     """
     if chunk_tokens < 2:
-        raise ValueError("chunk_tokens must be at least 2")
-    return [token_ids[start:start + chunk_tokens] for start in range(0, len(token_ids) - 1, chunk_tokens)]
+        raise ValueError(f"chunk_tokens must be at least 2, got {chunk_tokens}")
+    return [(start, min(start + chunk_tokens, n_tokens)) for start in range(0, n_tokens - 1, chunk_tokens)]
+
+
+def logprob_chunks(token_ids: list[int], chunk_tokens: int) -> list[list[int]]:
+    """``token_ids`` in chunks of ``chunk_tokens`` (``chunk_bounds``), each to be evaluated from an empty cache."""
+    return [token_ids[start:stop] for start, stop in chunk_bounds(len(token_ids), chunk_tokens)]

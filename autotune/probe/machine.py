@@ -19,6 +19,7 @@ import platform
 from pathlib import Path
 from typing import Any
 
+from autotune.budget import format_bytes
 from autotune.errors import AutotuneError, ForeignHardware
 from autotune.files import UnreadableFile, read_json
 from autotune.hardware import NOTABLE_FEATURES, Accelerator, CacheLevel, CpuInfo, Hardware, MemoryBandwidth, MemoryInfo
@@ -83,7 +84,7 @@ def ensure_this_machine(hardware: Hardware) -> None:
 def _identity(hardware: Hardware) -> str:
     cpu = hardware.cpu
     gpus = f", {len(hardware.accelerators)} accelerator(s)" if hardware.accelerators else ""
-    return f"{cpu.brand or cpu.architecture}, {cpu.usable_cores} usable cores, {_binary(hardware.memory.limit_bytes)}{gpus}"
+    return f"{cpu.brand or cpu.architecture}, {cpu.usable_cores} usable cores, {format_bytes(hardware.memory.limit_bytes)}{gpus}"
 
 
 def collect(manager: PluginManager, *, measure_bandwidth: bool = True) -> Hardware:
@@ -189,16 +190,16 @@ def render_hardware(hw: Hardware) -> str:
     frequency = f", {cpu.frequency_mhz:.0f} MHz" if cpu.frequency_mhz else ""
     notable = [f for f in NOTABLE_FEATURES if f in cpu.features]
     cgroup = memory.cgroup_limit_bytes
-    limit = f"cgroup limit {_binary(cgroup)}" if cgroup is not None else "no cgroup limit"
+    limit = f"cgroup limit {format_bytes(cgroup)}" if cgroup is not None else "no cgroup limit"
     lines = [
         ("CPU", f"{cpu.brand or 'unknown'} ({identity}{frequency})"),
         ("Features", f"{' '.join(notable) or 'none of note'} ({len(cpu.features)} flags in all)"),
         ("Cores", f"{cpu.physical_cores} physical, {cpu.logical_cores} logical, {cpu.usable_cores} usable"),
         ("Caches", ", ".join(_cache_text(c) for c in cpu.caches) or "unknown"),
         ("NUMA nodes", str(cpu.numa_nodes)),
-        ("Memory", f"{_binary(memory.total_bytes)} total, {_binary(memory.available_bytes)} available, "
-                   f"{limit}, usable limit {_binary(memory.limit_bytes)}"
-                   + (f", swap {_binary(memory.swap_bytes)}" if memory.swap_bytes else ", no swap")),
+        ("Memory", f"{format_bytes(memory.total_bytes)} total, {format_bytes(memory.available_bytes)} available, "
+                   f"{limit}, usable limit {format_bytes(memory.limit_bytes)}"
+                   + (f", swap {format_bytes(memory.swap_bytes)}" if memory.swap_bytes else ", no swap")),
         ("Bandwidth", _bandwidth_text(hw)),
     ]
     if hw.accelerators:
@@ -216,7 +217,7 @@ def render_hardware(hw: Hardware) -> str:
 def _cache_text(cache: CacheLevel) -> str:
     suffix = {"Data": "d", "Instruction": "i"}.get(cache.type, "")
     shared = f" shared by CPUs {cache.shared_cpu_list}" if cache.shared_cpu_list and cache.shared_cpu_list != "0" else ""
-    return f"L{cache.level}{suffix} {_binary(cache.size_bytes)}{shared}"
+    return f"L{cache.level}{suffix} {format_bytes(cache.size_bytes)}{shared}"
 
 
 def _bandwidth_text(hw: Hardware) -> str:
@@ -229,19 +230,9 @@ def _bandwidth_text(hw: Hardware) -> str:
 
 
 def _accelerator_text(accelerator: Accelerator) -> str:
-    memory = f", {_binary(accelerator.memory_bytes)}" if accelerator.memory_bytes else ""
+    memory = f", {format_bytes(accelerator.memory_bytes)}" if accelerator.memory_bytes else ""
     details = ", ".join(f"{k} {v}" for k, v in accelerator.details.items() if k != "index")
     return f"{accelerator.kind}: {accelerator.name}{memory}" + (f" ({details})" if details else "")
-
-
-def _binary(size: int) -> str:
-    """Bytes in binary units (KiB, MiB, GiB) with at most one decimal."""
-    value = float(size)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < 1024 or unit == "GiB":
-            return f"{value:.0f} {unit}" if value == int(value) or unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    raise AssertionError("unreachable")
 
 
 def _minimal_cpu() -> CpuInfo:

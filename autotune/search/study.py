@@ -47,11 +47,7 @@ def study_name(model_name: str, fingerprint: str, budget: Budget, objective: str
     Readable in optuna-dashboard (``SmolLM2-135M · 2.0 GiB p95 50 ms · latency · llamacpp+onnxruntime``); the
     digest at the end tells apart what the words leave out (workload, quality settings, the model's hash).
     """
-    limits = f"{budget.memory_bytes / 2**30:.1f} GiB p95 {budget.latency_ms:g} ms"
-    if budget.ttft_ms is not None:
-        limits += f" TTFT {budget.ttft_ms:g} ms"
-    if budget.max_quality_loss is not None:
-        limits += f" KL {budget.max_quality_loss:g}"
+    limits = " ".join([f"{budget.memory_bytes / 2**30:.1f} GiB", *budget.terms()])
     digest = key_digest({"budget": budget.model_dump(), "objective": objective, "backends": sorted(backends),
                          "fingerprint": fingerprint, **identity}, 10)
     return f"{model_name} · {limits} · {objective} · {'+'.join(sorted(backends))} · {fingerprint[:8]}-{digest}"
