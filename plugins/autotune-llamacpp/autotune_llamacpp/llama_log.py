@@ -13,7 +13,7 @@ import ctypes
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-ERROR_LEVEL = 3  # ggml_log_level: GGML_LOG_LEVEL_ERROR
+ERROR_LEVEL = 4  # ggml.h: GGML_LOG_LEVEL_ERROR (NONE 0, DEBUG 1, INFO 2, WARN 3, ERROR 4, CONT 5)
 
 
 @contextmanager
@@ -35,7 +35,10 @@ def captured_llama_log() -> Iterator[list[tuple[int, str]]]:
         llama_cpp.llama_log_set(_logger.llama_log_callback, ctypes.c_void_p(0))
 
 
-def last_error(messages: list[tuple[int, str]]) -> str:
-    """The last error line llama.cpp logged, or an empty string."""
+def last_error(messages: list[tuple[int, str]], limit: int = 3) -> str:
+    """llama.cpp's last error lines, oldest first and joined (the cause comes before "failed to load model"),
+    or an empty string. Each line loses the function name llama.cpp prefixes it with."""
     errors = [text.strip() for level, text in messages if level == ERROR_LEVEL and text.strip()]
-    return errors[-1] if errors else ""
+    shown = [line.split(": ", 1)[1] if ": " in line and " " not in line.split(": ", 1)[0] else line
+             for line in errors[-limit:]]
+    return "; ".join(dict.fromkeys(shown))

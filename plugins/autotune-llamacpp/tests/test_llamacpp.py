@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from autotune.errors import AutotuneError
+from autotune.errors import AutotuneError, BackendUnavailable
 from autotune.measure.trial import measure, prepare_artifact
 from autotune.plugins.backend import Categorical, IntRange
 from autotune.testing import BackendConformance, skip_unless_runs_here
@@ -227,3 +227,15 @@ def test_a_source_with_a_255_character_name_is_quantized(backend: LlamaCppBacken
     long.write_bytes(tiny_256.read_bytes())
     artifact, built = prepare_artifact(backend, backend.inspect(long), {"quant": "Q4_0"})
     assert built and artifact.path.exists() and len(artifact.path.name) <= 255
+
+
+def test_a_truncated_gguf_says_what_llama_cpp_found(backend: LlamaCppBackend, tiny_256: Path, tmp_path: Path) -> None:
+    """llama.cpp's own error lines, not "see llama.cpp's log" (a log nobody is shown)."""
+    from autotune_llamacpp.tokens import tokenize_text
+
+    truncated = tmp_path / "truncated.gguf"
+    truncated.write_bytes(tiny_256.read_bytes()[: tiny_256.stat().st_size // 2])
+    with pytest.raises(BackendUnavailable) as raised:
+        tokenize_text(truncated, "hello")
+    message = str(raised.value)
+    assert "not within the file bounds, model is corrupted or incomplete" in message and "see llama.cpp" not in message
