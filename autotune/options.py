@@ -3,15 +3,25 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 Objective = Literal["quality", "latency", "memory"]
 """What picks the winner among configurations within budget: lowest quality loss, p95 latency or memory."""
+OBJECTIVES: tuple[Objective, ...] = get_args(Objective)
 
+DEFAULT_TRIALS = 10
+MAX_TRIALS = 10_000
 MIN_CONFIRM_ROUNDS = 5
 """Fewer interleaved rounds cannot separate a real difference from the ±5–10% run-to-run noise measured here."""
+MAX_CONFIRM_ROUNDS = 100
+MIN_EVAL_TOKENS = 64
+"""Quality intervals are bootstrapped over at least 4 chunks of at least 16 tokens (see ``quality_eval``)."""
+MAX_SEED = 2**32 - 1
+"""Optuna's sampler seeds numpy, which takes 0 to 2^32 - 1."""
+MAX_TIMEOUT_S = 86_400.0
+"""A day per measurement: longer is a typo, not a patient user."""
 
 
 class TuneOptions(BaseModel):
@@ -20,16 +30,16 @@ class TuneOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     backends: tuple[str, ...] = Field(default=(), description="tune only these backends (empty: every installed one)")
-    trials: int = Field(default=12, ge=1, le=10_000, description="new configurations to measure")
-    timeout_s: float = Field(default=300.0, gt=0, le=86_400, description="per-measurement wall-clock limit")
+    trials: int = Field(default=DEFAULT_TRIALS, ge=1, le=MAX_TRIALS, description="new configurations to measure")
+    timeout_s: float = Field(default=300.0, gt=0, le=MAX_TIMEOUT_S, description="per-measurement wall-clock limit")
     storage: str | None = Field(default=None, description="Optuna storage URL (default: SQLite in the cache)")
     objective: Objective = "quality"
-    seed: int | None = Field(default=0, ge=0, le=2**32 - 1)
+    seed: int | None = Field(default=0, ge=0, le=MAX_SEED)
     measure_quality: bool = True
     eval_text: Path | None = None
-    eval_tokens: int = Field(default=1024, ge=64)
+    eval_tokens: int = Field(default=1024, ge=MIN_EVAL_TOKENS)
     chunk_tokens: int = Field(default=256, ge=16)
-    confirm_rounds: int = Field(default=5, ge=0, le=100,
+    confirm_rounds: int = Field(default=MIN_CONFIRM_ROUNDS, ge=0, le=MAX_CONFIRM_ROUNDS,
                                 description=f"interleaved confirmation rounds: 0 skips, else at least {MIN_CONFIRM_ROUNDS}")
     strict: bool = Field(default=False, description="require the p95 interval's upper end within the latency budget")
     screening: bool = Field(default=True, description="screen each new configuration with one short run before "

@@ -199,3 +199,14 @@ def test_any_value_of_any_number_option_is_accepted_or_named(capsys: pytest.Capt
         check_run_options(args)
     except InputError as error:
         assert str(error).isprintable() and option in str(error), str(error)
+
+
+def test_the_command_line_and_the_library_share_defaults_and_bounds() -> None:
+    from autotune.cli.main import build_parser
+    from autotune.options import OBJECTIVES, TuneOptions
+
+    args = build_parser().parse_args(["run", "--budget", "2GB", "--latency", "50ms"])
+    assert args.trials == TuneOptions().trials and args.confirm_rounds == TuneOptions().confirm_rounds
+    objective = next(a for a in build_parser()._subparsers._group_actions[0].choices["run"]._actions  # type: ignore[union-attr]
+                     if a.dest == "objective")
+    assert tuple(objective.choices) == OBJECTIVES == ("quality", "latency", "memory")

@@ -23,6 +23,16 @@ from autotune.cli import run_options
 from autotune.cli.version import VersionAction
 from autotune.errors import AutotuneError, InputError, one_line
 from autotune.numbers import DURATION_FORMS, SIZE_FORMS, parse_duration, parse_size
+from autotune.options import (
+    DEFAULT_TRIALS,
+    MAX_CONFIRM_ROUNDS,
+    MAX_SEED,
+    MAX_TIMEOUT_S,
+    MAX_TRIALS,
+    MIN_CONFIRM_ROUNDS,
+    MIN_EVAL_TOKENS,
+    OBJECTIVES,
+)
 
 if TYPE_CHECKING:
     from autotune.measure.selftest import SelfTestResult
@@ -102,7 +112,7 @@ def _add_question(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-quality-loss", type=_typed(run_options.quality_loss),
                         help="largest accepted mean KL divergence from the reference, e.g. 0.05 "
                         f"(0 to {run_options.MAX_QUALITY_LOSS:g})")
-    parser.add_argument("--objective", choices=("quality", "latency", "memory"), default="quality",
+    parser.add_argument("--objective", choices=OBJECTIVES, default="quality",
                         help="what picks the winner among feasible configurations (default: quality)")
     parser.add_argument("--backend", action="append", default=[], help="tune only this backend (repeatable)")
     parser.add_argument("--prompt-tokens", type=_typed(run_options.prompt_tokens), default=128,
@@ -117,7 +127,7 @@ def _add_question(parser: argparse.ArgumentParser) -> None:
                         "(default: context - gen tokens; 0: start only)")
     parser.add_argument("--eval-text", type=Path, help="text to measure quality loss on (default: the bundled text)")
     parser.add_argument("--eval-tokens", type=_typed(run_options.eval_tokens), default=1024,
-                        help=f"tokens of it to use, at least {run_options.MIN_EVAL_TOKENS} (default: 1024)")
+                        help=f"tokens of it to use, at least {MIN_EVAL_TOKENS} (default: 1024)")
     parser.add_argument("--no-quality", action="store_true", help="skip quality measurement (bits-per-weight proxy)")
     parser.add_argument("--storage", help=STORAGE_HELP)
 
@@ -145,15 +155,15 @@ def build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="tune a model within memory and latency budgets and write a profile",
                               epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_question(run)
-    run.add_argument("--trials", type=_typed(run_options.trials), default=10,
-                     help=f"configurations to measure, 1 to {run_options.MAX_TRIALS} (default: 10); what the store holds "
+    run.add_argument("--trials", type=_typed(run_options.trials), default=DEFAULT_TRIALS,
+                     help=f"configurations to measure, 1 to {MAX_TRIALS} (default: {DEFAULT_TRIALS}); what the store holds "
                      "from runs with another budget, objective or backend set counts toward them")
     run.add_argument("--timeout", type=_typed(run_options.timeout), default="300s",
-                     help=f"per-measurement timeout, {run_options.MIN_TIMEOUT_S:g}s to {run_options.MAX_TIMEOUT_S:g}s "
+                     help=f"per-measurement timeout, {run_options.MIN_TIMEOUT_S:g}s to {MAX_TIMEOUT_S:g}s "
                      "(default: 300s)")
     run.add_argument("--confirm-rounds", type=_typed(run_options.confirm_rounds), default=5,
-                     help=f"interleaved confirmation rounds, {run_options.MIN_CONFIRM_ROUNDS} to "
-                     f"{run_options.MAX_CONFIRM_ROUNDS}; 0 skips (default: 5)")
+                     help=f"interleaved confirmation rounds, {MIN_CONFIRM_ROUNDS} to "
+                     f"{MAX_CONFIRM_ROUNDS}; 0 skips (default: 5)")
     run.add_argument("--strict", action="store_true", help="require the p95 interval's upper end within --latency")
     run.add_argument("--patience", type=_typed(run_options.patience), default=4,
                      help="stop after this many trials in a row that could not beat the best beyond the noise "
@@ -161,7 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-screening", action="store_true",
                      help="measure every configuration in full (default: one short screening run first)")
     run.add_argument("--seed", type=_typed(run_options.seed), default=0,
-                     help=f"search seed, 0 to {run_options.MAX_SEED} (default: 0)")
+                     help=f"search seed, 0 to {MAX_SEED} (default: 0)")
     run.add_argument("--out", type=Path, default=Path("profiles"), help="folder for the profile (default: ./profiles)")
     run.add_argument("--json", action="store_true", help="print the profile JSON on stdout")
 

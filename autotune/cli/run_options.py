@@ -18,24 +18,22 @@ from autotune.budget import Budget, parse_quality_loss
 from autotune.errors import AutotuneError, InputError
 from autotune.model.bundled import BUNDLED
 from autotune.numbers import parse_duration, parse_whole, quoted
+from autotune.options import (
+    MAX_CONFIRM_ROUNDS,
+    MAX_SEED,
+    MAX_TIMEOUT_S,
+    MAX_TRIALS,
+    MIN_CONFIRM_ROUNDS,
+    MIN_EVAL_TOKENS,
+)
 from autotune.workload import Workload
 
-MAX_TRIALS = 10_000
 MAX_TOKENS = 2**20
 """A million-token context: beyond any small model's window, so a larger count is a typo."""
 MIN_GEN_TOKENS = 2
 """Inter-token latency needs at least two generated tokens."""
 MIN_CONTEXT = 16
-MIN_EVAL_TOKENS = 64
-"""Quality intervals are bootstrapped over at least 4 chunks of at least 16 tokens (see ``quality_eval``)."""
-MIN_CONFIRM_ROUNDS = 5
-"""Fewer interleaved rounds give no usable confidence interval (see ``confirm``)."""
-MAX_CONFIRM_ROUNDS = 100
-MAX_SEED = 2**32 - 1
-"""Optuna's sampler seeds numpy, which takes 0 to 2^32 - 1."""
 MIN_TIMEOUT_S = 1.0
-MAX_TIMEOUT_S = 86_400.0
-"""A day per measurement: longer is a typo, not a patient user."""
 
 
 def trials(text: str) -> int:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
+from autotune.options import OBJECTIVES
 from autotune.record import TrialRecord, quality_loss
 
-OBJECTIVES = ("quality", "latency", "memory")
 RUN_TO_RUN_NOISE = 0.10
 """Separate runs of one configuration differ by ±5–10% on the 2-core guests measured here: a smaller
 difference between two configurations is not evidence that one is faster."""
