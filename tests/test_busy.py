@@ -240,3 +240,39 @@ def test_a_worker_killed_while_measuring_does_not_block_the_host(tmp_path: Path)
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_quality_scoring_waits_for_the_host_lock_too(tmp_path: Path, model: Path) -> None:
+    """Scoring keeps the cores busy for seconds: it takes the host's lock like a measurement does."""
+    from autotune.measure.quality_eval import QualityEvaluator
+    from autotune.measure.trial import prepare_artifact
+    from autotune.options import TuneOptions
+    from autotune.reporting import SilentReporter
+    from autotune.search.sources import ResolvedBackend
+    from autotune.testing.conformance import example_hardware
+
+    backend = WindowedFake(measures_here=True)
+    resolved = ResolvedBackend(backend, backend.inspect(model), [])
+    evaluator = QualityEvaluator.create([resolved], "gguf", example_hardware(), WORKLOAD,
+                                        TuneOptions(eval_tokens=64, timeout_s=60), SilentReporter())
+    assert evaluator is not None
+    artifact, _ = prepare_artifact(backend, resolved.source, {"quant": "q4_0", "threads": 1})
+    lock_folder = Path(os.environ["AUTOTUNE_CACHE"]) / "locks"
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(lock_folder)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        scored: list[tuple[object, float]] = []
+        params = {"quant": "q4_0", "threads": 1}
+        scorer = threading.Thread(
+            target=lambda: scored.append((evaluator.evaluate(resolved, artifact, params), time.monotonic())), daemon=True)
+        scorer.start()
+        scorer.join(8.0)  # unlocked, this scoring takes about 3 s here
+        assert not scored, "scoring ran while another tuner on this host held the measurement lock"
+        released = time.monotonic()
+        os.kill(holder.pid, signal.SIGKILL)
+        scorer.join(120)
+        assert scored and scored[0][0] is not None and scored[0][1] > released
+    finally:
+        holder.kill()
+        holder.wait()
+

@@ -76,7 +76,7 @@ class Disturbance:
 
     def describe(self) -> str:
         """``other processes took 48% of the 2 cores (stress (pid 12, 96% of a core))`` and the steal, if any."""
-        parts = [f"other processes took {self.others_share:.0%} of the {self.cores} core(s) it ran on"]
+        parts = [f"other processes took {self.others_share:.0%} of the {self.cores} core(s) autotune measures on"]
         if self.busy_processes:
             parts[0] += f" ({', '.join(self.busy_processes)})"
         if self.steal_share > 0.005:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import nullcontext
 from pathlib import Path
 
 from autotune.errors import AutotuneError
 from autotune.hardware import Hardware
+from autotune.measure.busy import host_measurement_lock
 from autotune.measure.quality import (
     EVAL_BYTES_PER_TOKEN,
     METHOD,
@@ -95,20 +97,22 @@ class QualityEvaluator:
             return to_profile(summarize_quality(chunks), self.label, artifact.bits_per_weight)
         self.reporter.info(f"scoring quality of {r.backend.name} {artifact.label} on {len(self.tokens)} tokens "
                            f"against {self.label}")
-        store = self.reference_store(ref_key)
-        if not (store / "complete").exists():  # the reference alone first: never two models in one worker
-            stored = run_in_worker(
-                WorkerTask(store_reference, (self.reference.backend, self.ref_artifact, self.ref_params, self.tokens,
-                                             chunk_size(self.options), store)),
-                timeout_s=self.options.timeout_s * 4, memory_limit_bytes=self.memory_limit_bytes)
-            if not stored.ok:  # quality_task computes it beside the variant then, as before
-                self.reporter.warn(f"the reference could not be stored ({stored.error}); scoring both at once")
-        result = run_in_worker(
-            WorkerTask(quality_task, (Scored(self.reference.backend, self.ref_artifact, self.ref_params),
-                                      Scored(r.backend, artifact, params), self.tokens, chunk_size(self.options),
-                                      store)),
-            timeout_s=self.options.timeout_s * 4, memory_limit_bytes=self.memory_limit_bytes,
-        )
+        # Scoring keeps the cores busy for seconds: another tuner on this host must not measure meanwhile.
+        with host_measurement_lock() if r.backend.measures_this_machine else nullcontext():
+            store = self.reference_store(ref_key)
+            if not (store / "complete").exists():  # the reference alone first: never two models in one worker
+                stored = run_in_worker(
+                    WorkerTask(store_reference, (self.reference.backend, self.ref_artifact, self.ref_params, self.tokens,
+                                                 chunk_size(self.options), store)),
+                    timeout_s=self.options.timeout_s * 4, memory_limit_bytes=self.memory_limit_bytes)
+                if not stored.ok:  # quality_task computes it beside the variant then, as before
+                    self.reporter.warn(f"the reference could not be stored ({stored.error}); scoring both at once")
+            result = run_in_worker(
+                WorkerTask(quality_task, (Scored(self.reference.backend, self.ref_artifact, self.ref_params),
+                                          Scored(r.backend, artifact, params), self.tokens, chunk_size(self.options),
+                                          store)),
+                timeout_s=self.options.timeout_s * 4, memory_limit_bytes=self.memory_limit_bytes,
+            )
         if not result.ok:
             self.reporter.warn(f"quality of {r.backend.name} {artifact.label} not measured: {result.error}")
             return None
