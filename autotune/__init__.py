@@ -50,6 +50,7 @@ from autotune.plugins.conversion import Conversion
 from autotune.plugins.exporter import Exporter, decode_claim, evidence, evidence_comment
 from autotune.plugins.physics import decode_latency_lower_bound_ms, kv_cache_bytes
 from autotune.plugins.protocol import SPREAD_LIMIT, DecodeSession, logprob_chunks, measure_session, prompt_text_tokens
+from autotune.probe.cpu import usable_cores_here
 from autotune.profile.params import MAX_THREADS, IntChoice, validate_params
 from autotune.profile.reading import load_profile
 from autotune.profile.schema import DeploymentProfile
@@ -86,5 +87,5 @@ __all__ = [
     "log_softmax_rows", "validate_params",
     "CONVERSION_RECORD", "inspect_hf_folder", "model_shape", "safetensors_header",
     "Objective", "Reporter", "SilentReporter", "TuneOptions", "TuneResult", "Tuner", "load", "tune",
-    "decode_claim", "evidence", "evidence_comment",
+    "decode_claim", "evidence", "evidence_comment", "usable_cores_here",
 ]

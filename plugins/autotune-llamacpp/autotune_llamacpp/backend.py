@@ -17,7 +17,6 @@ Search space (parameter names as stored in studies and profiles):
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, ClassVar
@@ -40,6 +39,7 @@ from autotune import (
     Workload,
     cached_content_hash,
     measure_session,
+    usable_cores_here,
 )
 from autotune.errors import AutotuneError, ModelSourceError
 
@@ -203,7 +203,7 @@ class LlamaCppBackend(Backend):
             # The source already is this type: deploy the file itself (the cache records its path).
             return describe_file(Path(source.path), quant, info, extra={**extra, "source_file": True})
         destination = workdir / f"{source.name[:MAX_NAME]}-{quant}.gguf"  # within 255 for any source name
-        seconds = quantize(info, quant, destination, threads=_usable_cpus())
+        seconds = quantize(info, quant, destination, threads=usable_cores_here())
         return describe_file(destination, quant, info, seconds=seconds, extra=extra)
 
     def measure(self, artifact: Artifact, params: Params, workload: Workload) -> Measurement:
@@ -229,9 +229,3 @@ class LlamaCppBackend(Backend):
             parts.append(f"ngl={merged['n_gpu_layers']}")
         return " ".join(parts)
 
-
-def _usable_cpus() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1

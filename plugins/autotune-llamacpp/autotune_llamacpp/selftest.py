@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import importlib.util
-import os
 from pathlib import Path
+
+from autotune import usable_cores_here
 
 from .gguf_info import read_gguf_info
 from .loading import greedy
@@ -31,7 +32,7 @@ def decode_tiny_model(workdir: Path) -> str:
 
     source = make_tiny_gguf(workdir / "tiny-f16.gguf", hidden=256, layers=2, vocab=512, context=256)
     quantized = workdir / "tiny-q4_0.gguf"
-    threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    threads = usable_cores_here()  # affinity and the cgroup's CPU quota, as the core counts them
     quantize(read_gguf_info(source), "Q4_0", quantized, threads)
     llm = llama_cpp.Llama(model_path=str(quantized), n_ctx=128, n_batch=PROMPT_TOKENS, n_threads=threads,
                           n_threads_batch=threads, verbose=False)
