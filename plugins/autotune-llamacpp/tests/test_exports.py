@@ -9,10 +9,9 @@ import sys
 
 import pytest
 
-from autotune import Exporter, evidence_comment
+from autotune import Exporter, Measurement, evidence_comment
 from autotune.budget import Budget
 from autotune.errors import AutotuneError
-from autotune.measurement import Measurement
 from autotune.profile.schema import ArtifactInfo, BackendInfo, DeploymentProfile, ModelInfo, Predicted
 from autotune.workload import Workload
 from autotune_llamacpp import EXPORTERS

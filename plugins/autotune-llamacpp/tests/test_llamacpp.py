@@ -8,9 +8,8 @@ import numpy as np
 import pytest
 
 from autotune.errors import AutotuneError, BackendUnavailable
-from autotune.measure.trial import measure, prepare_artifact
 from autotune.plugins.backend import Categorical, IntRange
-from autotune.testing import BackendConformance, skip_unless_runs_here
+from autotune.testing import BackendConformance, measure, prepare_artifact, skip_unless_runs_here
 from autotune.testing.conformance import example_hardware
 from autotune.testing.tiny_gguf import make_tiny_gguf
 from autotune.workload import Workload

@@ -28,8 +28,8 @@ def shared_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def q4_profile(tiny_hf: Path, shared_cache: Path, monkeypatch: pytest.MonkeyPatch) -> DeploymentProfile:
     """A profile of the tiny model's 4-bit MLX build with ``Q4_PARAMS``, measured (as it says) with this runtime
     on this machine; skipped, saying why, where MLX does not run."""
-    from autotune.measure.trial import prepare_artifact
     from autotune.probe.machine import probe_here
+    from autotune.testing import prepare_artifact
     from autotune.testing.profiles import sample_profile
     from autotune_mlx import MlxBackend
 

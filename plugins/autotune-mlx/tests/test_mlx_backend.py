@@ -14,16 +14,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from autotune import evidence_comment
+from autotune import Measurement, evidence_comment
 from autotune.budget import Budget
 from autotune.errors import AutotuneError
-from autotune.measure.trial import measure, prepare_artifact
-from autotune.measurement import Measurement
 from autotune.model.source import ModelSource
 from autotune.plugins.backend import Artifact, Params
 from autotune.plugins.manager import PluginManager
 from autotune.profile.schema import ArtifactInfo, BackendInfo, DeploymentProfile, ModelInfo, Predicted
-from autotune.testing import BackendConformance
+from autotune.testing import BackendConformance, measure, prepare_artifact
 from autotune.testing.conformance import example_hardware
 from autotune.workload import Workload
 from autotune_mlx import EXPORTERS, MlxBackend, plugin, probe

@@ -37,8 +37,8 @@ def int4_profile(tiny_hf: Path, shared_cache: Path, monkeypatch: pytest.MonkeyPa
     Its figures are the sample profile's; what matters is that the artifact, runtime version and
     machine fingerprint are real, so exports run and ``autotune.load`` checks pass.
     """
-    from autotune.measure.trial import prepare_artifact
     from autotune.probe.machine import probe_here
+    from autotune.testing import prepare_artifact
     from autotune.testing.profiles import sample_profile
     from autotune_onnxruntime import OnnxRuntimeBackend
 

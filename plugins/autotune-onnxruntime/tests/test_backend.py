@@ -12,10 +12,9 @@ import pytest
 import autotune_onnxruntime.backend as backend_module
 from autotune.errors import AutotuneError
 from autotune.hardware import Accelerator
-from autotune.measure.trial import prepare_artifact
 from autotune.model.source import ModelSource
 from autotune.plugins.backend import Artifact, Backend, Params
-from autotune.testing import BackendConformance
+from autotune.testing import BackendConformance, prepare_artifact
 from autotune.testing.conformance import example_hardware
 from autotune.workload import Workload
 from autotune_onnxruntime import OnnxRuntimeBackend, artifact_settings, weight_bytes, weight_summary

@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 
 import autotune_hf.plugin
+from autotune import Measurement
 from autotune.budget import Budget
-from autotune.measure.trial import prepare_artifact
-from autotune.measurement import Measurement
 from autotune.model.source import detect_format
 from autotune.plugins.conversion import find_path
 from autotune.plugins.manager import PluginManager
 from autotune.profile.schema import ArtifactInfo, BackendInfo, DeploymentProfile, ModelInfo, Predicted
+from autotune.testing import prepare_artifact
 from autotune.testing.conformance import example_hardware
 from autotune.workload import Workload
 from autotune_onnxruntime import OnnxRuntimeBackend, plugin, providers

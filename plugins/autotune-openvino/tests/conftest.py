@@ -41,8 +41,8 @@ def cached(artifact_cache: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 @pytest.fixture
 def int8_profile(tiny_ir: Path, cached: Path) -> DeploymentProfile:
     """A profile of the tiny IR's int8 build with ``RUNTIME``, measured (as it says) with this runtime on this machine."""
-    from autotune.measure.trial import prepare_artifact
     from autotune.probe.machine import probe_here
+    from autotune.testing import prepare_artifact
     from autotune.testing.profiles import sample_profile
     from autotune_openvino import OpenVINOBackend
 

@@ -11,13 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from autotune import Accelerator, Budget, DeploymentProfile, Workload, evidence, evidence_comment
-from autotune.measure.trial import prepare_artifact
-from autotune.measurement import Measurement
+from autotune import Accelerator, Budget, DeploymentProfile, Measurement, Workload, evidence, evidence_comment
 from autotune.plugins.backend import Artifact
 from autotune.plugins.manager import PluginManager
 from autotune.profile.schema import ArtifactInfo, BackendInfo, ModelInfo, Predicted
-from autotune.testing import BackendConformance
+from autotune.testing import BackendConformance, prepare_artifact
 from autotune.testing.conformance import example_hardware
 from autotune_openvino import OpenVINOBackend, compile_properties, openvino_accelerators
 from autotune_openvino import plugin as openvino_plugin
