@@ -22,6 +22,7 @@ from autotune.measure.worker import WorkerResult, WorkerTask, peak_rss_self, run
 from autotune.measurement import Measurement
 from autotune.model.source import ModelSource
 from autotune.plugins.backend import Artifact, Backend, Params, runtime_version
+from autotune.plugins.boundary import PluginFault, checked
 from autotune.store.cache import artifact_dir, building
 from autotune.workload import Workload
 
@@ -51,7 +52,8 @@ def prepare_artifact(backend: Backend, source: ModelSource, params: Params) -> t
     if record.exists():
         return _read_artifact(final, source), False
     with building(final) as workdir:
-        artifact = backend.prepare(source, backend.canonical_params(params), workdir)
+        artifact = checked(backend.prepare(source, backend.canonical_params(params), workdir), Artifact,
+                           f"{backend.name}.prepare()")
         stored = asdict(artifact)
         resolved = artifact.path.resolve()
         if resolved == Path(source.path).resolve():
@@ -161,7 +163,7 @@ def measure_task(backend: Backend, artifact: Artifact, params: Params, workload:
     context = machine_context(artifact.path)
     measurement = backend.measure(artifact, params, workload)
     if not isinstance(measurement, Measurement):
-        raise TypeError(not_a_measurement(backend, measurement))
+        raise PluginFault(not_a_measurement(backend, measurement))
     if measurement.peak_rss_bytes is None:
         measurement.peak_rss_bytes = peak_rss_self()
     measurement.context = {**context, **measurement.context}
@@ -220,7 +222,7 @@ def _measure_in_worker(backend: Backend, artifact: Artifact, params: Params, wor
     )
     if result.ok and not isinstance(result.value, Measurement):
         # A plugin's bug costs this configuration, never the run: raising here would end it with the trial RUNNING.
-        result = WorkerResult(ok=False, error=not_a_measurement(backend, result.value), error_type="TypeError",
+        result = WorkerResult(ok=False, error=not_a_measurement(backend, result.value), error_type=PluginFault.__name__,
                               peak_rss_bytes=result.peak_rss_bytes, output_tail=result.output_tail)
     result.wall_s = time.perf_counter() - started
     return result

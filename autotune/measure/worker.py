@@ -65,6 +65,13 @@ class WorkerResult:
 
 def run_in_worker(task: WorkerTask, *, timeout_s: float, memory_limit_bytes: int | None = None, env: dict[str, str] | None = None) -> WorkerResult:
     """Run ``task`` in a fresh Python process with a timeout and a memory guard."""
+    try:
+        payload = pickle.dumps(task)
+    except Exception as error:  # noqa: BLE001 - e.g. a backend class defined inside a function: its plugin's fault
+        from autotune.plugins.boundary import PluginFault
+
+        return WorkerResult(ok=False, error=f"cannot be sent to a worker process ({error!r}): a backend and what it "
+                            "holds must pickle (define its class at module level)", error_type=PluginFault.__name__)
     with scratch_folder("worker") as scratch:
         result_path = Path(scratch) / "result.pickle"
         log_path = Path(scratch) / "output.log"
@@ -80,7 +87,7 @@ def run_in_worker(task: WorkerTask, *, timeout_s: float, memory_limit_bytes: int
             )
             assert process.stdin is not None
             try:
-                process.stdin.write(pickle.dumps(task))
+                process.stdin.write(payload)
                 process.stdin.close()
                 failure, polled_peak = _supervise(process, started, timeout_s, memory_limit_bytes)
             except BaseException:  # Ctrl-C or SIGTERM of the tuner: its worker goes with it, now

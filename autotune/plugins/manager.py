@@ -13,7 +13,7 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from types import ModuleType
-from typing import Any
+from typing import Any, get_args
 
 import pluggy
 
@@ -37,6 +37,14 @@ DEFAULT_PLUGINS = (
     "autotune.profile.json_export",
 )
 """Built-in plugins, registered through the same hooks a third party uses."""
+
+_HOOK_ITEMS: dict[str, tuple[type, ...]] = {
+    "autotune_backends": (Backend,),
+    "autotune_exporters": (Exporter,),
+    "autotune_conversions": (Conversion,),
+    "autotune_hardware_facts": get_args(HardwareFact),
+}
+"""What each contribution hook's items must be; anything else is the plugin's fault, skipped with one warning."""
 
 
 @dataclass
@@ -64,6 +72,7 @@ class PluginManager:
         self._pm.add_hookspecs(hookspecs)
         self.records: dict[str, PluginRecord] = {}
         self.warnings: list[str] = []
+        self._faulted: set[tuple[str, str]] = set()
 
     # -- registration -------------------------------------------------------------------------
 
@@ -151,8 +160,27 @@ class PluginManager:
                 if name in self.records and not self.records[name].error:
                     self.records[name].error = f"{hook_name} raised {error!r}"
                 continue
+            expected = _HOOK_ITEMS.get(hook_name)
             for item in items:
+                if expected is not None and not isinstance(item, expected):
+                    # A str or int where a Backend belongs: this plugin's contribution is skipped, not every command.
+                    kinds = " or ".join(t.__name__ for t in expected)
+                    self._fault(name, hook_name, f"yielded {type(item).__name__} {repr(item)[:60]}, not "
+                                                 f"{'an' if kinds[0] in 'AEIOU' else 'a'} {kinds}")
+                    continue
+                if hook_name == "autotune_backends" and not (isinstance(getattr(item, "name", None), str) and item.name):
+                    self._fault(name, hook_name, f"yielded a {type(item).__name__} without a name (a non-empty str)")
+                    continue
                 yield name, item
+
+    def _fault(self, plugin: str, hook_name: str, what: str) -> None:
+        """One warning per plugin and hook for values of the wrong kind, however many it yields; recorded."""
+        if (plugin, hook_name) in self._faulted:
+            return
+        self._faulted.add((plugin, hook_name))
+        self._warn(f"plugin {plugin!r} {what} in {hook_name}; skipped")
+        if plugin in self.records and not self.records[plugin].error:
+            self.records[plugin].error = f"{hook_name} {what}"
 
     def hardware_facts(self, *, measure_bandwidth: bool = True) -> list[HardwareFact]:
         """All hardware facts from all plugins, in plugin order (``measure_bandwidth=False`` skips slow benchmarks)."""

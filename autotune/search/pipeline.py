@@ -35,11 +35,12 @@ from autotune.measure.quality_eval import QualityEvaluator
 from autotune.measure.selftest import crash_message
 from autotune.measure.trial import measure, prepare_artifact
 from autotune.plugins.backend import Artifact, Backend, Params, Prediction, SearchSpace
+from autotune.plugins.boundary import PluginFault, checked, checked_params
 from autotune.profile.schema import Quality
 from autotune.record import TrialRecord, artifact_info
 from autotune.search.refusals import remember
 from autotune.search.sources import ResolvedBackend
-from autotune.search.study import suggest_params
+from autotune.search.space import suggest_params
 from autotune.workload import Workload
 
 SCREEN_NOISE = RUN_TO_RUN_NOISE
@@ -77,9 +78,16 @@ class TrialPipeline:
         """Optuna's next configuration of ``backend`` in its canonical spelling; None when its plugin raised
         (the backend is dropped for this run: a plugin's bug costs its backend, never the run)."""
         try:
-            return backend.canonical_params(suggest_params(trial, backend, space))
+            suggested = suggest_params(trial, backend, space)
+        except ValueError as error:  # a queued value outside the space (the space itself passed the boundary's checks)
+            self.context.reporter.warn(f"a queued {backend.name} configuration is outside its search space ({error}); "
+                                       "skipped")
+            return None
+        try:
+            return checked_params(backend.canonical_params(suggested), f"{backend.name}.canonical_params()")
         except Exception as error:  # noqa: BLE001 - see above
-            self.dropped[backend.name] = f"its plugin raised {error!r} in canonical_params"
+            self.dropped[backend.name] = (str(error) if isinstance(error, PluginFault) else
+                                          f"its plugin raised {error!r} in canonical_params")
             self.context.reporter.warn(f"backend {backend.name!r} dropped for this run: {self.dropped[backend.name]}")
             return None
 
@@ -89,12 +97,12 @@ class TrialPipeline:
         record = TrialRecord(number=number, status="failed", backend=backend.name, params=params,
                              label=describe(backend, params))
         try:
-            prediction = backend.predict(source, params, self.context.workload, self.context.hardware)
-            if not isinstance(prediction, Prediction):
-                raise TypeError(f"predict returned {type(prediction).__name__}, not a Prediction")
+            prediction = checked(backend.predict(source, params, self.context.workload, self.context.hardware),
+                                 Prediction, f"{backend.name}.predict()")
         except Exception as error:  # noqa: BLE001 - a backend's bug must not end the run
             shown = str(error) if isinstance(error, AutotuneError) else f"the plugin raised {error!r}"
             record.reason, record.cause = f"cannot predict: {shown}", "cannot predict"
+            self._drop_on_fault(backend, error)
             return record
         record.prediction = prediction
         skip = skip_before_measuring(prediction, self.context.budget)
@@ -117,6 +125,7 @@ class TrialPipeline:
         except Exception as error:  # noqa: BLE001 - a backend's bug must not end the run
             shown = str(error) if isinstance(error, AutotuneError) else repr(error)
             record.reason, record.cause = f"prepare failed: {shown}", "prepare failed"
+            self._drop_on_fault(backend, error)
             return record
         record.artifact = artifact_info(artifact)  # its label (with any fallback) is the record's precision
         bar = self._bar(record)
@@ -153,6 +162,8 @@ class TrialPipeline:
                 record.reason += f" (peak resident memory {format_bytes(result.peak_rss_bytes)})"
             if result.signal:
                 self._note_crash(backend, result.signal)
+            if result.error_type == PluginFault.__name__:
+                self._drop_on_fault(backend, PluginFault(result.error or "a value of the wrong kind"))
             return False
         self.measured_ok.add(backend.name)
         record.measurement = result.value
@@ -160,6 +171,13 @@ class TrialPipeline:
         if found is not None and found.disturbed:  # re-measuring did not help, or no time was left to wait
             self.context.reporter.warn(f"#{record.number} {backend.name} {record.label} is marked as disturbed: {found.describe()}")
         return True
+
+    def _drop_on_fault(self, backend: Backend, error: BaseException) -> None:
+        """A value of the wrong kind is the plugin's bug, not the configuration's: every trial would repeat it, so
+        the backend is dropped for this run with one warning."""
+        if isinstance(error, PluginFault) and backend.name not in self.dropped:
+            self.dropped[backend.name] = str(error)
+            self.context.reporter.warn(f"backend {backend.name!r} dropped for this run: {error}")
 
     def _bar(self, record: TrialRecord) -> TrialRecord | None:
         """The full measurement a screen of ``record`` compares against, or None to measure in full at once.
@@ -209,6 +227,6 @@ class TrialPipeline:
 def describe(backend: Backend, params: Params) -> str:
     """The backend's compact label for a configuration; the core's own spelling when the plugin's raises."""
     try:
-        return backend.describe(params)
+        return checked(backend.describe(params), str, f"{backend.name}.describe()")
     except Exception:  # noqa: BLE001 - a label is cosmetic
         return Backend.describe(backend, params)

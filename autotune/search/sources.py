@@ -15,8 +15,11 @@ from autotune.measure.selftest import usable, usable_all
 from autotune.measure.worker import WorkerTask, run_in_worker
 from autotune.model.source import ModelSource, cached_content_hash, detect_format
 from autotune.plugins.backend import Availability, Backend, Params, SearchSpace, has_logprobs
+from autotune.plugins.boundary import PluginFault, checked, checked_params, checked_space, outside
+from autotune.plugins.boundary import availability_of as checked_availability
 from autotune.plugins.conversion import Conversion, find_path
 from autotune.plugins.manager import PluginManager
+from autotune.record import config_key
 from autotune.reporting import Reporter
 from autotune.search.refusals import recall, remember
 from autotune.store.cache import artifact_dir, building
@@ -69,7 +72,7 @@ def convert_cached(conversion: Conversion, path: Path, memory_limit_bytes: int |
 
 
 def resolve(path: Path, backends: Sequence[Backend], conversions: Sequence[Conversion], reporter: Reporter,
-            availability_of: Callable[[Backend], Availability] = lambda backend: backend.availability(),
+            availability_of: Callable[[Backend], Availability] = checked_availability,
             memory_limit_bytes: int | None = None,
             skipped: dict[str, str] | None = None,
             ) -> list[ResolvedBackend]:
@@ -111,7 +114,8 @@ def resolve(path: Path, backends: Sequence[Backend], conversions: Sequence[Conve
                 current = convert_cached(conversion, current, memory_limit_bytes)
                 if time.perf_counter() - started > 2:
                     reporter.info(f"converted with {conversion.name} in {time.perf_counter() - started:.0f} s")
-            resolved.append(ResolvedBackend(backend, backend.inspect(current), [c.name for c in chain]))
+            source = checked(backend.inspect(current), ModelSource, f"{backend.name}.inspect()")
+            resolved.append(ResolvedBackend(backend, source, [c.name for c in chain]))
         except BackendUnavailable as error:
             remember(backend, cached_content_hash(path), str(error))
             skip(backend, str(error))
@@ -171,19 +175,21 @@ def plan_backends(context: RunContext, backends: Sequence[Backend]) -> BackendPl
     backends = [b for b in backends if b.name not in left_out]
     with phases.timing("conversions"):
         resolved = resolve(model_path, backends, manager.conversions(), reporter,
-                           lambda b: checks[b.name][0] if b.name in checks else b.availability(),
+                           lambda b: checks[b.name][0] if b.name in checks else checked_availability(b),
                            hardware.worker_memory_ceiling(), left_out)
     if not resolved:
         raise AutotuneError(f"no installed backend can run {model_path}; see the warnings above and `autotune plugins`")
     plan = BackendPlan([], {}, {}, left_out)
     for r in resolved:
         try:
-            plan.spaces[r.backend.name] = r.backend.search_space(r.source, hardware, workload)
-            starts = [r.backend.canonical_params(p) for p in r.backend.starting_points(r.source, hardware, workload)]
+            plan.spaces[r.backend.name] = checked_space(r.backend.search_space(r.source, hardware, workload),
+                                                        f"{r.backend.name}.search_space()")
+            starts = starting_points(r, plan.spaces[r.backend.name], hardware, workload, reporter)
             plan.starts[r.backend.name] = ordered_by_prediction(r, starts, workload, hardware,
                                                                 context.options.objective)
         except Exception as error:  # noqa: BLE001 - a plugin's bug costs its backend, never the run
-            plan.left_out[r.backend.name] = f"its plugin raised {error!r} while declaring its search space"
+            plan.left_out[r.backend.name] = (str(error) if isinstance(error, PluginFault) else
+                                             f"its plugin raised {error!r} while declaring its search space")
             reporter.warn(f"backend {r.backend.name!r} skipped: {plan.left_out[r.backend.name]}")
             plan.spaces.pop(r.backend.name, None)
             continue
@@ -191,6 +197,30 @@ def plan_backends(context: RunContext, backends: Sequence[Backend]) -> BackendPl
     if not plan.resolved:
         raise AutotuneError("no backend could declare a search space; see the warnings above")
     return plan
+
+
+def starting_points(resolved: ResolvedBackend, space: SearchSpace, hardware: Hardware, workload: Workload,
+                    reporter: Reporter) -> list[Params]:
+    """The backend's starting points that are configurations of its own space, one per canonical spelling.
+
+    They are queued as given (Optuna refuses a value outside the space, and a canonical spelling may be one: mlx
+    drops the group size of unquantized weights); one the space cannot produce is left out with one warning.
+    """
+    backend, kept, seen, refused = resolved.backend, list[Params](), set[str](), list[str]()
+    points = checked(backend.starting_points(resolved.source, hardware, workload), list, f"{backend.name}.starting_points()")
+    for point in points:
+        params = checked_params(point, f"{backend.name}.starting_points()")
+        key = config_key(backend.name, checked_params(backend.canonical_params(params), f"{backend.name}.canonical_params()"))
+        why = outside(space, params)
+        if why is not None:
+            refused.append(why)
+        elif key not in seen:
+            seen.add(key)
+            kept.append(params)
+    if refused:
+        reporter.warn(f"backend {backend.name!r}: {len(refused)} starting point(s) left out, not in its own search space "
+                      f"({refused[0]}); report it to the plugin")
+    return kept
 
 
 def ordered_by_prediction(resolved: ResolvedBackend, points: list[Params], workload: Workload, hardware: Hardware,
@@ -224,8 +254,8 @@ def native_source(model_path: Path, manager: PluginManager) -> ModelSource | Non
         if model_format not in backend.source_formats:
             continue
         try:
-            if backend.availability().available:
-                return backend.inspect(model_path)
+            if checked_availability(backend).available:
+                return checked(backend.inspect(model_path), ModelSource, f"{backend.name}.inspect()")
         except Exception:  # noqa: BLE001 - another reader may do; the backend's own trouble is reported later
             continue
     return None

@@ -18,6 +18,8 @@ and inherits every test below. Override ``params`` to pick the configuration mea
 
 from __future__ import annotations
 
+import itertools
+import math
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +30,16 @@ from autotune.measure.selftest import run_self_test
 from autotune.measure.trial import measure, prepare_artifact
 from autotune.measurement import Measurement
 from autotune.model.source import ModelSource
-from autotune.plugins.backend import Artifact, Availability, Backend, Categorical, IntRange, Params, SearchSpace
+from autotune.plugins.backend import (
+    Artifact,
+    Availability,
+    Backend,
+    Categorical,
+    IntRange,
+    Params,
+    Prediction,
+    SearchSpace,
+)
 from autotune.probe.machine import probe_here
 from autotune.testing.runs_here import skip_unless_runs_here
 from autotune.workload import Workload
@@ -65,6 +76,48 @@ def search_configurations(backend: Backend, source: ModelSource, hardware: Hardw
         choices = dimension.choices if isinstance(dimension, Categorical) else (dimension.low, dimension.high)
         configurations += [{**starts[0], name: choice} for choice in choices]
     return configurations + [backend.canonical_params(p) for p in configurations]
+
+
+MAX_SPACE_CONFIGURATIONS = 4096
+"""Spaces up to this size are checked whole; larger ones through ``search_configurations``."""
+
+
+def space_configurations(space: SearchSpace) -> list[Params] | None:
+    """Every configuration ``space`` can produce, or None when there are more than ``MAX_SPACE_CONFIGURATIONS``."""
+    names = list(space)
+    values = [d.choices if isinstance(d, Categorical) else tuple(range(d.low, d.high + 1, d.step))
+              for d in space.values()]
+    if math.prod(len(v) for v in values) > MAX_SPACE_CONFIGURATIONS:
+        return None
+    return [dict(zip(names, combination, strict=True)) for combination in itertools.product(*values)]
+
+
+def assert_plugin_boundary(backend: Backend, source: ModelSource, hardware: Hardware, workload: Workload) -> None:
+    """What the tuner checks at the plugin boundary (``autotune.plugins.boundary``), raised here as it would be
+    there: each method returns the kind of value its hook promises; every starting point and the untuned
+    configuration are configurations of the backend's own space; and every configuration the space can produce
+    (the whole space when it is small) has a canonical spelling, which the backend's ``params_model`` accepts."""
+    from autotune.plugins.boundary import checked, checked_params, checked_space, outside
+    from autotune.profile.params import validate_params
+
+    name = backend.name
+    checked(backend.availability(), Availability, f"{name}.availability()")
+    checked(backend.version(), (str, type(None)), f"{name}.version()")
+    space = checked_space(backend.search_space(source, hardware, workload), f"{name}.search_space()")
+    starts = checked(backend.starting_points(source, hardware, workload), list, f"{name}.starting_points()")
+    assert starts, f"{name}.starting_points() is empty: the search has nowhere to begin"
+    untuned = checked_params(backend.untuned_params(source, hardware, workload), f"{name}.untuned_params()")
+    for params in [*starts, untuned]:
+        why = outside(space, checked_params(params, f"{name}.starting_points()"))
+        assert why is None, f"{name}: the configuration {params} is not in its own search space: {why}"
+    checked(backend.predict(source, starts[0], workload, hardware), Prediction, f"{name}.predict()")
+    configurations = space_configurations(space) or search_configurations(backend, source, hardware, workload)
+    for params in configurations:
+        canonical = checked_params(backend.canonical_params(params), f"{name}.canonical_params()")
+        checked(backend.describe(params), str, f"{name}.describe()")
+        if backend.params_model is not None:
+            for spelling in (params, canonical):
+                validate_params(backend.params_model, spelling, name)  # ProfileError names the parameter
 
 
 def assert_params_model_accepts(backend: Backend, configurations: list[Params]) -> None:
@@ -155,6 +208,10 @@ class BackendConformance:
         if backend.params_model is None:
             pytest.skip(f"backend {backend.name} declares no params_model: its profiles' params are not checked")
         assert_params_model_accepts(backend, search_configurations(backend, source, hardware, workload))
+
+    def test_every_value_passes_the_plugin_boundary(self, backend: Backend, source: ModelSource, hardware: Hardware,
+                                                    workload: Workload) -> None:
+        assert_plugin_boundary(backend, source, hardware, workload)
 
     def test_predict(self, backend: Backend, source: ModelSource, params: Params, workload: Workload,
                      hardware: Hardware) -> None:

@@ -29,6 +29,8 @@ from autotune.errors import AutotuneError
 
 BITS = (16, 8, 4, 3)
 GROUP_SIZES = (32, 64, 128)
+DEFAULT_GROUP_SIZE = 64
+"""mlx-lm's default, and the group size unquantized weights are spelled with (it has no effect on them)."""
 DTYPES = ("float16", "bfloat16", "float32")
 MIXED_BITS = (4, 3)
 """Widths with an mlx-lm mixed recipe (``mixed_4_6``, ``mixed_3_6``) worth tuning; ``mixed_2_6`` is too lossy."""
@@ -67,8 +69,10 @@ class QuantSpec:
         return cls(bits=bits, group_size=group_size, mixed=mixed and bits in MIXED_BITS, dtype=dtype)
 
     def params(self) -> Params:
-        """The canonical artifact parameters."""
-        return {"bits": self.bits, "group_size": self.group_size, "mixed": self.mixed, "dtype": self.dtype}
+        """The canonical artifact parameters: a configuration of the search space itself (unquantized weights have
+        no group size, so theirs is spelled as the default 64, a value the space offers, not as None)."""
+        return {"bits": self.bits, "group_size": self.group_size or DEFAULT_GROUP_SIZE, "mixed": self.mixed,
+                "dtype": self.dtype}
 
     @property
     def quantized(self) -> bool:

@@ -104,7 +104,8 @@ def test_settings_that_cannot_matter_share_one_artifact(mlx_backend: MlxBackend,
     assert len(unquantized) == 1
     eight = {_build(mlx_backend, tiny_source, _params(8, mixed=m)).path for m in (False, True)}
     assert len(eight) == 1  # mlx-lm has no mixed recipe built on 8 bits
-    assert mlx_backend.canonical_params(_params(16, group_size=32)) == _params(16, group_size=None)
+    # Unquantized weights have no group size: spelled as the default 64, a value of the space itself.
+    assert mlx_backend.canonical_params(_params(16, group_size=32)) == _params(16, group_size=64)
 
 
 def test_rejects_what_mlx_cannot_build(mlx_backend: MlxBackend, tiny_source: ModelSource) -> None:
