@@ -38,20 +38,10 @@ from autotune.reporting import Reporter, SilentReporter
 from autotune.search.assemble import Evidence, TuneResult, build_profile
 from autotune.search.confirm import confirm_finalists
 from autotune.search.pipeline import TrialPipeline
+from autotune.search.queue import claim, enqueue_unseen, mark_abandoned, requeue
 from autotune.search.sources import BackendPlan, plan_backends, reference_pool, select_backends
-from autotune.search.study import (
-    claim,
-    end_quietly,
-    enqueue_unseen,
-    mark_abandoned,
-    open_storage,
-    open_study,
-    quiet_optuna,
-    records,
-    requeue,
-    study_name,
-    tell,
-)
+from autotune.search.study import open_storage, open_study, quiet_optuna, study_name
+from autotune.search.trials import end_quietly, records, tell
 from autotune.store.cache import check_writable
 from autotune.store.measurements import MeasurementStore, Scope, runtimes_of
 from autotune.store.view import RoundsMemo, SharedSearch, open_view, search_scope

@@ -13,7 +13,7 @@ import sys
 
 import optuna
 
-from autotune.search.study import records
+from autotune.search.trials import records
 from autotune.store.storage import default_storage
 
 

@@ -20,7 +20,8 @@ import optuna
 import pytest
 
 from autotune.record import TrialRecord, config_key
-from autotune.search.study import METRIC_NAMES, RECORD_ATTR, figures
+from autotune.search.study import METRIC_NAMES
+from autotune.search.trials import RECORD_ATTR, figures
 from autotune.store.measurements import MeasurementStore
 from autotune.testing import FakeBackend
 from autotune.testing.inline_plugin import InlineBackends

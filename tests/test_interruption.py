@@ -17,7 +17,7 @@ import psutil
 import pytest
 from optuna.trial import TrialState
 
-from autotune.search.study import RECORD_ATTR
+from autotune.search.trials import RECORD_ATTR
 from autotune.store.storage import default_storage
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")

@@ -19,7 +19,8 @@ from autotune.cli.console import PIPE_WIDTH, output_console, results_table
 from autotune.decide.judgment import nothing_fits_message, violations
 from autotune.errors import StorageError
 from autotune.measurement import Measurement
-from autotune.search.study import TrialRecord, records, tell
+from autotune.record import TrialRecord
+from autotune.search.trials import records, tell
 from autotune.store.storage import storage_errors
 from autotune.testing.profiles import sample_profile
 

@@ -14,7 +14,8 @@ import pytest
 from autotune import SilentReporter
 from autotune.errors import NothingFits
 from autotune.record import TrialRecord
-from autotune.search.study import RECORD_ATTR, open_study
+from autotune.search.study import open_study
+from autotune.search.trials import RECORD_ATTR
 from autotune.store.measurements import MeasurementStore, Scope, storable
 from autotune.testing import FakeBackend
 from autotune.testing.conformance import example_hardware
@@ -204,7 +205,7 @@ def test_a_trial_another_worker_ended_keeps_its_record_in_a_trial_of_its_own() -
     """SQLite has no row lock: two workers can pop one queued trial; the second to finish must not lose its record."""
     from optuna.trial import TrialState
 
-    from autotune.search.study import end_quietly, records, tell
+    from autotune.search.trials import end_quietly, records, tell
 
     study = open_study("shared queue", None, 0)
     trial = study.ask()

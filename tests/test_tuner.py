@@ -12,7 +12,8 @@ from optuna.trial import TrialState
 from autotune import SilentReporter, TuneOptions, Tuner
 from autotune.budget import Budget
 from autotune.errors import NothingFits
-from autotune.search.study import mark_abandoned, open_study
+from autotune.search.queue import mark_abandoned
+from autotune.search.study import open_study
 from autotune.store.measurements import MeasurementStore
 from autotune.testing import FakeBackend
 from autotune.testing.conformance import example_hardware

@@ -26,7 +26,8 @@ from autotune.model.source import cached_content_hash
 from autotune.options import TuneOptions
 from autotune.plugins.backend import Categorical, IntRange, Params, SearchSpace
 from autotune.record import TrialRecord
-from autotune.search.study import abandoned, add_record, enqueue, mark_abandoned, records
+from autotune.search.queue import abandoned, enqueue, mark_abandoned
+from autotune.search.trials import add_record, records
 from autotune.store.cache import key_digest
 from autotune.store.measurements import MeasurementStore, Scope, StoredRecord, storable
 from autotune.workload import Workload
