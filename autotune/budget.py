@@ -33,6 +33,9 @@ def format_bytes(size: float | None) -> str:
         return "-"
     for unit, factor in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
         if abs(size) >= factor:
+            if isinstance(size, int):  # integer arithmetic: a loaded profile's int may exceed any float
+                whole, tenth = divmod((abs(size) * 10 + factor // 2) // factor, 10)
+                return f"{'-' if size < 0 else ''}{whole}{f'.{tenth}' if tenth else ''} {unit}"
             return f"{size / factor:.1f}".removesuffix(".0") + f" {unit}"
     return f"{int(size)} B"
 

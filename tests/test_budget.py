@@ -1,6 +1,6 @@
 import pytest
 
-from autotune.budget import Budget, parse_duration, parse_size
+from autotune.budget import Budget, format_bytes, parse_duration, parse_size
 from autotune.errors import BudgetError
 
 
@@ -33,3 +33,11 @@ def test_budget_parse_and_describe() -> None:
     budget = Budget.parse("2GB", "50ms", ttft="1s")
     assert budget.memory_bytes == 2_000_000_000 and budget.latency_ms == pytest.approx(50) and budget.ttft_ms == 1000
     assert "p95 inter-token latency ≤ 50 ms" in budget.describe()
+
+
+def test_format_bytes_of_an_int_beyond_any_float_is_text_not_overflow() -> None:
+    # A loaded profile may hold an int no float can hold (10**40 bytes); describing it must not raise.
+    assert format_bytes(10**40).endswith(" GiB") and format_bytes(10**40).startswith("9313225746154785")
+    assert Budget(memory_bytes=10**40, latency_ms=50).describe().startswith("memory ≤ 9313225746")
+    assert [format_bytes(v) for v in (512, 2 * 2**30, 1536, -3 * 2**20, 370.2 * 2**20)] == [
+        "512 B", "2 GiB", "1.5 KiB", "-3 MiB", "370.2 MiB"]
