@@ -44,7 +44,9 @@ from autotune.search.study import open_storage, open_study, quiet_optuna, study_
 from autotune.search.trials import end_quietly, records, tell
 from autotune.store.cache import check_writable
 from autotune.store.measurements import MeasurementStore, Scope, runtimes_of
-from autotune.store.view import RoundsMemo, SharedSearch, open_view, search_scope
+from autotune.store.memo import RoundsMemo
+from autotune.store.shared import SharedSearch
+from autotune.store.view import open_view, search_scope
 from autotune.workload import Workload
 
 BUSY_CHECK_S = 0.5  # how long the machine's load is sampled before a run that measures here starts

@@ -52,7 +52,7 @@ from autotune.errors import AutotuneError
 from autotune.hardware import Hardware
 from autotune.plugins.backend import Params, SearchSpace
 from autotune.record import TrialRecord
-from autotune.store import view as store_view
+from autotune.store import warm_start as store_warm_start
 from autotune.testing.inline_plugin import manager_with
 from autotune.testing.machines import captured_hardware
 from autotune.testing.replay_backend import OVERHEAD_BYTES, ReplayBackend
@@ -187,16 +187,16 @@ def tune(machine: Machine, model: Path, storage: str, budget: Budget, reporter: 
 @contextmanager
 def clamped_threads() -> Iterator[None]:
     """The warm start as it was before it kept the share of cores: thread counts clamped into B's space."""
-    keeping = store_view.fit_to_space
+    keeping = store_warm_start.fit_to_space
 
     def clamping(params: Params, space: SearchSpace, cores: tuple[int, int] | None = None) -> Params | None:
         return keeping(params, space)
 
-    store_view.fit_to_space = clamping
+    store_warm_start.fit_to_space = clamping
     try:
         yield
     finally:
-        store_view.fit_to_space = keeping
+        store_warm_start.fit_to_space = keeping
 
 
 def run_direction(a: Machine, b: Machine, seeds: int, noise: float, budget: Budget, scratch: Path,

@@ -13,7 +13,7 @@ from autotune.plugins.backend import Categorical, IntRange, Params, SearchSpace
 from autotune.record import TrialRecord
 from autotune.search.assemble import TuneResult
 from autotune.store.measurements import MeasurementStore, Scope
-from autotune.store.view import device_summary, distance, fit_to_space, warm_starts
+from autotune.store.warm_start import device_summary, distance, fit_to_space, warm_starts
 from autotune.testing import FakeBackend
 from autotune.testing.conformance import example_hardware
 from autotune.testing.inline_plugin import InlineBackends

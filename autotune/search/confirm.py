@@ -26,7 +26,7 @@ from autotune.profile.schema import Confirmation
 from autotune.record import TrialRecord, config_key, quality_loss
 from autotune.search.sources import ResolvedBackend
 from autotune.store.cache import key_digest
-from autotune.store.view import RoundsMemo
+from autotune.store.memo import RoundsMemo
 from autotune.workload import Workload
 
 NOISE_BAND = 0.15
