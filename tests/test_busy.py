@@ -276,3 +276,19 @@ def test_quality_scoring_waits_for_the_host_lock_too(tmp_path: Path, model: Path
         holder.kill()
         holder.wait()
 
+
+
+def test_a_disturbed_measurement_is_not_kept_in_the_store() -> None:
+    """It stays in its run's study, marked; a later run (any budget) measures that configuration again."""
+    from autotune.store.measurements import storable
+
+    measurement = Measurement(load_s=0.1, ttft_ms=50, itl_p50_ms=10, itl_p95_ms=12, decode_tps=80, prefill_tps=500,
+                              peak_rss_bytes=100 * 2**20, runs=1, spread=0.0)
+    loud = Disturbance(window_s=2.0, cores=2, others_share=0.5, steal_share=0.0)
+    calm = Disturbance(window_s=2.0, cores=2, others_share=0.01, steal_share=0.0)
+    record = {"status": "measured", "measurement": measurement.model_dump(mode="json")}
+    assert storable(record)  # figures from before the accounting
+    record["measurement"]["context"] = {"busy": calm.as_context()}
+    assert storable(record)
+    record["measurement"]["context"] = {"busy": loud.as_context()}
+    assert not storable(record)

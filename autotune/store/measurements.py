@@ -126,9 +126,16 @@ class StoredRecord:
 
 
 def storable(record: Mapping[str, Any]) -> bool:
-    """True for a record whose outcome does not depend on the budget, the objective or the other trials."""
+    """True for a record whose outcome does not depend on the budget, the objective or the other trials.
+
+    A measurement taken while other processes took the cores (``context["busy"]["disturbed"]``) is that
+    run's, not the configuration's: it stays in the run's study, marked, and a later run measures it again.
+    """
     if record.get("status") == "measured":
-        return True
+        measurement = record.get("measurement")
+        context = measurement.get("context") if isinstance(measurement, Mapping) else None
+        busy = context.get("busy") if isinstance(context, Mapping) else None
+        return not (isinstance(busy, Mapping) and busy.get("disturbed") is True)
     if record.get("status") != "failed":
         return False  # skipped on a prediction for this budget, or screened out against this run's best
     cause = str(record.get("cause") or "")
