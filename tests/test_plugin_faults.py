@@ -192,3 +192,47 @@ def test_an_exporter_yielded_twice_by_one_plugin_is_one_warning() -> None:
     manager.register(TwoTexts(), "two")
     assert list(manager.exporters()) == ["fine"]
     assert len([w for w in manager.warnings if "'two'" in w]) == 1
+
+
+class SlowToPrefill(FakeBackend):
+    """Runs here (its time would be real) and prefills 20 tokens a second: a context of 2,048 takes minutes."""
+
+    measures_this_machine = True
+
+    def measure(self, *args: Any) -> Any:
+        measurement = super().measure(*args)
+        measurement.prefill_tps = 20.0
+        return measurement
+
+
+def test_a_backend_that_cannot_finish_one_measurement_in_the_timeout_is_dropped_after_one_short_run(model: Path) -> None:
+    # MLX on a 2-core CPU: 300 s on each of its first trials until the timeout, then "No configuration met the
+    # budget". One short run (no deep context) tells the deep prefill alone needs ~100 s of a 60 s timeout.
+    from autotune.probe.machine import probe_here
+    from autotune.workload import Workload
+
+    reporter = Collecting()
+    workload = Workload(prompt_tokens=16, gen_tokens=8, context=2048, runs=3)  # decoding measured at depth ~2,000 too
+    result = tune_with_plugins(model, InlineBackends(FakeBackend()), InlineBackends(SlowToPrefill(name="slow")),
+                               reporter=reporter, hardware=probe_here(measure_bandwidth=False), workload=workload,
+                               trials=6, timeout_s=60)
+    assert result.winner.backend == "fake"
+    slow = [r for r in result.records if r.backend == "slow"]
+    assert len(slow) <= 1 and all(r.status == "failed" and "over --timeout 60s" in (r.reason or "") for r in slow)
+    assert len([w for w in reporter.warnings if "'slow'" in w]) == 1
+
+
+class VersionRaises(FakeBackend):
+    def version(self) -> str | None:
+        raise RuntimeError("no __version__")
+
+
+def test_a_raising_version_is_said_once_and_costs_only_its_own_figures(caplog: pytest.LogCaptureFixture) -> None:
+    # It was silent in `answer` and `store`: the user saw no figures for the backend and no reason.
+    from autotune.plugins.backend import runtime_version
+
+    broken = VersionRaises(name="noversion")
+    assert runtime_version(broken).startswith("unknown (version check raised RuntimeError)")
+    runtime_version(broken)
+    said = [r.getMessage() for r in caplog.records if "noversion" in r.getMessage()]
+    assert len(said) == 1 and "version() raised RuntimeError('no __version__')" in said[0]

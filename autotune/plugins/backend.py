@@ -18,6 +18,7 @@ the study and the profile exactly as given.
 
 from __future__ import annotations
 
+import logging
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -266,7 +267,15 @@ def runtime_version(backend: Backend) -> str:
     try:
         return str(backend.version() or "unknown")
     except Exception as error:  # noqa: BLE001 - a broken plugin costs its own figures, not the command
+        if backend.name not in _VERSION_WARNED:  # said once per backend and command, in answer and store too
+            _VERSION_WARNED.add(backend.name)
+            logging.getLogger("autotune").warning(
+                f"backend {backend.name!r}: its plugin's version() raised {error!r}; figures stored for it are not "
+                "taken as current (report it to the plugin)")
         return f"unknown (version check raised {type(error).__name__})"
+
+
+_VERSION_WARNED: set[str] = set()
 
 
 def runtime_build(backend: Backend) -> str:

@@ -30,10 +30,12 @@ from autotune.decide.judgment import (
 )
 from autotune.decide.selection import RUN_TO_RUN_NOISE
 from autotune.errors import AutotuneError, BackendUnavailable
+from autotune.measure.artifacts import prepare_artifact
 from autotune.measure.busy import Disturbance, QuietWait
 from autotune.measure.quality_eval import QualityEvaluator
 from autotune.measure.selftest import crash_message
-from autotune.measure.trial import measure, prepare_artifact
+from autotune.measure.trial import measure
+from autotune.measurement import Measurement
 from autotune.plugins.backend import Artifact, Backend, Params, Prediction, SearchSpace
 from autotune.plugins.boundary import PluginFault, checked, checked_params
 from autotune.profile.schema import Quality
@@ -46,6 +48,19 @@ from autotune.workload import Workload
 SCREEN_NOISE = RUN_TO_RUN_NOISE
 """A screen is only trusted to rule out what is worse than the run-to-run noise."""
 SCREEN_GEN_TOKENS = 32
+
+
+PROBE_SHARE = 3
+"""A backend's first short run may take this fraction (1/3) of ``--timeout``: a screen costs about a fifth of a full
+measurement, so a short run that needs more cannot be followed by a full one within the timeout."""
+
+
+def full_measurement_s(short: Measurement, workload: Workload) -> float:
+    """The least time one full measurement of ``workload`` takes at a short run's speeds: loading, a warm-up and
+    the timed runs (prompt, then generated tokens), and the prefill to ``deep_start`` with its generated tokens."""
+    per_run = workload.prompt_tokens / short.prefill_tps + workload.gen_tokens / short.decode_tps
+    deep = workload.deep_start / short.prefill_tps + workload.gen_tokens / short.decode_tps if workload.deep_start else 0.0
+    return short.load_s + (workload.runs + 1) * per_run + deep
 
 
 def screening_workload(workload: Workload) -> Workload:
@@ -71,6 +86,8 @@ class TrialPipeline:
         """The user's model (before any conversion): refusals are remembered under it."""
         self.full: list[TrialRecord] = [r for r in previous if r.status == "measured"]
         """Fully measured records of this study: the bar a screen compares against."""
+        self.probed: set[str] = set()
+        """Backends whose short first run showed a full measurement can finish within the timeout."""
         self.quiet = QuietWait(warn=context.reporter.warn)
         """The run's allowance of waiting for a quiet machine to measure a disturbed configuration again."""
 
@@ -137,6 +154,8 @@ class TrialPipeline:
             if out is not None:
                 record.status, record.cause, record.reason = "screened-out", "screened out", out
                 return record
+        if not self._can_finish(record, backend, artifact, params):
+            return record
         self.context.reporter.info(f"measuring {backend.name} {record.label}")
         if not self._measure(record, backend, artifact, params, self.context.workload):
             return record
@@ -171,6 +190,42 @@ class TrialPipeline:
         if found is not None and found.disturbed:  # re-measuring did not help, or no time was left to wait
             self.context.reporter.warn(f"#{record.number} {backend.name} {record.label} is marked as disturbed: {found.describe()}")
         return True
+
+    def _can_finish(self, record: TrialRecord, backend: Backend, artifact: Artifact, params: Params) -> bool:
+        """Before a backend's first full measurement in this study, one short run tells whether a full one can
+        finish within ``--timeout``; when it cannot, the backend is dropped now with the figures that tell, instead
+        of spending the whole timeout trial after trial (MLX on a 2-core CPU cannot prefill to depth 1,984 in 300 s).
+
+        Only for backends that run here: a fake's or a replay's figures are formulas, not time spent.
+        """
+        if not backend.measures_this_machine or backend.name in self.measured_ok or backend.name in self.probed:
+            return True
+        self.probed.add(backend.name)
+        timeout_s, workload = self.context.options.timeout_s, self.context.workload
+        short = screening_workload(workload)
+        self.context.reporter.info(f"a short run of {backend.name} {record.label} first: can a full measurement "
+                                   f"finish within --timeout {timeout_s:g}s?")
+        with self.context.phases.timing("measurements"):
+            result = measure(backend, artifact, params, short, timeout_s=timeout_s / PROBE_SHARE,
+                             memory_limit_bytes=memory_guard(self.context.budget, self.context.hardware),
+                             quiet=self.quiet)
+        if not result.ok:
+            if "timed out" not in (result.error or ""):
+                return True  # another failure: the full measurement meets it and reports it as usual
+            why = (f"a short run (1 run, {short.gen_tokens} tokens, no deep context) did not finish in "
+                   f"{timeout_s / PROBE_SHARE:g} s, so a full measurement cannot finish within --timeout {timeout_s:g}s")
+        else:
+            m, needed = result.value, full_measurement_s(result.value, workload)
+            if needed <= timeout_s:
+                return True
+            why = (f"a short run measured prefill at {m.prefill_tps:.0f} tok/s and decoding at {m.decode_tps:.1f} tok/s: "
+                   f"one full measurement (a warm-up and {workload.runs} runs, then decoding at depth "
+                   f"{workload.deep_start}) needs at least {needed:.0f} s, over --timeout {timeout_s:g}s; raise --timeout "
+                   "or lower --depth/--context to tune it")
+        record.reason, record.cause = f"measurement cannot finish: {why}", "timed out"
+        self.dropped[backend.name] = why
+        self.context.reporter.warn(f"backend {backend.name!r} dropped for this run: {why}")
+        return False
 
     def _drop_on_fault(self, backend: Backend, error: BaseException) -> None:
         """A value of the wrong kind is the plugin's bug, not the configuration's: every trial would repeat it, so
