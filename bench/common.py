@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from autotune.hardware import Hardware
-from autotune.measure.trial import prepare_artifact
+from autotune.measure.artifacts import prepare_artifact
 from autotune.model.source import ModelSource
 from autotune.plugins.backend import Artifact, Backend, Params
 from autotune.plugins.manager import PluginManager, get_plugin_manager

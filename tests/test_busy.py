@@ -89,7 +89,8 @@ def test_a_real_competing_process_is_measured_and_named(monkeypatch: pytest.Monk
 
 
 def test_a_measurement_taken_beside_a_busy_loop_is_marked(tmp_path: Path, model: Path) -> None:
-    from autotune.measure.trial import measure, prepare_artifact
+    from autotune.measure.artifacts import prepare_artifact
+    from autotune.measure.trial import measure
 
     backend = WindowedFake(measure_s=1.0, measures_here=True)
     source = backend.inspect(model)
@@ -108,6 +109,7 @@ def test_a_disturbed_measurement_is_measured_again_once_the_machine_is_quiet(mod
                                                                               monkeypatch: pytest.MonkeyPatch) -> None:
     """The flow, with the load scripted: busy window, a quiet sample, a quiet second window."""
     from autotune.measure import trial
+    from autotune.measure.artifacts import prepare_artifact
 
     loud = Disturbance(window_s=1.0, cores=2, others_share=0.6, steal_share=0.0, busy_processes=("llama (pid 9, 99% of a core)",))
     calm = Disturbance(window_s=1.0, cores=2, others_share=0.01, steal_share=0.0)
@@ -124,7 +126,7 @@ def test_a_disturbed_measurement_is_measured_again_once_the_machine_is_quiet(mod
     backend = WindowedFake(measures_here=True)
     source = backend.inspect(model)
     params = {"quant": "q8_0", "threads": 1}
-    artifact, _ = trial.prepare_artifact(backend, source, params)
+    artifact, _ = prepare_artifact(backend, source, params)
     warnings: list[str] = []
     quiet = QuietWait(total_s=10, warn=warnings.append, sample_s=0.01)
     result = trial.measure(backend, artifact, params, WORKLOAD, timeout_s=60, memory_limit_bytes=None, quiet=quiet)
@@ -185,7 +187,8 @@ import json, sys
 sys.path.insert(0, sys.argv[1])
 from pathlib import Path
 from test_busy import WindowedFake, WORKLOAD
-from autotune.measure.trial import measure, prepare_artifact
+from autotune.measure.artifacts import prepare_artifact
+from autotune.measure.trial import measure
 backend = WindowedFake(measure_s=0.4, measures_here=True)
 source = backend.inspect(Path(sys.argv[2]))
 windows = []
@@ -244,8 +247,8 @@ def test_a_worker_killed_while_measuring_does_not_block_the_host(tmp_path: Path)
 
 def test_quality_scoring_waits_for_the_host_lock_too(tmp_path: Path, model: Path) -> None:
     """Scoring keeps the cores busy for seconds: it takes the host's lock like a measurement does."""
+    from autotune.measure.artifacts import prepare_artifact
     from autotune.measure.quality_eval import QualityEvaluator
-    from autotune.measure.trial import prepare_artifact
     from autotune.options import TuneOptions
     from autotune.reporting import SilentReporter
     from autotune.search.sources import ResolvedBackend

@@ -13,7 +13,7 @@ from optuna.trial import TrialState
 from autotune import SilentReporter, hookimpl
 from autotune.cli.main import main
 from autotune.errors import StorageError
-from autotune.measure.trial import prepare_artifact
+from autotune.measure.artifacts import prepare_artifact
 from autotune.plugins.backend import Artifact, Params, precision_label
 from autotune.plugins.exporter import Exporter
 from autotune.search.study import open_storage, open_study

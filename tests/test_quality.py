@@ -11,6 +11,7 @@ import pytest
 
 import autotune.measure.quality as quality
 from autotune.errors import AutotuneError
+from autotune.measure.artifacts import artifact_key
 from autotune.measure.quality import (
     ChunkStats,
     QualityCache,
@@ -23,7 +24,6 @@ from autotune.measure.quality import (
     summarize_quality,
     to_profile,
 )
-from autotune.measure.trial import artifact_key
 from autotune.measure.worker import WorkerTask, run_in_worker
 from autotune.model.source import ModelSource
 from autotune.plugins.backend import Artifact

@@ -58,7 +58,7 @@ def test_memory_guard_kills_the_worker() -> None:
 
 
 def test_page_cache_fraction_of_a_file_just_written(tmp_path) -> None:
-    from autotune.measure.trial import page_cache_fraction
+    from autotune.measure.machine_state import page_cache_fraction
 
     path = tmp_path / "model.bin"
     path.write_bytes(b"x" * (1 << 20))

@@ -276,7 +276,7 @@ def eval_text_hash(text: str) -> str:
 class QualityCache:
     """Chunk statistics stored as JSON, so each (reference, variant) pair is scored once.
 
-    The key is the two artifacts' identities (``autotune.measure.trial.artifact_key`` dicts), the
+    The key is the two artifacts' identities (``autotune.measure.artifacts.artifact_key`` dicts), the
     evaluation text's hash and the chunk size. Raw chunk sums are stored rather than a summary,
     so intervals can be recomputed at any confidence. A missing or unreadable entry is a miss.
     """

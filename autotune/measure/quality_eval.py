@@ -8,6 +8,7 @@ from pathlib import Path
 
 from autotune.errors import AutotuneError
 from autotune.hardware import Hardware
+from autotune.measure.artifacts import artifact_key, prepare_artifact
 from autotune.measure.busy import host_measurement_lock
 from autotune.measure.quality import (
     EVAL_BYTES_PER_TOKEN,
@@ -21,7 +22,6 @@ from autotune.measure.quality import (
     summarize_quality,
     to_profile,
 )
-from autotune.measure.trial import artifact_key, prepare_artifact
 from autotune.measure.worker import WorkerTask, run_in_worker
 from autotune.model.source import ModelSource
 from autotune.options import TuneOptions

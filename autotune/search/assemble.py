@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from autotune.context import RunContext
 from autotune.decide.selection import best_per_backend
 from autotune.distribution import installed_version
-from autotune.measure.trial import prepare_artifact
+from autotune.measure.artifacts import prepare_artifact
 from autotune.model.source import cached_content_hash
 from autotune.options import Objective
 from autotune.plugins.backend import runtime_version

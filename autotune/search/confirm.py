@@ -18,8 +18,9 @@ from autotune.context import RunContext
 from autotune.decide.judgment import confirmed_status, eligible, memory_guard
 from autotune.decide.stats import bootstrap_interval, compare, paired_ratio, rank_finalists
 from autotune.errors import NothingFits
+from autotune.measure.artifacts import prepare_artifact
 from autotune.measure.busy import Disturbance, QuietWait, disturbed_note
-from autotune.measure.trial import measure, prepare_artifact
+from autotune.measure.trial import measure
 from autotune.measurement import Measurement
 from autotune.plugins.backend import Artifact, Params
 from autotune.profile.schema import Confirmation

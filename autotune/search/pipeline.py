@@ -30,10 +30,11 @@ from autotune.decide.judgment import (
 )
 from autotune.decide.selection import RUN_TO_RUN_NOISE
 from autotune.errors import AutotuneError, BackendUnavailable
+from autotune.measure.artifacts import prepare_artifact
 from autotune.measure.busy import Disturbance, QuietWait
 from autotune.measure.quality_eval import QualityEvaluator
 from autotune.measure.selftest import crash_message
-from autotune.measure.trial import measure, prepare_artifact
+from autotune.measure.trial import measure
 from autotune.measurement import Measurement
 from autotune.plugins.backend import Artifact, Backend, Params, Prediction, SearchSpace
 from autotune.plugins.boundary import PluginFault, checked, checked_params

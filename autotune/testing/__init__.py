@@ -16,7 +16,7 @@ from autotune.testing.fake_backend import FakeBackend
 from autotune.testing.inline_plugin import InlineBackends, manager_with
 
 _ON_FIRST_USE = {"BackendConformance": ".conformance", "skip_unless_runs_here": ".runs_here",
-                 "prepare_artifact": "autotune.measure.trial", "measure": "autotune.measure.trial"}
+                 "prepare_artifact": "autotune.measure.artifacts", "measure": "autotune.measure.trial"}
 
 
 def __getattr__(name: str) -> Any:

@@ -26,8 +26,9 @@ import numpy as np
 import pytest
 
 from autotune.hardware import CacheLevel, CpuInfo, Hardware, MemoryInfo
+from autotune.measure.artifacts import prepare_artifact
 from autotune.measure.selftest import run_self_test
-from autotune.measure.trial import measure, prepare_artifact
+from autotune.measure.trial import measure
 from autotune.measurement import Measurement
 from autotune.model.source import ModelSource
 from autotune.plugins.backend import (
