@@ -71,6 +71,8 @@ def test_others_share_is_the_cores_busy_time_minus_our_own() -> None:
     assert found.others_share == pytest.approx(0.3) and found.steal_share == pytest.approx(0.15)
     assert found.disturbed and found.busy_processes == ("stress (pid 7, 50% of a core)",)
     assert "30% of the 2 core(s)" in found.describe() and "stole 15%" in found.describe()
+    assert busy.program(os.getpid(), "python").startswith("python")  # an interpreter: what it runs is named
+    assert busy.program(os.getpid(), "cc1plus") == "cc1plus"
     quiet = disturbance(before, snap(10.0, 108.4, 18.0))  # our own work only, plus 0.4 s of daemons
     assert not quiet.disturbed and quiet.busy_processes == ()
     assert Disturbance.from_context({"busy": found.as_context()}) == found

@@ -180,11 +180,27 @@ def disturbance(before: CpuSnapshot, after: CpuSnapshot) -> Disturbance:
         if pid in before.processes:
             share = (spent - before.processes[pid][1]) / window
             if share >= NAMED_SHARE:
-                named.append((share, f"{name} (pid {pid}, {share:.0%} of a core)"))
+                named.append((share, f"{program(pid, name)} (pid {pid}, {share:.0%} of a core)"))
     named.sort(reverse=True)
     return Disturbance(window_s=window, cores=len(cores), others_share=min(1.0, others / capacity),
                        steal_share=min(1.0, max(0.0, steal) / capacity),
                        busy_processes=tuple(label for _, label in named[:MAX_NAMED]))
+
+
+INTERPRETERS = ("python", "node", "java", "ruby", "perl", "sh", "bash")
+"""Programs whose name says little: the script or module they run is named too."""
+
+
+def program(pid: int, name: str) -> str:
+    """``cc1plus``, or for an interpreter what it runs (``python -m pytest``, ``python bench.py``)."""
+    if not name.startswith(INTERPRETERS):
+        return name
+    try:
+        arguments = psutil.Process(pid).cmdline()[1:]
+    except psutil.Error:
+        return name
+    shown = arguments[:2] if arguments[:1] == ["-m"] else [Path(a).name for a in arguments[:1]]
+    return " ".join([name, *shown])[:60] if shown else name
 
 
 class Watch:
