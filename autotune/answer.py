@@ -19,7 +19,7 @@ from autotune.errors import NothingFits
 from autotune.hardware import Hardware
 from autotune.options import TuneOptions
 from autotune.plugins.manager import PluginManager
-from autotune.record import TrialRecord
+from autotune.record import TrialRecord, figures_of
 from autotune.search.sources import select_backends
 from autotune.store.measurements import MeasurementStore, StoredRecord, runtimes_of
 from autotune.store.view import search_scope
@@ -45,19 +45,6 @@ class StoredAnswer:
                 "hosts": sorted({s.host for s in self.rests_on}),
                 "oldest_s": round(max(ages), 1) if ages else None, "newest_s": round(min(ages), 1) if ages else None,
                 "measured_now": 0, "confirmed": False}
-
-
-def figures_of(record: TrialRecord) -> dict[str, Any]:
-    """A record's configuration and figures, for listings and JSON."""
-    m = record.measurement
-    shown: dict[str, Any] = {"backend": record.backend, "params": record.params, "label": record.label,
-                             "precision": record.precision, "status": record.status}
-    if m is not None:
-        shown |= {"decode_tps": round(m.decode_tps, 2), "itl_p95_ms": round(m.worst_itl_p95_ms, 2),
-                  "ttft_ms": round(m.ttft_ms, 1), "peak_rss_bytes": m.peak_rss_bytes}
-    if record.quality is not None and record.quality.kl_divergence is not None:
-        shown["kl_divergence"] = record.quality.kl_divergence.value
-    return shown
 
 
 def answer_from_store(model_path: Path, budget: Budget, workload: Workload, options: TuneOptions,

@@ -112,6 +112,24 @@ class TrialRecord(BaseModel):
         return (quality_loss(self), m.worst_itl_p95_ms, float(m.peak_rss_bytes))
 
 
+def figures_of(record: TrialRecord) -> dict[str, Any]:
+    """A record's configuration and figures as plain data: the one view of a record besides ``to_json``
+    (``autotune answer --json`` and ``store --json`` print it; the dashboard's attributes are named from it)."""
+    shown: dict[str, Any] = {"backend": record.backend, "params": record.params, "label": record.label,
+                             "precision": record.precision, "bits_per_weight": record.bits_per_weight,
+                             "status": record.status}
+    m = record.measurement
+    if m is not None:
+        shown |= {"decode_tps": round(m.decode_tps, 2), "itl_p95_ms": round(m.worst_itl_p95_ms, 2),
+                  "ttft_ms": round(m.ttft_ms, 1), "peak_rss_bytes": m.peak_rss_bytes}
+    if record.quality is not None and record.quality.kl_divergence is not None:
+        kl = record.quality.kl_divergence
+        shown |= {"kl_divergence": kl.value, "kl_low": kl.low, "kl_high": kl.high}
+    if record.reason:
+        shown["reason"] = record.reason
+    return shown
+
+
 def quality_loss(record: TrialRecord) -> float:
     """Measured mean KL divergence, or the bits-per-weight proxy (16 − bits) when quality is unmeasured."""
     if record.quality is not None and record.quality.kl_divergence is not None:

@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from autotune.answer import answer_from_store, figures_of, stored_models
+from autotune.answer import answer_from_store, stored_models
 from autotune.budget import Budget, format_bytes
 from autotune.cli.console import describe, ordered_by_objective, output_console, results_table
 from autotune.model.bundled import model_path as resolve_model
@@ -14,6 +14,7 @@ from autotune.model.source import cached_content_hash
 from autotune.options import TuneOptions
 from autotune.plugins.manager import get_plugin_manager
 from autotune.probe.machine import probe_here
+from autotune.record import figures_of
 from autotune.search.sources import select_backends
 from autotune.store.measurements import runtimes_of
 from autotune.workload import Workload

@@ -8,7 +8,7 @@ attribute, for optuna-dashboard.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import optuna
@@ -18,7 +18,7 @@ from optuna.trial import TrialState
 from autotune.budget import Budget
 from autotune.decide.judgment import judged as judged_against
 from autotune.plugins.backend import SearchSpace
-from autotune.record import TrialRecord
+from autotune.record import TrialRecord, figures_of
 from autotune.search.space import distributions, within_distribution
 
 RECORD_ATTR = "autotune_record"
@@ -39,25 +39,21 @@ def records(study: optuna.Study) -> list[TrialRecord]:
     return found
 
 
+DASHBOARD_FIGURES: dict[str, tuple[str, Callable[[Any], Any]]] = {
+    "backend": ("backend", str), "label": ("configuration", lambda label: label or ""), "status": ("status", str),
+    "precision": ("precision", str), "bits_per_weight": ("bits per weight", lambda bits: round(bits, 3)),
+    "decode_tps": ("decode tok/s", lambda tps: round(tps, 2)), "itl_p95_ms": ("p95 ms/token", lambda ms: round(ms, 2)),
+    "ttft_ms": ("TTFT ms", lambda ms: round(ms, 1)), "peak_rss_bytes": ("peak MiB", lambda size: round(size / 2**20, 1)),
+    "kl_divergence": ("KL divergence", float), "kl_low": ("KL 95% low", float), "kl_high": ("KL 95% high", float),
+    "reason": ("reason", lambda reason: reason[:1000]),
+}
+"""How optuna-dashboard names and rounds each of ``figures_of``'s figures (it cuts long values, so each is its own)."""
+
+
 def figures(record: TrialRecord) -> dict[str, Any]:
-    """Each figure as its own trial attribute, so optuna-dashboard shows them whole (it cuts long values)."""
-    shown: dict[str, Any] = {"backend": record.backend, "configuration": record.label or "", "status": record.status}
-    if record.precision:
-        shown["precision"] = record.precision
-    if record.bits_per_weight is not None:
-        shown["bits per weight"] = round(record.bits_per_weight, 3)
-    m = record.measurement
-    if m is not None:
-        shown |= {"decode tok/s": round(m.decode_tps, 2), "p95 ms/token": round(m.worst_itl_p95_ms, 2),
-                  "TTFT ms": round(m.ttft_ms, 1)}
-        if m.peak_rss_bytes is not None:
-            shown["peak MiB"] = round(m.peak_rss_bytes / 2**20, 1)
-    if record.quality is not None and record.quality.kl_divergence is not None:
-        kl = record.quality.kl_divergence
-        shown |= {"KL divergence": kl.value, "KL 95% low": kl.low, "KL 95% high": kl.high}
-    if record.reason:
-        shown["reason"] = record.reason[:1000]
-    return shown
+    """Each figure of ``figures_of`` as its own trial attribute, named and rounded for optuna-dashboard."""
+    return {DASHBOARD_FIGURES[key][0]: DASHBOARD_FIGURES[key][1](value) for key, value in figures_of(record).items()
+            if key in DASHBOARD_FIGURES and (value is not None or key == "label")}
 
 
 def record_attrs(record: TrialRecord) -> dict[str, Any]:
