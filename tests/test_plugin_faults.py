@@ -236,3 +236,32 @@ def test_a_raising_version_is_said_once_and_costs_only_its_own_figures(caplog: p
     runtime_version(broken)
     said = [r.getMessage() for r in caplog.records if "noversion" in r.getMessage()]
     assert len(said) == 1 and "version() raised RuntimeError('no __version__')" in said[0]
+
+
+class RendersNothing:
+    @hookimpl
+    def autotune_exporters(self) -> Iterator[Exporter]:
+        yield Exporter(name="nothing", description="returns None", render=lambda profile: None)  # type: ignore[arg-type,return-value]
+
+
+def test_an_exporter_rendering_something_else_than_text_is_left_out_or_one_line(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    # A None in the profile's exports failed the profile's own validation: the whole run's answer was lost.
+    from autotune.cli.main import main
+    from autotune.plugins.exporter import render_exports
+    from autotune.plugins.manager import get_plugin_manager
+    from autotune.testing.profiles import sample_profile
+
+    reporter = Collecting()
+    exporter = next(RendersNothing().autotune_exporters())
+    assert render_exports([exporter], sample_profile("llamacpp"), reporter) == {}  # type: ignore[arg-type]
+    assert reporter.warnings == ["exporter 'nothing' failed and was left out of the profile: exporter 'nothing' "
+                                 "render() returned NoneType None, not a str"]
+    manager = get_plugin_manager()
+    manager.register(RendersNothing(), "nothing")
+    monkeypatch.setattr("autotune.plugins.manager.get_plugin_manager", lambda **_: manager)
+    profile = tmp_path / "p.json"
+    profile.write_text(sample_profile("llamacpp").to_json())
+    assert main(["export", str(profile), "--format", "nothing"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.count("\n") == 1 and "not a str" in captured.err

@@ -345,6 +345,7 @@ def cmd_store(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    from autotune.plugins.boundary import checked
     from autotune.plugins.manager import get_plugin_manager
     from autotune.profile.reading import load_profile
 
@@ -360,7 +361,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         raise AutotuneError(f"no exporter {args.format!r} for a {profile.backend.name} profile; "
                             f"choose one of: {', '.join(sorted(exporters))}")
     try:
-        text = exporters[args.format].render(profile)
+        text = checked(exporters[args.format].render(profile), str, f"exporter {args.format!r} render()")
     except AutotuneError:
         raise
     except Exception as error:  # noqa: BLE001 - a plugin's exporter bug is one line, not a traceback

@@ -8,6 +8,7 @@ from pathlib import PurePath
 from typing import TYPE_CHECKING
 
 from autotune.errors import one_line
+from autotune.plugins.boundary import PluginFault, checked
 from autotune.reporting import Reporter
 
 if TYPE_CHECKING:
@@ -104,7 +105,8 @@ def render_exports(exporters: Iterable[Exporter], profile: DeploymentProfile, re
     for exporter in exporters:
         try:
             if exporter.applies_to(profile.backend.name):
-                rendered[exporter.name] = exporter.render(profile)
+                rendered[exporter.name] = checked(exporter.render(profile), str, f"exporter {exporter.name!r} render()")
         except Exception as error:  # noqa: BLE001 - any plugin failure is reported, never fatal
-            reporter.warn(f"exporter {exporter.name!r} failed and was left out of the profile: {error!r}")
+            shown = str(error) if isinstance(error, PluginFault) else repr(error)
+            reporter.warn(f"exporter {exporter.name!r} failed and was left out of the profile: {shown}")
     return rendered
