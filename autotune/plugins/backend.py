@@ -1,16 +1,63 @@
-"""The contract between the tuner and an inference runtime.
+"""The contract between the tuner and an inference runtime: a tutorial, member by member.
 
-A backend plugin returns ``Backend`` objects from ``autotune_backends``. The tuner calls, in order:
+A backend plugin returns ``Backend`` objects from its ``autotune_backends`` hook (see
+``autotune.hookspecs``). A subclass sets two class attributes and implements five methods; every
+other member has a default that is right for a simple runtime. The tuner calls them in this order.
 
-1. ``availability()``: is the runtime installed (and why not)? Then ``self_test()``, in a worker:
-   does it really run on this CPU? (see ``autotune.measure.selftest``)
-2. ``inspect(path)``: read a model in one of ``source_formats`` into a ``ModelSource``.
-3. ``search_space()`` / ``starting_points()``: what may be tuned, and where to start.
-4. ``predict()``: memory (and a latency lower bound) *before* anything is built or run, so
-   configurations that provably cannot fit are recorded and skipped.
-5. ``prepare()``: build the artifact (quantize/convert) once; the tuner caches it by ``artifact_key``.
-6. ``measure()``: inside a fresh worker process, load the artifact and time the workload.
-7. ``logprobs()``: next-token log-probabilities for quality measurement.
+**What it is.** ``name`` (unique, lower-case: ``llamacpp``) and ``source_formats`` (the model
+formats ``inspect`` reads: ``{"gguf"}``). ``artifact_params`` names the parameters that change the
+built artifact (a quantization type); the rest are runtime settings, so two configurations that
+differ only in those share one artifact. ``params_model`` (a pydantic model) types and bounds the
+parameters, so ``autotune validate`` and every exporter check a profile the same way.
+``measures_this_machine`` is False only for backends answering from recorded figures (a replay).
+
+**Can it run here?** ``availability()`` imports the runtime and says why not when it cannot (the
+module itself must import without the runtime). ``version()`` and ``runtime_identity()`` name the
+installed build: stored figures and cached self-tests are kept under them, so an upgrade is
+measured again (the tuner reads them through ``runtime_version``/``runtime_build``, so a raising
+check costs only the plugin's figures). ``self_test(workdir)`` runs the runtime for real on a tiny
+model inside a worker: a build that dies by SIGILL on this CPU is shown unavailable, with
+``crash_advice(signal)`` telling the user what to do. ``not_worth_tuning(hardware)`` leaves it out of
+a default run where it cannot compete (naming it with ``--backend`` tunes it anyway).
+
+**Can it run this model?** ``supports(source)`` refuses, in milliseconds and before any conversion,
+a model its metadata says it cannot run. ``inspect(path)`` reads a model in one of
+``source_formats`` into a ``ModelSource`` (hash, architecture, parameter count, metadata); a model
+in another format reaches it through the conversion plugins.
+
+**What to try.** ``search_space(source, hardware, workload)`` declares each parameter as a
+``Categorical`` or ``IntRange``. ``starting_points`` are measured first, so a short run already
+answers well; ``canonical_params`` spells a configuration one way (two spellings are measured once);
+``untuned_params`` is what a user gets with no tuning and ``rule_of_thumb`` what a knowledgeable user
+runs: the confirmation stage measures both beside the winner. ``describe(params)`` is the
+configuration's compact label in tables.
+
+**Before building.** ``predict(source, params, workload, hardware)`` estimates peak memory (and a
+latency lower bound) without building or running: a configuration provably over budget is skipped.
+
+**Building.** ``prepare(source, params, workdir)`` builds the artifact (quantize, convert) into
+``workdir``; the tuner caches it by backend, runtime version, source content and
+``artifact_params``, so each is built once (``autotune.testing.prepare_artifact`` is that cache).
+
+**Measuring.** ``measure(artifact, params, workload)`` runs inside a fresh worker process (with a
+timeout and a memory guard; ``autotune.testing.measure`` runs it so). A backend does not time
+anything itself: it wraps one loaded model in a ``DecodeSession`` (its runtime's calls only:
+``prompt_tokens``, ``reset``, ``prefill``, ``first_token``, ``step``, ``close``) and hands a loader of
+it to ``measure_session``, which runs the one protocol every backend shares (load, warm-up, timed
+runs on an empty cache, the spread check, a deep-context run; ``autotune.plugins.protocol``)::
+
+    def measure(self, artifact, params, workload):
+        return measure_session(lambda: MySession(artifact.path, params, workload.context), workload)
+
+All four built-in plugins do exactly this. Leave ``peak_rss_bytes`` unset: the worker fills it.
+
+**Scoring quality.** ``tokenize(source, text)`` and ``logprobs(artifact, params, token_ids,
+chunk_tokens)`` (next-token log-probabilities, one chunk at a time, cut by ``logprob_chunks``) let
+the tuner measure quality loss against the reference precision; a backend without them is scored
+by bits per weight, or against another backend that reads the source.
+
+**Deploying.** ``load_profile(profile)`` returns the runtime object a profile describes
+(``autotune.load``); exporters (``autotune_exporters``) turn a profile into commands and files.
 
 Parameters are plain ``dict[str, value]`` named as in the search space; the tuner stores them in
 the study and the profile exactly as given.
@@ -230,7 +277,9 @@ class Backend(ABC):
     def measure(self, artifact: Artifact, params: Params, workload: Workload) -> Measurement:
         """Load the artifact with ``params`` and time the workload. Runs inside a fresh worker process.
 
-        Leave ``peak_rss_bytes`` unset: the worker fills it from the operating system.
+        Implement it with ``measure_session(load, workload)``: ``load`` returns a ``DecodeSession`` over
+        the loaded model (``autotune.plugins.protocol``), and the protocol does the timing, so every backend
+        is measured alike. Leave ``peak_rss_bytes`` unset: the worker fills it from the operating system.
         """
 
     def load_profile(self, profile: Any) -> Any:
