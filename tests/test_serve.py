@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 import threading
 import time
@@ -25,6 +24,7 @@ from autotune.files import UnreadableFile
 from autotune.serve.loadgen import LoadPlan, fresh_request, run_load
 from autotune.serve.server import ServerError, free_port, started
 from autotune.serve.traffic import Request, TrafficError, parse_prompts, read_traffic, split_held_out
+from autotune.testing.llama_server import llama_server_binary
 
 FIRST_S = 0.15
 GAP_S = 0.04
@@ -99,7 +99,8 @@ def scripted(**settings: object) -> Iterator[str]:
 
 def test_figures_match_a_server_of_known_timing() -> None:
     with scripted() as url:
-        result = run_load(url, [Request(prompt="a"), Request(prompt="b")], LoadPlan(clients=2, requests=4))
+        result = run_load(url, [Request(prompt="a"), Request(prompt="b")],
+                          LoadPlan(clients=2, requests=4, sampling={"temperature": 0.8, "seed": 3}))
     handler = Scripted.last  # type: ignore[attr-defined]
     assert len(result.completed) == 4 and not result.errors
     assert result.tokens == 4 * CHUNKS  # the server's usage count
@@ -111,7 +112,7 @@ def test_figures_match_a_server_of_known_timing() -> None:
     assert result.acceptance == pytest.approx(0.4)
     assert 0 < result.throughput_tok_s <= 4 * CHUNKS / (FIRST_S + (CHUNKS - 1) * GAP_S)
     # every request asked for the plan's tokens, streaming, on the completions endpoint
-    assert all(b["max_tokens"] == 64 and b["stream"] is True for b in handler.bodies)
+    assert all(b["max_tokens"] == 64 and b["stream"] is True and b["temperature"] == 0.8 for b in handler.bodies)
     assert set(handler.paths) == {"/v1/completions"}
 
 
@@ -207,18 +208,10 @@ def test_a_server_that_exits_is_one_error_quoting_its_log(tmp_path: Path) -> Non
 
 
 def llama_server() -> Path:
-    """$AUTOTUNE_LLAMA_SERVER, else the llama-server the set-up built for this llama-cpp-python and CPU."""
-    named = os.environ.get("AUTOTUNE_LLAMA_SERVER")
-    if named:
-        return Path(named)
-    llama_cpp = pytest.importorskip("llama_cpp")
-    script = Path(__file__).parents[1] / "scripts" / "build-llama-server.sh"
-    found = subprocess.run(["bash", str(script), "--cached", str(Path(sys.executable).parent / "pip")],
-                           capture_output=True, text=True, timeout=60,
-                           env={**os.environ, "LLAMA_CPP_PYTHON_VERSION": llama_cpp.__version__})
-    if found.returncode != 0:
-        pytest.skip("no llama-server built here (make test builds it)")
-    return Path(found.stdout.strip())
+    try:
+        return llama_server_binary()
+    except LookupError as why:
+        pytest.skip(str(why))
 
 
 @pytest.mark.slow

@@ -40,6 +40,8 @@ class LoadPlan:
     deadline_s: float = 120.0
     grace_s: float = 30.0
     """How long a request still streaming at the deadline may go on before it is cut."""
+    sampling: dict[str, float | int] = field(default_factory=dict)
+    """Sampling settings sent with every request (``temperature``, ``top_p``, ``seed``); empty: the server's."""
 
     def __post_init__(self) -> None:
         if self.clients < 1 or self.requests < 1 or self.max_tokens < 1:
@@ -210,7 +212,7 @@ def _one_request(url: urllib.parse.SplitResult, request: Request, client: int, s
     connection = http.client.HTTPConnection(url.hostname or "127.0.0.1", url.port or 80,
                                             timeout=max(1.0, hard_deadline - sent))
     try:
-        connection.request("POST", path, body=json.dumps(request.body(plan.max_tokens)),
+        connection.request("POST", path, body=json.dumps({**plan.sampling, **request.body(plan.max_tokens)}),
                            headers={"Content-Type": "application/json", "Accept": "text/event-stream"})
         response = connection.getresponse()
         if response.status != 200:

@@ -29,32 +29,24 @@ import pytest
 from autotune import DeploymentProfile, bundled_model
 from autotune.errors import ModelSourceError
 from autotune.testing import skip_unless_runs_here
+from autotune.testing.llama_server import llama_server_binary
 from autotune.testing.profiles import sample_profile
 from autotune.testing.tiny_gguf import make_tiny_gguf
 from autotune_llamacpp import EXPORTERS, LlamaCppBackend
 
 llama_cpp = pytest.importorskip("llama_cpp")
 
-BUILD_SCRIPT = Path(__file__).parents[3] / "scripts" / "build-llama-server.sh"
 PROMPT = "The capital of France is"
 READY_S = 90.0
 """Longest wait for a server to load the model and answer (seconds, generous on a busy 2-core machine)."""
 
 
-def llama_server_binary() -> Path:
+def llama_server() -> Path:
     """The llama-server to start: $AUTOTUNE_LLAMA_SERVER, else the one built for this llama-cpp-python and CPU."""
-    named = os.environ.get("AUTOTUNE_LLAMA_SERVER")
-    if named:
-        return Path(named)
-    if not BUILD_SCRIPT.exists():
-        pytest.skip(f"{BUILD_SCRIPT} is not here to find the llama-server build")
-    # --cached prints the path only when built, so the cache key (version, CPU flags, compiler) is computed in one place.
-    env = {**os.environ, "LLAMA_CPP_PYTHON_VERSION": llama_cpp.__version__}
-    found = subprocess.run(["bash", str(BUILD_SCRIPT), "--cached", str(Path(sys.executable).parent / "pip")],
-                           capture_output=True, text=True, env=env, timeout=60)
-    if found.returncode != 0:
-        pytest.skip(found.stderr.strip().splitlines()[-1] if found.stderr.strip() else "no llama-server built")
-    return Path(found.stdout.strip())
+    try:
+        return llama_server_binary()
+    except LookupError as why:
+        pytest.skip(str(why))
 
 
 def model_file(tmp_path: Path) -> Path:
@@ -156,7 +148,7 @@ LLAMA_SERVER_VARIANTS = {
 
 @pytest.mark.parametrize("variant", list(LLAMA_SERVER_VARIANTS))
 def test_llama_server_export_starts_answers_and_runs_the_measured_settings(tmp_path: Path, variant: str) -> None:
-    binary = llama_server_binary()
+    binary = llama_server()
     params, sliding_window = LLAMA_SERVER_VARIANTS[variant]
     profile = profile_for(model_file(tmp_path), sliding_window, **params)
     text = export("llama-server", profile)
