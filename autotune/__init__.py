@@ -1,23 +1,34 @@
 """autotune: measured answers to "which runtime, quantization and settings for this model on this device?".
 
 The public API is re-exported here (plus ``autotune.errors``, ``autotune.hookspecs`` and ``autotune.testing``);
-other modules are implementation details. ``autotune.tune(model, budget)`` is the library entry point.
+everything else is an implementation detail. Three entry points: ``tune(model, budget)`` (``tuner``),
+``answer`` (from the measurement store, nothing measured) and ``load(profile)`` (``deploy``).
 
-Layout, in the order a run meets it (one concept per module):
+The top holds the entry points and the value types every room shares: ``budget``/``numbers`` (parsing),
+``workload``, ``options`` (``TuneOptions``), ``hardware``, ``measurement``, ``record`` (``TrialRecord``: one
+trial, typed), ``context`` (``RunContext``: one run's values, the budget decided once), ``reporting``,
+``phases``, ``errors``, ``hookspecs``, ``files``, ``distribution``. The rooms::
 
-* the machine: ``probe`` (facts from ``probes/*`` plugins, volatile limits read fresh) → ``hardware``;
-  ``selftest`` (does each runtime really run here, in a worker);
-* the question: ``budget``/``numbers`` (parsing), ``workload``, ``options`` (``TuneOptions``);
-* the plugins: ``hookspecs`` (the tutorial), ``plugins`` (failure-isolated manager), ``backend`` (the contract),
-  ``protocol`` (the measurement protocol, written once), ``physics`` (KV cache, bandwidth bound);
-* the run: ``tuner`` (the loop, ``tune()``) → ``sources`` (which backends, from which model) → ``study``
-  (Optuna study and trial records) over ``storage`` (database URLs, errors) → ``store`` (every measurement under
-  the key that determines it; claims for fleets) and ``store_view`` (the study seeded from the store, claims
-  around each measurement, the warm start) → ``pipeline`` (one trial) → ``trial``/``worker`` (artifacts, isolated
-  measurement) → ``quality``/``quality_eval`` → ``judgment`` (every budget decision) → ``selection`` and
-  ``confirm`` (choosing) → ``assemble`` (the profile) → ``profile``/``exporter`` (the output);
-* answers from the store without measuring: ``answer`` (``autotune answer``/``autotune store``);
-* the CLI: ``cli`` (thin), ``run``/``run_options``/``console``/``plot``, ``store_commands``.
+    plugins/  the plugin machinery: manager, hookspecs' types, the Backend contract (a tutorial), the
+              measurement protocol, conversions, exporters, physics, checks at the plugin boundary
+    model/    the user's model: format, content hash, HF folders, the bundled default
+    probe/    this machine: CPU, caches, memory and cgroup limits, bandwidth, accelerators
+    measure/  measuring: worker processes, the artifact cache, one measurement, self-tests, busy machines,
+              quality loss
+    decide/   deciding: judgment (every "within budget?"), selection (front, objective), statistics
+    search/   the search: which backends (sources), the Optuna study (study, space, trials, queue), one
+              trial (pipeline), confirmation, assembling the profile
+    store/    the measurement store, storage URLs, the study as its view, shared search, warm start, memo
+    profile/  the profile: schema, params checks, reading files safely, the JSON exporter
+    report/   the HTML page of a profile;  serve/  serving under load;  cli/  the command line (thin)
+
+One trial through the rooms: ``search.queue``/``search.space`` ask Optuna for a configuration →
+``search.pipeline`` has the backend ``predict`` it → ``decide.judgment`` skips it if provably over budget →
+``measure.artifacts`` builds its artifact once → ``measure.trial`` measures it in a ``measure.worker`` process
+(the backend's ``DecodeSession`` driven by ``plugins.protocol``) → ``measure.quality_eval`` scores its quality →
+``decide.judgment`` judges it against the budget → a ``record.TrialRecord`` is told to the study
+(``search.trials``) and kept in the store (``store.shared``) → after the search ``decide.selection`` and
+``search.confirm`` choose, and ``search.assemble`` writes the ``profile``.
 """
 
 from __future__ import annotations
