@@ -3,6 +3,7 @@ configuration in flight is measured by the next run, never counted in the study 
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import signal
@@ -164,3 +165,19 @@ def test_a_dead_fleet_worker_s_configuration_is_measured_by_a_live_one(tmp_path:
     profile = json.loads(next((tmp_path / "profiles").glob("*.json")).read_text())
     assert profile["study"]["failed"] == 0
     assert [t.state for t in trials() if t.params == FIRST and RECORD_ATTR in t.user_attrs] == [TrialState.COMPLETE]
+
+
+def test_sigterm_stops_any_command_as_ctrl_c_does_and_restores_the_handler(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    cli = importlib.import_module("autotune.cli.main")  # the module: autotune.cli.main is also the function's name
+
+    def terminated(args: object) -> int:
+        os.kill(os.getpid(), signal.SIGTERM)  # a service manager stopping the command
+        time.sleep(10)
+        return 0
+
+    monkeypatch.setitem(cli.COMMANDS, "probe", terminated)
+    before = signal.getsignal(signal.SIGTERM)
+    assert cli.main(["probe"]) == 128 + signal.SIGTERM
+    assert capsys.readouterr().err == "autotune: interrupted\n"  # not a run: no word about trials
+    assert signal.getsignal(signal.SIGTERM) is before

@@ -240,7 +240,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt as interruption:
         print("autotune: interrupted; finished trials are saved and the one in flight is not counted — rerun the "
-              "same command to continue", file=sys.stderr)
+              "same command to continue" if args.command == "run" else "autotune: interrupted", file=sys.stderr)
         return 128 + (interruption.args[0] if interruption.args and isinstance(interruption.args[0], int)
                       else signal.SIGINT)
 
