@@ -181,3 +181,24 @@ def test_sigterm_stops_any_command_as_ctrl_c_does_and_restores_the_handler(
     assert cli.main(["probe"]) == 128 + signal.SIGTERM
     assert capsys.readouterr().err == "autotune: interrupted\n"  # not a run: no word about trials
     assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_a_worker_stopped_from_outside_interrupts_its_caller_instead_of_failing() -> None:
+    # Every caller (measurements, self-tests, conversions, quality) would otherwise record "killed by SIGTERM" as a
+    # result: a self-test interrupted so would have been cached as failed, the backend unavailable until --refresh.
+    import threading
+
+    from autotune.measure.worker import WorkerTask, run_in_worker
+
+    def stop_the_worker() -> None:
+        me = psutil.Process()
+        assert wait_for(lambda: any("autotune.measure.worker" in " ".join(c.cmdline()) for c in me.children()), 30)
+        next(c for c in me.children() if "autotune.measure.worker" in " ".join(c.cmdline())).terminate()
+
+    stopper = threading.Thread(target=stop_the_worker)
+    stopper.start()
+    try:
+        with pytest.raises(KeyboardInterrupt, match="SIGTERM"):
+            run_in_worker(WorkerTask(time.sleep, (60,)), timeout_s=120)
+    finally:
+        stopper.join()
