@@ -7,21 +7,19 @@ import platform
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from autotune import __version__
+from autotune.distribution import DISTRIBUTION, installed_version
 from autotune.errors import one_line
 
 if TYPE_CHECKING:
     from autotune.plugins.backend import Backend
 
-DISTRIBUTION = "slm-autotune"
-"""The name autotune is installed under (``pip install slm-autotune``); the import package and command are autotune."""
 
 
 def version_lines() -> list[str]:
     """What ``--version`` prints: autotune's version, then one line per installed runtime and per broken plugin."""
     from autotune.plugins.manager import get_plugin_manager
 
-    lines = [f"{DISTRIBUTION} {__version__} (the autotune command; Python {platform.python_version()}, "
+    lines = [f"{DISTRIBUTION} {installed_version()} (the autotune command; Python {platform.python_version()}, "
              f"{platform.system()} {platform.machine()})"]
     manager = get_plugin_manager()
     backends = manager.backends()

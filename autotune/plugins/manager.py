@@ -17,7 +17,7 @@ from typing import Any, get_args
 
 import pluggy
 
-from autotune import hookspecs
+import autotune.hookspecs as hookspecs
 from autotune.errors import PluginError
 from autotune.hardware import HardwareFact
 from autotune.plugins.backend import Backend
