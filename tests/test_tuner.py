@@ -159,3 +159,18 @@ def test_a_backend_that_cannot_run_the_model_is_tried_once(model: Path) -> None:
     assert any("dropped" in w for w in reporter.warnings)
     assert result.profile.backend.name == "fake"
     assert len([r for r in result.records if r.status == "measured"]) == 5
+
+
+def test_the_budget_is_decided_once_when_the_run_is_made(model: Path) -> None:
+    import dataclasses
+
+    hardware, reporter = example_hardware(memory_gib=4), SilentReporter()
+    tuner = Tuner(model, Budget.parse("100GB", "30ms"), WORKLOAD, TuneOptions(trials=1), reporter=reporter,
+                  manager=manager_with(FakeBackend(), builtins=True), hardware=hardware)
+    capped = tuner.context.budget
+    assert capped.memory_bytes == hardware.memory.limit_bytes
+    tuner.preflight()
+    tuner.preflight()
+    assert tuner.context.budget is capped and sum("above the" in w for w in reporter.warnings) == 1
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        tuner.context.budget = Budget.parse("1GB", "30ms")  # type: ignore[misc]
