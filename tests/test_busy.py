@@ -19,6 +19,7 @@ from autotune.measure import busy
 from autotune.measure.busy import CpuSnapshot, Disturbance, QuietWait, disturbance, host_measurement_lock
 from autotune.measurement import Measurement
 from autotune.plugins.backend import Artifact, Params
+from autotune.reporting import SilentReporter
 from autotune.testing import FakeBackend
 from autotune.workload import Workload
 
@@ -129,8 +130,9 @@ def test_a_disturbed_measurement_is_measured_again_once_the_machine_is_quiet(mod
     source = backend.inspect(model)
     params = {"quant": "q8_0", "threads": 1}
     artifact, _ = prepare_artifact(backend, source, params)
-    warnings: list[str] = []
-    quiet = QuietWait(total_s=10, warn=warnings.append, sample_s=0.01)
+    reporter = SilentReporter()
+    quiet = QuietWait(total_s=10, reporter=reporter, sample_s=0.01)
+    warnings = reporter.warnings
     result = trial.measure(backend, artifact, params, WORKLOAD, timeout_s=60, memory_limit_bytes=None, quiet=quiet)
     assert result.ok and Disturbance.from_context(result.value.context) == calm
     assert quiet.disturbed == [] and len(warnings) == 1

@@ -26,6 +26,8 @@ from typing import Any
 
 import psutil
 
+from autotune.reporting import Reporter, SilentReporter
+
 DISTURBED_SHARE = 0.10
 """Others took more than this fraction of the measurement's cores (or the hypervisor stole it): disturbed.
 Idle daemons take well under 2% here; one other busy thread on a 2-core machine takes 50%."""
@@ -253,10 +255,11 @@ def quiet_wait_budget() -> float:
 class QuietWait:
     """A run's allowance of time to wait for a quiet machine before re-measuring a disturbed figure."""
 
-    def __init__(self, total_s: float | None = None, warn: Callable[[str], None] | None = None,
+    def __init__(self, total_s: float | None = None, reporter: Reporter | None = None,
                  sample_s: float = QUIET_SAMPLE_S) -> None:
         self.remaining_s = quiet_wait_budget() if total_s is None else total_s
-        self.warn = warn or (lambda _message: None)
+        self.reporter: Reporter = reporter or SilentReporter()
+        """Told when a measurement waits for a quiet machine (the run's one way of reporting)."""
         self.sample_s = sample_s
         self.disturbed: list[Disturbance] = []
         """Every disturbance the run kept (re-measuring did not help, or no time was left to wait)."""

@@ -49,7 +49,7 @@ def measure(backend: Backend, artifact: Artifact, params: Params, workload: Work
     with host_measurement_lock():
         result, found = _measure_watched(backend, artifact, params, workload, timeout_s, memory_limit_bytes)
         if quiet is not None and found.disturbed and quiet.remaining_s >= quiet.sample_s:
-            quiet.warn(f"{backend.name} {artifact.label} was measured while the machine was busy: {found.describe()}; "
+            quiet.reporter.warn(f"{backend.name} {artifact.label} was measured while the machine was busy: {found.describe()}; "
                        f"waiting up to {min(quiet.remaining_s, MAX_WAIT_PER_MEASUREMENT_S):.0f} s for a quiet "
                        "machine to measure it again")
             if quiet.until_quiet() is not None:

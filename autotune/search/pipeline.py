@@ -88,7 +88,7 @@ class TrialPipeline:
         """Fully measured records of this study: the bar a screen compares against."""
         self.probed: set[str] = set()
         """Backends whose short first run showed a full measurement can finish within the timeout."""
-        self.quiet = QuietWait(warn=context.reporter.warn)
+        self.quiet = QuietWait(reporter=context.reporter)
         """The run's allowance of waiting for a quiet machine to measure a disturbed configuration again."""
 
     def suggest(self, trial: optuna.Trial, backend: Backend, space: SearchSpace) -> Params | None:
