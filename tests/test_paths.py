@@ -194,3 +194,20 @@ def test_a_cache_whose_files_cannot_be_created_fails_before_any_trial(tmp_path: 
     monkeypatch.setattr(tempfile, "mkstemp", read_only)
     with pytest.raises(AutotuneError, match=r"cannot be written \(Read-only file system\).*AUTOTUNE_CACHE"):
         tune_with_plugins(model, InlineBackends(FakeBackend()), trials=2)
+
+
+def test_an_odd_safetensors_file_is_one_line(tmp_path: Path, fifo: Path) -> None:
+    import struct
+
+    from autotune.model.hf_folder import safetensors_header
+
+    lying = tmp_path / "lying.safetensors"
+    lying.write_bytes(struct.pack("<Q", 2**60) + b"{}")  # a damaged length: read whole before, as JSON
+    error = finishes_within(10, lambda: safetensors_header(lying))
+    assert isinstance(error, ModelSourceError) and "header" in str(error)
+    error = finishes_within(10, lambda: safetensors_header(fifo))
+    assert isinstance(error, ModelSourceError) and "a pipe" in str(error)
+    good = tmp_path / "good.safetensors"
+    body = b'{"w": {"dtype": "F16", "shape": [2], "data_offsets": [0, 4]}}'
+    good.write_bytes(struct.pack("<Q", len(body)) + body + bytes(4))
+    assert safetensors_header(good) == {"w": {"dtype": "F16", "shape": [2], "data_offsets": [0, 4]}}

@@ -16,9 +16,12 @@ from pathlib import Path
 from typing import Any
 
 from autotune.errors import ModelSourceError
+from autotune.files import UnreadableFile, read_json, read_prefix
 from autotune.model.source import ModelSource, cached_content_hash
 
 CONVERSION_RECORD = "autotune_conversion.json"
+MAX_SAFETENSORS_HEADER = 100 * 2**20
+"""The largest header the safetensors format allows."""
 """Written by ``gguf_to_hf`` next to the checkpoint: where the weights came from (e.g. a Q4_1 GGUF)."""
 
 _DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1,
@@ -27,13 +30,25 @@ _PRECISION = {"F32": "fp32", "F16": "fp16", "BF16": "bf16", "F64": "fp64"}
 
 
 def safetensors_header(path: Path) -> dict[str, Any]:
-    """The JSON header of one ``.safetensors`` file: tensor name → dtype, shape, offsets."""
-    with path.open("rb") as handle:
-        raw = handle.read(8)
-        if len(raw) != 8:
-            raise ModelSourceError(f"{path} is not a safetensors file (shorter than its 8-byte header length)")
-        (length,) = struct.unpack("<Q", raw)
-        header: dict[str, Any] = json.loads(handle.read(length))
+    """The JSON header of one ``.safetensors`` file: tensor name → dtype, shape, offsets.
+
+    Read bounded: the file must be a regular file (a FIFO would hang the read) and the header length it states at
+    most ``MAX_SAFETENSORS_HEADER`` (a damaged length would read the whole multi-GB file as JSON).
+    """
+    try:
+        raw, _ = read_prefix(path, 8, "safetensors file")
+    except UnreadableFile as error:
+        raise ModelSourceError(str(error)) from None
+    if len(raw) != 8:
+        raise ModelSourceError(f"{path} is not a safetensors file (shorter than its 8-byte header length)")
+    (length,) = struct.unpack("<Q", raw)
+    if length > MAX_SAFETENSORS_HEADER:
+        raise ModelSourceError(f"{path} is not a safetensors file (it states a {length}-byte header; at most "
+                               f"{MAX_SAFETENSORS_HEADER // 2**20} MiB are allowed)")
+    try:
+        header: dict[str, Any] = json.loads(read_prefix(path, 8 + length, "safetensors file")[0][8:])
+    except (UnreadableFile, ValueError) as error:
+        raise ModelSourceError(f"{path} has no readable safetensors header ({error})") from None
     header.pop("__metadata__", None)
     return header
 
@@ -86,7 +101,10 @@ def inspect_hf_folder(path: Path) -> ModelSource:
     config_file = path / "config.json"
     if not config_file.is_file() or not any(path.glob("*.safetensors")):
         raise ModelSourceError(f"{path} is not a Hugging Face folder (expected config.json and *.safetensors files)")
-    config = json.loads(config_file.read_text())
+    try:
+        config = read_json(config_file, "model config")
+    except UnreadableFile as error:
+        raise ModelSourceError(str(error)) from None
     try:
         shape = model_shape(config)
     except KeyError as missing:

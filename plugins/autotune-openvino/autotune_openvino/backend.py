@@ -310,10 +310,10 @@ def _meta_int(source: ModelSource, key: str, default: int = 0) -> int:
 
 
 def _read_json(path: Path) -> dict[str, Any]:
-    import json
+    from autotune.files import UnreadableFile, read_json
 
     try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
+        data = read_json(path)  # bounded and never a FIFO: the user's folder may hold anything
+    except UnreadableFile:
         return {}
     return data if isinstance(data, dict) else {}

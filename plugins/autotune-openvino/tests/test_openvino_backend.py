@@ -220,3 +220,21 @@ def test_exporters_render_config_and_a_script_that_runs(tiny_ir: Path, cached: P
     script.write_text(text.replace("max_new_tokens=64", "max_new_tokens=4"))
     result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_an_odd_config_in_the_model_folder_is_not_read(tmp_path: Path) -> None:
+    """A FIFO named config.json would hang the read, /dev/zero would fill memory: both read as no config."""
+    import os
+    import threading
+
+    from autotune_openvino.backend import _read_json
+
+    fifo = tmp_path / "config.json"
+    os.mkfifo(fifo)
+    device = tmp_path / "device.json"
+    device.symlink_to("/dev/zero")
+    found: list[object] = []
+    reader = threading.Thread(target=lambda: found.extend([_read_json(fifo), _read_json(device)]), daemon=True)
+    reader.start()
+    reader.join(10)
+    assert found == [{}, {}]
