@@ -39,10 +39,12 @@ sys.exit(main(sys.argv[2:]))
 FIRST = {"backend": "fake", "fake.quant": "f16", "fake.threads": 4}
 
 
-def autotune_run(tmp_path: Path, model: Path, measure_s: float, trials: int = 1) -> subprocess.Popen[bytes]:
+def autotune_run(tmp_path: Path, model: Path, measure_s: float, trials: int = 1,
+                 storage: str | None = None) -> subprocess.Popen[bytes]:
     args = ["run", "--model", str(model), "--budget", "2GB", "--latency", "50ms", "--trials", str(trials),
             "--prompt-tokens", "8", "--gen-tokens", "4", "--context", "64", "--depth", "0", "--no-quality",
-            "--confirm-rounds", "0", "--seed", "1", "--out", str(tmp_path / "profiles")]
+            "--confirm-rounds", "0", "--seed", "1", "--out", str(tmp_path / "profiles"),
+            *(["--storage", storage] if storage else [])]
     # A session of its own, so that a Ctrl-C can go to its whole process group as a terminal sends it.
     return subprocess.Popen([sys.executable, "-c", RUNNER, str(measure_s), *args], env=dict(os.environ),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
@@ -66,8 +68,8 @@ def measuring(run: subprocess.Popen[bytes]) -> bool:
         return False
 
 
-def trials() -> list[optuna.trial.FrozenTrial]:
-    storage = default_storage()
+def trials(storage: str | None = None) -> list[optuna.trial.FrozenTrial]:
+    storage = storage or default_storage()
     found = []
     for summary in optuna.get_all_study_summaries(storage):
         found += optuna.load_study(study_name=summary.study_name, storage=storage).get_trials(deepcopy=False)
@@ -145,14 +147,21 @@ def test_a_worker_stopped_alone_is_an_interruption_not_a_failed_configuration(tm
     assert_measured_again(tmp_path, model)
 
 
-def test_a_dead_fleet_worker_s_configuration_is_measured_by_a_live_one(tmp_path: Path, model: Path) -> None:
-    # Two workers share one study (the default SQLite storage); the one measuring the first configuration dies
-    # while the other measures something else: the live one measures the dead one's configuration.
-    dead = autotune_run(tmp_path, model, measure_s=60)
+@pytest.fixture(params=["sqlite", "postgresql"])
+def shared_storage(request: pytest.FixtureRequest) -> str | None:
+    """The default SQLite file, or a fresh database on a throwaway PostgreSQL server (a fleet's storage)."""
+    return request.getfixturevalue("postgres_url") if request.param == "postgresql" else None
+
+
+def test_a_dead_fleet_worker_s_configuration_is_measured_by_a_live_one(tmp_path: Path, model: Path,
+                                                                       shared_storage: str | None) -> None:
+    # Two workers share one study; the one measuring the first configuration dies while the other measures
+    # something else: the live one measures the dead one's configuration.
+    dead = autotune_run(tmp_path, model, measure_s=60, storage=shared_storage)
     live = None
     try:
         assert wait_for(lambda: measuring(dead), 60), "the first worker never started measuring"
-        live = autotune_run(tmp_path, model, measure_s=3, trials=3)
+        live = autotune_run(tmp_path, model, measure_s=3, trials=3, storage=shared_storage)
         assert wait_for(lambda: measuring(live), 60), "the second worker never started measuring"
         os.kill(dead.pid, signal.SIGKILL)
         dead.wait(timeout=30)
@@ -164,7 +173,8 @@ def test_a_dead_fleet_worker_s_configuration_is_measured_by_a_live_one(tmp_path:
                 os.killpg(run.pid, signal.SIGKILL)
     profile = json.loads(next((tmp_path / "profiles").glob("*.json")).read_text())
     assert profile["study"]["failed"] == 0
-    assert [t.state for t in trials() if t.params == FIRST and RECORD_ATTR in t.user_attrs] == [TrialState.COMPLETE]
+    first = [t.state for t in trials(shared_storage) if t.params == FIRST and RECORD_ATTR in t.user_attrs]
+    assert first == [TrialState.COMPLETE]
 
 
 def test_sigterm_stops_any_command_as_ctrl_c_does_and_restores_the_handler(
