@@ -212,3 +212,11 @@ def test_a_worker_stopped_from_outside_interrupts_its_caller_instead_of_failing(
             run_in_worker(WorkerTask(time.sleep, (60,)), timeout_s=120)
     finally:
         stopper.join()
+
+
+@pytest.mark.parametrize("signal_name", ["SIGINT", "SIGTERM", "SIGHUP"])
+def test_a_record_of_a_worker_stopped_from_outside_is_never_stored(signal_name: str) -> None:
+    from autotune.store.measurements import storable
+
+    assert not storable({"status": "failed", "cause": f"killed by {signal_name}"})
+    assert storable({"status": "failed", "cause": "killed by SIGILL"})  # a crash of the runtime itself is kept

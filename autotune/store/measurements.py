@@ -40,7 +40,10 @@ STALE_AFTER_S = 60.0
 """A worker whose heartbeat is older than this is gone (killed, or its machine lost): its claims are free."""
 STORED_FAILURES = ("cannot predict", "cannot run this model", "prepare failed")
 """Failure causes that hold whatever the budget: stored, so no worker tries them again. Crashes by a
-signal are stored too (``killed by SIGILL`` …) except SIGKILL, which the OOM killer also sends."""
+signal are stored too (``killed by SIGILL`` …) except those in ``NOT_THE_CONFIGURATION``."""
+NOT_THE_CONFIGURATION = ("killed by SIGKILL", "killed by SIGINT", "killed by SIGTERM", "killed by SIGHUP")
+"""Deaths that say nothing about the configuration: SIGKILL (the OOM killer sends it too), and the signals that
+interrupt a run from outside."""
 
 metadata = sa.MetaData()
 measurements = sa.Table(
@@ -139,7 +142,9 @@ def storable(record: Mapping[str, Any]) -> bool:
     if record.get("status") != "failed":
         return False  # skipped on a prediction for this budget, or screened out against this run's best
     cause = str(record.get("cause") or "")
-    return cause in STORED_FAILURES or (cause.startswith("killed by SIG") and cause != "killed by SIGKILL")
+    # SIGINT, SIGTERM and SIGHUP stop a worker from outside (an interruption, no result: measure/worker.py raises
+    # KeyboardInterrupt for them), and a record from before that must not be kept either.
+    return cause in STORED_FAILURES or (cause.startswith("killed by SIG") and cause not in NOT_THE_CONFIGURATION)
 
 
 def config_digest(config_key: str) -> str:
