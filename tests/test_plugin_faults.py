@@ -265,3 +265,23 @@ def test_an_exporter_rendering_something_else_than_text_is_left_out_or_one_line(
     assert main(["export", str(profile), "--format", "nothing"]) == 2
     captured = capsys.readouterr()
     assert captured.out == "" and captured.err.count("\n") == 1 and "not a str" in captured.err
+
+
+class ManyFaults(FakeBackend):
+    """A starting point outside its space, then a prediction of the wrong type: two faults of one plugin."""
+
+    def starting_points(self, *args: Any) -> list[Params]:
+        return [{"quant": "zz", "threads": 1}, {"quant": "f16", "threads": 4}]
+
+    def predict(self, *args: Any) -> Any:
+        return {"memory_bytes": 1}
+
+
+def test_a_plugin_with_several_faults_costs_one_warning_per_command(model: Path) -> None:
+    reporter = Collecting()
+    infos: list[str] = []
+    reporter.info = infos.append  # type: ignore[method-assign]
+    result = tune_with_plugins(model, InlineBackends(FakeBackend()), named(ManyFaults), reporter=reporter, trials=6)
+    assert result.winner.backend == "fake"
+    assert len([w for w in reporter.warnings if "'bad'" in w]) == 1, reporter.warnings
+    assert any("bad.predict() returned dict" in line for line in infos)  # the later fault is still told

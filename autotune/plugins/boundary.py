@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from autotune.errors import AutotuneError
 from autotune.plugins.backend import Availability, Backend, Categorical, IntRange, Params, SearchSpace
+
+if TYPE_CHECKING:
+    from autotune.reporting import Reporter
 
 T = TypeVar("T")
 
@@ -97,3 +100,21 @@ def availability_of(backend: Backend) -> Availability:
     except Exception as error:  # noqa: BLE001 - a plugin's bug costs its backend, never the command
         shown = str(error) if isinstance(error, PluginFault) else f"its plugin raised {error!r} in availability()"
         return Availability(available=False, reason=shown)
+
+
+def warn_once(reporter: Reporter, plugin: str, message: str) -> None:
+    """Warn about ``plugin``'s fault once per command (per reporter); its later faults are told as info lines.
+
+    A plugin that breaks several ways (a starting point outside its space, then a ``predict`` of the wrong type)
+    costs the user one warning to read, not one per symptom.
+    """
+    try:
+        warned: set[str] = reporter.__dict__.setdefault("_plugin_faults_warned", set())
+    except AttributeError:  # a reporter without an instance dict: every fault is a warning
+        reporter.warn(message)
+        return
+    if plugin in warned:
+        reporter.info(message)
+    else:
+        warned.add(plugin)
+        reporter.warn(message)

@@ -37,7 +37,7 @@ from autotune.measure.selftest import crash_message
 from autotune.measure.trial import measure
 from autotune.measurement import Measurement
 from autotune.plugins.backend import Artifact, Backend, Params, Prediction, SearchSpace
-from autotune.plugins.boundary import PluginFault, checked, checked_params
+from autotune.plugins.boundary import PluginFault, checked, checked_params, warn_once
 from autotune.profile.schema import Quality
 from autotune.record import TrialRecord, artifact_info
 from autotune.search.refusals import remember
@@ -105,7 +105,8 @@ class TrialPipeline:
         except Exception as error:  # noqa: BLE001 - see above
             self.dropped[backend.name] = (str(error) if isinstance(error, PluginFault) else
                                           f"its plugin raised {error!r} in canonical_params")
-            self.context.reporter.warn(f"backend {backend.name!r} dropped for this run: {self.dropped[backend.name]}")
+            warn_once(self.context.reporter, backend.name,
+                      f"backend {backend.name!r} dropped for this run: {self.dropped[backend.name]}")
             return None
 
     def run(self, number: int, resolved: ResolvedBackend, params: Params) -> TrialRecord:
@@ -232,7 +233,7 @@ class TrialPipeline:
         the backend is dropped for this run with one warning."""
         if isinstance(error, PluginFault) and backend.name not in self.dropped:
             self.dropped[backend.name] = str(error)
-            self.context.reporter.warn(f"backend {backend.name!r} dropped for this run: {error}")
+            warn_once(self.context.reporter, backend.name, f"backend {backend.name!r} dropped for this run: {error}")
 
     def _bar(self, record: TrialRecord) -> TrialRecord | None:
         """The full measurement a screen of ``record`` compares against, or None to measure in full at once.

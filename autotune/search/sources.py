@@ -15,7 +15,7 @@ from autotune.measure.selftest import usable, usable_all
 from autotune.measure.worker import WorkerTask, run_in_worker
 from autotune.model.source import ModelSource, cached_content_hash, detect_format
 from autotune.plugins.backend import Availability, Backend, Params, SearchSpace, has_logprobs
-from autotune.plugins.boundary import PluginFault, checked, checked_params, checked_space, outside
+from autotune.plugins.boundary import PluginFault, checked, checked_params, checked_space, outside, warn_once
 from autotune.plugins.boundary import availability_of as checked_availability
 from autotune.plugins.conversion import Conversion, find_path
 from autotune.plugins.manager import PluginManager
@@ -190,7 +190,7 @@ def plan_backends(context: RunContext, backends: Sequence[Backend]) -> BackendPl
         except Exception as error:  # noqa: BLE001 - a plugin's bug costs its backend, never the run
             plan.left_out[r.backend.name] = (str(error) if isinstance(error, PluginFault) else
                                              f"its plugin raised {error!r} while declaring its search space")
-            reporter.warn(f"backend {r.backend.name!r} skipped: {plan.left_out[r.backend.name]}")
+            warn_once(reporter, r.backend.name, f"backend {r.backend.name!r} skipped: {plan.left_out[r.backend.name]}")
             plan.spaces.pop(r.backend.name, None)
             continue
         plan.resolved.append(r)
@@ -218,8 +218,8 @@ def starting_points(resolved: ResolvedBackend, space: SearchSpace, hardware: Har
             seen.add(key)
             kept.append(params)
     if refused:
-        reporter.warn(f"backend {backend.name!r}: {len(refused)} starting point(s) left out, not in its own search space "
-                      f"({refused[0]}); report it to the plugin")
+        warn_once(reporter, backend.name, f"backend {backend.name!r}: {len(refused)} starting point(s) left out, not in "
+                                          f"its own search space ({refused[0]}); report it to the plugin")
     return kept
 
 
