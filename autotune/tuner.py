@@ -81,14 +81,16 @@ class Tuner:
     def preflight(self) -> None:
         """Checks that need no measuring, so a run that cannot be right stops before it starts."""
         context = self.context
-        if any(b.measures_this_machine for b in select_backends(context.manager, context.options.backends)):
+        measures_here = any(b.measures_this_machine for b in select_backends(context.manager, context.options.backends))
+        if measures_here:
             ensure_this_machine(context.hardware)
-            busy = busy_warning(sample(BUSY_CHECK_S))  # said once at the start; each disturbed figure is said again
-            if busy:
-                context.reporter.warn(busy)
         check_writable()  # a read-only cache is one line naming it, not a failure in every trial
         open_storage(context.options.storage)  # a bad --storage fails now, not after self-tests and conversions
         remove_orphaned_scratch()  # left by a tuner or worker killed with kill -9
+        if measures_here:  # last: a run the checks above stop says only why
+            busy = busy_warning(sample(BUSY_CHECK_S))  # said once at the start; each disturbed figure is said again
+            if busy:
+                context.reporter.warn(busy)
 
     def run(self) -> TuneResult:
         """Search, then choose, confirm and build the profile."""

@@ -299,3 +299,18 @@ def test_a_disturbed_measurement_is_not_kept_in_the_store() -> None:
     assert storable(record)
     record["measurement"]["context"] = {"busy": loud.as_context()}
     assert not storable(record)
+
+
+def test_a_run_stopped_by_its_checks_says_only_why_even_on_a_busy_machine(model: Path, capsys: pytest.CaptureFixture[str],
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The busy warning comes after the checks that can stop a run: a bad --storage is one line, busy or not."""
+    from autotune.cli.main import main
+    from autotune.testing import manager_with
+
+    monkeypatch.setattr("autotune.plugins.manager.get_plugin_manager",
+                        lambda **_: manager_with(FakeBackend(measures_here=True), builtins=True))
+    with competitors(10, busy.measured_cores()):
+        status = main(["run", "--model", str(model), "--budget", "1GB", "--latency", "50ms",
+                       "--storage", "postgresql+nosuchdriver://u:secret@localhost:1/x"])
+    err = capsys.readouterr().err
+    assert status == 2 and err.count("\n") == 1 and "busy" not in err, err
