@@ -62,3 +62,16 @@ def test_trial_lines_and_tables_show_the_written_precision() -> None:
     assert describe(record).endswith(f"({FALLBACK})")
     plain = SimpleNamespace(backend="llamacpp", params={"quant": "Q4_0"}, precision="Q4_0", label="Q4_0 t=2")
     assert settings(plain) == "Q4_0 t=2"
+
+
+def test_the_profile_says_the_written_precision() -> None:
+    """``artifact.written``: the precision with its fallbacks, derived from the details, never trusted from the file."""
+    import json
+
+    from autotune.profile.schema import DeploymentProfile
+
+    profile = confirmed("llamacpp")
+    data = json.loads(profile.to_json())
+    assert data["artifact"]["precision"] == "Q4_K_M" and data["artifact"]["written"] == f"Q4_K_M ({FALLBACK})"
+    data["artifact"]["written"] = "Q8_0"  # a file that says otherwise is corrected on reading
+    assert DeploymentProfile.model_validate(data).artifact.written == f"Q4_K_M ({FALLBACK})"

@@ -11,7 +11,7 @@ import json
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_serializer, model_validator
 
 from autotune.budget import Budget
 from autotune.measurement import Measurement
@@ -52,6 +52,19 @@ class ArtifactInfo(_Strict):
     bits_per_weight: float
     size_bytes: int
     details: dict[str, Any] = Field(default_factory=dict)
+    written: str | None = Field(default=None, description="the precision as written: ``precision`` with the types "
+                                "tensors fell back to, or the source file's own mix (derived from ``details``; "
+                                "recomputed whenever a profile is read)")
+
+    @model_validator(mode="after")
+    def _written(self) -> ArtifactInfo:
+        # Derived, never trusted from the file: the written precision always matches precision and details.
+        self.written = self.label
+        return self
+
+    @field_serializer("written")
+    def _written_now(self, _stored: str | None) -> str:
+        return self.label  # a copy made with model_copy(update=...) skips the validator: derive it on writing too
 
     @property
     def label(self) -> str:
