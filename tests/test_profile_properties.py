@@ -246,7 +246,7 @@ def _write(path: Path, content: str | bytes) -> Path:
      "invalid field 'params'"),
     (lambda d: _write(d / "shapes3.json", json.dumps({**sample_data("llamacpp"), "workload": {"context": {}}})),
      "invalid field 'workload.context'"),
-    (lambda d: d / "missing.json", "profile not found"),
+    (lambda d: d / "missing.json", "missing.json not found"),
     (lambda d: _write(d / "file", "x") / "below.json", "Not a directory"),
     (lambda d: Path("/dev/null"), "not a regular file"),
     (lambda d: Path("/dev/zero"), "not a regular file"),

@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
-import stat
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -16,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ValidationError
 
 from autotune.errors import ProfileError
+from autotune.files import UnreadableFile, read_bounded
 from autotune.profile.params import check_params, shown
 from autotune.profile.schema import SCHEMA_VERSION, DeploymentProfile
 
@@ -30,36 +29,13 @@ would exhaust Python's recursion limit in validation, printing or export."""
 HINT = "pass a profile written by `autotune run`"
 
 
-def _refuse_odd_kind(mode: int, path: Path) -> None:
-    """Refuse anything but a regular file: a folder, a FIFO (waits for a writer), a device (``/dev/zero`` is endless)."""
-    if stat.S_ISDIR(mode):
-        raise ProfileError(f"{path} is a folder, not a profile file; pass the .json file `autotune run` wrote")
-    if not stat.S_ISREG(mode):
-        raise ProfileError(f"{path} is not a regular file (a pipe, device or socket); pass a profile file")
-
-
 def _read_bounded(path: Path) -> bytes:
-    """The bytes of a regular file of at most ``MAX_PROFILE_BYTES``; anything else is one ``ProfileError``.
-
-    The kind of file is checked before it is opened (opening some devices has effects) and again on the open
-    file (it may have been replaced in between); it is opened without blocking, so a FIFO cannot hang the check.
-    """
+    """The bytes of a regular file of at most ``MAX_PROFILE_BYTES`` (``files.read_bounded``: the kind checked
+    before and after opening, no blocking on a FIFO); anything else is one ``ProfileError``."""
     try:
-        _refuse_odd_kind(os.stat(path).st_mode, path)
-        descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
-    except FileNotFoundError:
-        raise ProfileError(f"profile not found: {path}") from None
-    except (OSError, ValueError) as error:  # permission, a path through a file, a name too long, a NUL byte
-        raise ProfileError(f"cannot read profile {path}: {getattr(error, 'strerror', None) or error}") from None
-    with os.fdopen(descriptor, "rb") as file:
-        _refuse_odd_kind(os.fstat(file.fileno()).st_mode, path)
-        try:
-            data = file.read(MAX_PROFILE_BYTES + 1)  # bounded even when the size in stat is wrong (procfs says 0)
-        except OSError as error:
-            raise ProfileError(f"cannot read profile {path}: {error.strerror or error}") from None
-    if len(data) > MAX_PROFILE_BYTES:
-        raise ProfileError(f"{path} is larger than {MAX_PROFILE_BYTES // 2**20} MiB, far more than any profile; {HINT}")
-    return data
+        return read_bounded(path, MAX_PROFILE_BYTES, "profile")
+    except UnreadableFile as error:
+        raise ProfileError(f"{error}; {HINT}") from None
 
 
 def _refuse_constant(name: str) -> Any:
