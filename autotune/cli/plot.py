@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from autotune.budget import Budget
+from autotune.budget import Budget, format_bytes
 from autotune.record import TrialRecord
 
 
@@ -35,7 +35,7 @@ def write_pareto_plot(path: Path, measured: Sequence[TrialRecord], front: Sequen
     proxy = winner.quality is None or winner.quality.kl_divergence is None
     axes.set_ylabel("quality loss (16 − bits per weight, proxy)" if proxy else "quality loss (mean KL divergence)")
     axes.set_xlabel("p95 inter-token latency (ms)")
-    axes.set_title(f"Measured configurations (marker size: peak memory; budget {budget.memory_bytes / 1e6:.0f} MB)",
+    axes.set_title(f"Measured configurations (marker size: peak memory; memory budget {format_bytes(budget.memory_bytes)})",
                    fontsize=10)
     axes.legend(fontsize=8, loc="best")
     axes.grid(alpha=0.3)
