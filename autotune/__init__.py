@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING
 from autotune.budget import Budget, parse_duration, parse_size
 from autotune.distribution import installed_version
 from autotune.errors import AutotuneError
+from autotune.files import UnreadableFile, read_bounded, read_json
 from autotune.hardware import Accelerator, CacheLevel, CpuInfo, Hardware, HardwareFact, MemoryBandwidth, MemoryInfo
 from autotune.hookspecs import hookimpl, hookspec
 from autotune.measure.quality import log_softmax_rows
@@ -98,5 +99,5 @@ __all__ = [
     "log_softmax_rows", "validate_params",
     "CONVERSION_RECORD", "inspect_hf_folder", "model_shape", "safetensors_header",
     "Objective", "Reporter", "SilentReporter", "TuneOptions", "TuneResult", "Tuner", "load", "tune",
-    "decode_claim", "evidence", "evidence_comment", "usable_cores_here",
+    "decode_claim", "evidence", "evidence_comment", "usable_cores_here", "UnreadableFile", "read_bounded", "read_json",
 ]

@@ -193,7 +193,7 @@ def test_report_command_writes_beside_the_profile_or_where_told(tmp_path: Path, 
 
 
 @pytest.mark.parametrize("args, expected", [
-    (["nope.json"], "profile not found"),
+    (["nope.json"], "nope.json not found"),
     (["PROFILE", "--html", "missing-folder/page.html"], "name a file in an existing folder"),
     (["PROFILE", "--html", "."], "name a file in an existing folder"),
     (["PROFILE", "--html", "PROFILE"], "would overwrite the profile"),

@@ -310,7 +310,7 @@ def _meta_int(source: ModelSource, key: str, default: int = 0) -> int:
 
 
 def _read_json(path: Path) -> dict[str, Any]:
-    from autotune.files import UnreadableFile, read_json
+    from autotune import UnreadableFile, read_json
 
     try:
         data = read_json(path)  # bounded and never a FIFO: the user's folder may hold anything
