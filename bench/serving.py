@@ -3,7 +3,7 @@
 Every candidate is a llama-server (the set-up's build for this CPU) started once and kept resident; each round
 loads every candidate once, in a new random order, with the closed-loop load generator of ``autotune.serve``
 and fresh prompts (slices of the evaluation text no request saw before). Per scenario, a candidate's figures
-are medians over rounds, and its goodput against llama-server's own defaults is the median of the per-round
+are medians over rounds, and its throughput against llama-server's own defaults is the median of the per-round
 ratios with a bootstrap interval (``decide.stats.paired_ratio``), so what the machine did in one round
 cancels. Every load records what other processes took of the cores while it ran.
 
@@ -201,29 +201,29 @@ def main() -> int:
             print(f"\n{scenario_name}: {scenario.clients} client(s), {count} requests a load, "
                   f"{scenario.max_tokens} tokens each, sampling {scenario.sampling or 'server default'}"
                   f"{', one core busy' if scenario.busy_core else ''}")
-            print(f"{'configuration':42} {'goodput':>8} {'vs defaults':>20} {'tok/s':>7} {'TTFT p95':>9} "
+            print(f"{'configuration':42} {'goodput':>8} {'tok/s':>7} {'tok/s vs defaults':>18} {'TTFT p95':>9} "
                   f"{'ITL p95':>8} {'n':>8} {'accept':>7} {'others':>7} {'errors':>6}")
-            base = [f.goodput for f in rounds[BASELINE]]
+            base = [f.throughput for f in rounds[BASELINE]]
             for name, figures in rounds.items():
-                goodputs = [f.goodput for f in figures]
+                throughputs = [f.throughput for f in figures]
                 if name == BASELINE:
                     ratio = "1 (baseline)"
                 elif min(base) > 0:
-                    interval = paired_ratio(goodputs, base)
+                    interval = paired_ratio(throughputs, base)
                     ratio = f"{interval.value:.2f} [{interval.low:.2f}, {interval.high:.2f}]"
                 else:
                     ratio = "baseline had 0"
                 samples = figures[0].samples
-                print(f"{name:42} {show(median(goodputs), 1):>8} {ratio:>20} "
-                      f"{show(median([f.throughput for f in figures]), 1):>7} "
-                      f"{show(median([f.ttft_p95_ms for f in figures])):>9} "
+                print(f"{name:42} {show(median([f.goodput for f in figures]), 1):>8} {show(median(throughputs), 1):>7} "
+                      f"{ratio:>18} {show(median([f.ttft_p95_ms for f in figures])):>9} "
                       f"{show(median([f.itl_p95_ms for f in figures])):>8} {f'{samples[0]}/{samples[1]}':>8} "
                       f"{show(median([f.acceptance for f in figures]), 2):>7} "
                       f"{median([f.others for f in figures]) or 0:>7.0%} {sum(f.errors for f in figures):>6}")
         peaks = ", ".join(f"{name}: {s.peak_rss_bytes / 2**20:.0f} MiB" for name, s in servers.items())
         print(f"\nserver peak RSS: {peaks}")
-        print("n = requests behind the TTFT p95 / inter-token gaps behind the ITL p95, of the first round's load; "
-              "others = share of the cores other processes took during the loads (median over rounds)")
+        print("goodput = tok/s of the requests that met both objectives; n = requests behind the TTFT p95 / "
+              "inter-token gaps behind the ITL p95, of the first round's load; others = share of the cores other "
+              "processes took during the loads (median over rounds)")
     return 0
 
 

@@ -115,11 +115,26 @@ def measured_cores() -> list[int]:
 
 
 def own_cpu_s() -> float:
-    """CPU seconds of this process and every worker it has reaped so far (user + system)."""
+    """CPU seconds of this process, every child it has reaped so far, and every descendant still running.
+
+    The kernel's child usage counts a child only once it is reaped; a server kept running through a
+    measurement (the serving benchmark's llama-server) is counted from its own times, so its work is never
+    mistaken for another process's.
+    """
     total = 0.0
     for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN):
         usage = resource.getrusage(who)
         total += usage.ru_utime + usage.ru_stime
+    try:
+        living = psutil.Process().children(recursive=True)
+    except psutil.Error:
+        return total
+    for child in living:
+        try:
+            times = child.cpu_times()
+        except psutil.Error:  # ended between the listing and the reading: counted once it is reaped
+            continue
+        total += times.user + times.system
     return total
 
 
