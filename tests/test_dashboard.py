@@ -7,7 +7,6 @@ the JSON API its web page reads (``/api/studies``, ``/api/studies/<id>``).
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 import time
@@ -22,6 +21,7 @@ import pytest
 from autotune.record import TrialRecord, config_key
 from autotune.search.study import METRIC_NAMES
 from autotune.search.trials import RECORD_ATTR, figures
+from autotune.serve.server import free_port
 from autotune.store.measurements import MeasurementStore
 from autotune.testing import FakeBackend
 from autotune.testing.inline_plugin import InlineBackends
@@ -33,12 +33,6 @@ pytest.importorskip("optuna_dashboard", reason="optuna-dashboard is not installe
 FIGURES = ("decode tok/s", "p95 ms/token", "TTFT ms", "peak MiB")
 MAX_ATTR_LENGTH = 1024
 """optuna-dashboard 0.21 cuts a user attribute that is not a string or a number to this many characters of JSON."""
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def get(url: str) -> Any:

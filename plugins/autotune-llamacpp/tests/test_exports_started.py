@@ -13,7 +13,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -28,6 +27,7 @@ import pytest
 
 from autotune import DeploymentProfile, bundled_model
 from autotune.errors import ModelSourceError
+from autotune.serve.server import free_port
 from autotune.testing import skip_unless_runs_here
 from autotune.testing.llama_server import llama_server_binary
 from autotune.testing.profiles import sample_profile
@@ -79,13 +79,6 @@ def profile_for(model: Path, sliding_window: bool = False, **params: Any) -> Dep
 
 def export(name: str, profile: DeploymentProfile) -> str:
     return next(e for e in EXPORTERS if e.name == name).render(profile)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def http(url: str, body: dict[str, Any] | None = None, timeout: float = 60) -> dict[str, Any]:
