@@ -114,8 +114,16 @@ def measured_cores() -> list[int]:
         return list(range(psutil.cpu_count() or 1))
 
 
-def own_cpu_s() -> float:
-    """CPU seconds of this process, every child it has reaped so far, and every descendant still running.
+def _descendants() -> list[psutil.Process]:
+    """This process's living descendants (workers, a server kept running): their time is the measurement's own."""
+    try:
+        return psutil.Process().children(recursive=True)
+    except psutil.Error:
+        return []
+
+
+def own_cpu_s(living: Sequence[psutil.Process]) -> float:
+    """CPU seconds of this process, every child it has reaped so far, and the descendants ``living`` still running.
 
     The kernel's child usage counts a child only once it is reaped; a server kept running through a
     measurement (the serving benchmark's llama-server) is counted from its own times, so its work is never
@@ -125,10 +133,6 @@ def own_cpu_s() -> float:
     for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN):
         usage = resource.getrusage(who)
         total += usage.ru_utime + usage.ru_stime
-    try:
-        living = psutil.Process().children(recursive=True)
-    except psutil.Error:
-        return total
     for child in living:
         try:
             times = child.cpu_times()
@@ -164,19 +168,11 @@ def process_times(exclude: set[int]) -> dict[int, tuple[str, float]]:
     return found
 
 
-def _ours() -> set[int]:
-    """This process and its living descendants: their time is the measurement's own."""
-    me = psutil.Process()
-    try:
-        return {me.pid, *(child.pid for child in me.children(recursive=True))}
-    except psutil.Error:
-        return {me.pid}
-
-
 def snapshot(cores: Sequence[int], with_processes: bool = True) -> CpuSnapshot:
     """The CPU times now, for ``disturbance`` to compare with a later one."""
-    return CpuSnapshot(at=time.monotonic(), cores=core_times(cores), own_s=own_cpu_s(),
-                       processes=process_times(_ours()) if with_processes else {})
+    living = _descendants()  # listed once: our own time, and who is not "other"
+    return CpuSnapshot(at=time.monotonic(), cores=core_times(cores), own_s=own_cpu_s(living),
+                       processes=process_times({os.getpid(), *(p.pid for p in living)}) if with_processes else {})
 
 
 def disturbance(before: CpuSnapshot, after: CpuSnapshot) -> Disturbance:
