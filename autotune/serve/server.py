@@ -3,20 +3,23 @@
 The server runs in a process group of its own with its output in a log file; ``started`` waits until its
 readiness URL answers 200 (llama-server answers 503 while it loads the model), samples the resident memory of
 the whole group while it runs (``peak_rss_bytes``), and stops it on the way out — SIGTERM, then SIGKILL — so
-nothing outlives a test, a measurement or an interrupted run.
+nothing outlives a test, a measurement or an interrupted run; and on Linux it dies with the process that started
+it, so not even a kill -9 of that process leaves a server behind.
 """
 
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +30,7 @@ from autotune.errors import AutotuneError
 
 LOG_TAIL_BYTES = 3000
 """How much of the server's log an error quotes."""
+PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 
 
 class ServerError(AutotuneError):
@@ -92,6 +96,26 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
             continue
 
 
+def _dies_with(parent_pid: int) -> Callable[[], None] | None:
+    """What the child runs before ``exec``: ask Linux to SIGKILL it when its parent dies.
+
+    The server has a session of its own (so stopping it stops its whole group), which also means a kill -9 of
+    the process that started it would leave it running and holding its port and memory; ``PR_SET_PDEATHSIG``
+    closes that. It fires when the *thread* that started the server ends, so ``started`` must be entered by a
+    thread that outlives the server (every caller's own ``with`` does). None off Linux.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    libc = ctypes.CDLL(None, use_errno=True)  # loaded here: the child must not import between fork and exec
+
+    def set_parent_death_signal() -> None:
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != parent_pid:  # the parent died before the request took effect
+            os._exit(1)
+
+    return set_parent_death_signal
+
+
 @contextmanager
 def started(argv: Sequence[str], port: int, log: Path, ready_path: str = "/health",
             ready_timeout_s: float = 120.0, sample_every_s: float = 0.2) -> Iterator[RunningServer]:
@@ -100,7 +124,7 @@ def started(argv: Sequence[str], port: int, log: Path, ready_path: str = "/healt
     with log.open("wb") as sink:
         try:
             process = subprocess.Popen(list(argv), stdout=sink, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                       start_new_session=True)
+                                       start_new_session=True, preexec_fn=_dies_with(os.getpid()))
         except OSError as error:
             raise ServerError(f"cannot start {argv[0]}: {error.strerror or error}") from None
     server = RunningServer(process=process, base_url=f"http://127.0.0.1:{port}", log=log)
