@@ -29,6 +29,10 @@ class Exporter:
     description: str
     render: Callable[[DeploymentProfile], str]
     backends: tuple[str, ...] = ()
+    command: Callable[[DeploymentProfile, int], list[str] | None] | None = None
+    """For an exporter whose text starts a server: the argv serving ``profile`` on 127.0.0.1:``port`` when the
+    profile was measured through exactly that command (None for a profile measured otherwise). ``autotune verify``
+    starts it to check the profile's figures, so the export and what verify runs are one command."""
 
     def applies_to(self, backend: str) -> bool:
         """True when this exporter can render a profile of ``backend``."""

@@ -1,6 +1,10 @@
 """Render a llama.cpp deployment profile for the tools people run: llama-server, Ollama, llama-cpp-python (a
 snippet and its OpenAI-compatible server) and vLLM.
 
+A ``llamacpp-server`` profile was measured through llama-server itself: its ``llama-server`` export is the
+measured command, built by ``server_args.server_argv`` as the measurement built it, and ``autotune verify`` starts
+that same command (``Exporter.command``). What follows is about in-process (``llamacpp``) profiles.
+
 Every render reproduces the measured configuration: the same context, threads (generation and
 batch), batch sizes, flash attention, KV-cache types (K only when flash attention is off — see
 ``runtime_params.kv_cache_types``), mmap and GPU layers; the vLLM command maps what it can and says what it
@@ -19,11 +23,18 @@ from autotune.errors import ProfileError, one_line
 
 from .params import llamacpp_params
 from .runtime_params import effective, ggml_type_id
+from .server_args import BACKEND_NAME, server_argv, server_params
 
 if TYPE_CHECKING:
     from autotune import DeploymentProfile
 
 BACKENDS = ("llamacpp",)
+SERVER_BACKENDS = (BACKEND_NAME,)
+"""Backends measured through llama-server itself: their export is the measured command."""
+EXPORT_PORT = 8080
+"""The port an exported server command listens on (llama-server's own default); the measurement used a free one."""
+BINARY_KEY = "llama_server"
+"""Where a ``llamacpp-server`` measurement records the llama-server it started (``Measurement.context``)."""
 
 
 def _settings(profile: DeploymentProfile) -> dict[str, Any]:
@@ -35,12 +46,36 @@ def _has_sliding_window(profile: DeploymentProfile) -> bool:
     return bool(profile.artifact.details.get("sliding_window"))
 
 
+def measured_binary(profile: DeploymentProfile) -> str:
+    """The llama-server a ``llamacpp-server`` profile was measured with (``llama-server`` on the PATH when the
+    profile does not say)."""
+    binary = profile.measured.context.get(BINARY_KEY)
+    return binary if isinstance(binary, str) and binary else "llama-server"
+
+
+def served_command(profile: DeploymentProfile, port: int) -> list[str] | None:
+    """The command a ``llamacpp-server`` profile was measured with, listening on 127.0.0.1:``port``: the same
+    binary, model file and flags (``server_argv``, the one place they are built), ``-np`` as measured. None for a
+    profile measured in-process, whose llama-server export is a translation rather than what was measured."""
+    if profile.backend.name not in SERVER_BACKENDS:
+        return None
+    return server_argv(measured_binary(profile), profile.artifact.path, server_params(profile.params),
+                       profile.workload, port)
+
+
 def render_llama_server(profile: DeploymentProfile) -> str:
-    """A ``llama-server`` command line for the llama.cpp vendored in the measured llama-cpp-python.
+    """A ``llama-server`` command line: the measured command for a ``llamacpp-server`` profile; for an in-process
+    profile, the server with the settings llama-cpp-python was measured with.
 
     Flag spellings are that build's (common/arg.cpp; the tests start the export with a server built from it):
     ``--load-mode mmap|none`` replaced ``--no-mmap``, which it rejects, and ``-fa`` takes a value.
     """
+    command = served_command(profile, EXPORT_PORT)
+    if command is not None:
+        note = (f"# The command autotune measured (same binary, flags and slots); only the port differs, {EXPORT_PORT} "
+                "here. It listens on loopback as measured: give --host 0.0.0.0 to serve other machines.\n"
+                "# `autotune verify PROFILE` starts it and checks that the figures above still hold.\n")
+        return evidence_comment(profile) + note + shlex.join(command) + "\n"
     s = _settings(profile)
     argv = [
         "llama-server", "-m", profile.artifact.path,
@@ -200,8 +235,9 @@ def render_vllm(profile: DeploymentProfile) -> str:
 
 
 EXPORTERS = (
-    Exporter(name="llama-server", description="llama.cpp's HTTP server command line",
-             render=render_llama_server, backends=BACKENDS),
+    Exporter(name="llama-server", description="llama.cpp's HTTP server command line (for a llamacpp-server "
+             "profile: the measured command)", render=render_llama_server, backends=BACKENDS + SERVER_BACKENDS,
+             command=served_command),
     Exporter(name="ollama", description="Ollama Modelfile (flash attention / KV type as server settings)",
              render=render_ollama, backends=BACKENDS),
     Exporter(name="llama-cpp-python", description="Python snippet constructing llama_cpp.Llama",
