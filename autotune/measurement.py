@@ -19,6 +19,38 @@ class RunTimings(BaseModel):
     token_s: list[float] = Field(description="seconds per decoded token, in order (inter-token latencies)")
 
 
+class ServedFigures(BaseModel):
+    """What a served measurement saw per request (``Measurement.served``): enough to count the requests behind each
+    percentile, and to compute goodput under any service-level objective afterwards (the budget is not the
+    measurement's business, so the same figures serve every budget)."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    clients: int = Field(ge=1, description="clients sending requests at once")
+    requests: int = Field(ge=0, description="requests that completed (the TTFT percentiles rest on them)")
+    failed: int = Field(default=0, ge=0, description="requests that failed or were cut at the deadline")
+    itl_samples: int = Field(ge=0, description="inter-token gaps the ITL percentiles rest on")
+    wall_s: float = Field(ge=0, description="seconds the timed loads took, summed")
+    request_ttft_ms: list[float] = Field(default_factory=list, description="each completed request's TTFT")
+    request_itl_p95_ms: list[float] = Field(default_factory=list,
+                                            description="each completed request's own p95 inter-token gap (0: one token)")
+    request_tokens: list[int] = Field(default_factory=list, description="tokens each completed request generated")
+    drafted: int | None = Field(default=None, description="tokens speculation drafted (None: the server says nothing)")
+    accepted: int | None = Field(default=None, description="drafted tokens the model accepted")
+
+    @property
+    def acceptance(self) -> float | None:
+        """Share of drafted tokens accepted (None when nothing was drafted)."""
+        return self.accepted / self.drafted if self.drafted and self.accepted is not None else None
+
+    def goodput_tok_s(self, ttft_ms: float | None, itl_ms: float | None) -> float:
+        """Tokens per second of the requests that met the objective (TTFT and their own p95 ITL within bounds)."""
+        good = sum(tokens for ttft, itl, tokens in zip(self.request_ttft_ms, self.request_itl_p95_ms,
+                                                        self.request_tokens, strict=True)
+                   if (ttft_ms is None or ttft <= ttft_ms) and (itl_ms is None or itl <= itl_ms))
+        return good / self.wall_s if self.wall_s > 0 else 0.0
+
+
 class Measurement(BaseModel):
     """Figures of one configuration, from a warm-up and several timed runs in one worker process.
 
@@ -45,6 +77,9 @@ class Measurement(BaseModel):
     deep_itl_p50_ms: float | None = None
     deep_itl_p95_ms: float | None = None
     context: dict[str, object] = Field(default_factory=dict, description="load average, frequency, ... at measure time")
+    served: ServedFigures | None = Field(default=None, description="per-request figures of a served measurement "
+                                         "(clients over HTTP): then decode_tps is aggregate throughput, ttft_ms the "
+                                         "p95 TTFT and itl_* pooled over every request's gaps")
 
     @property
     def worst_itl_p95_ms(self) -> float:

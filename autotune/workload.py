@@ -1,6 +1,9 @@
-"""The workload a trial measures: how long the prompt is, how much is generated, at what context."""
+"""The workload a trial measures: how long the prompt is, how much is generated, at what context, for how many
+clients, and (for a served deployment) which prompts they send."""
 
 from __future__ import annotations
+
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -17,12 +20,29 @@ PROMPT_TEXT = (
 across backends; speed does not depend on which tokens are decoded, only on how many."""
 
 
+class PromptsFile(BaseModel):
+    """The user's own prompts file a served workload sends (``autotune.serve.traffic`` reads it).
+
+    Its identity is its content (``sha256``) and the held-out split, never where it lies: the same prompts
+    moved elsewhere are the same workload, and an edited file is another one (``Workload.key``).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    path: str = Field(description="where the file was read (not part of the workload's identity)")
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="the file's content hash")
+    held_out: float = Field(gt=0, lt=1, description="share of the prompts kept to confirm and verify, never tuned on")
+    prompts: int = Field(ge=1, description="prompts in the file, held-out ones included")
+
+
 class Workload(BaseModel):
     """What one timed run does: prefill ``prompt_tokens``, then decode ``gen_tokens``.
 
-    ``context`` is the context window the runtime is configured with (it sizes the KV cache);
+    ``context`` is the context window the runtime is configured with (it sizes the KV cache, per client);
     ``depth`` is where in that window decode latency is also measured (``None``: near the end
-    of the context, ``0``: only at the start).
+    of the context, ``0``: only at the start). ``concurrency`` is the number of clients sending
+    requests at once and ``prompts`` the file they send (``None``: cut from the evaluation text);
+    a workload with either is served, so only a server backend measures it (``served``).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
@@ -30,11 +50,13 @@ class Workload(BaseModel):
     prompt_tokens: int = Field(default=128, ge=1, description="tokens prefilled before decoding")
     gen_tokens: int = Field(default=64, ge=2, description="tokens generated per timed run")
     context: int = Field(default=2048, ge=16, description="context window (KV cache size) in tokens")
-    concurrency: int = Field(default=1, ge=1, description="parallel sequences (only 1 is measured today)")
+    concurrency: int = Field(default=1, ge=1, le=1024, description="clients sending requests at once (--clients)")
     runs: int = Field(default=3, ge=1, description="timed runs per trial, after one warm-up")
     depth: int | None = Field(
         default=None, ge=0, description="KV depth at which decode latency is also measured; None = context - gen_tokens, 0 = start only"
     )
+
+    prompts: PromptsFile | None = Field(default=None, description="the clients' prompts file (--prompts)")
 
     @model_validator(mode="after")
     def _fits_context(self) -> Workload:
@@ -50,3 +72,16 @@ class Workload(BaseModel):
         """KV position at which the deep decode measurement starts (0 means no deep measurement)."""
         depth = self.context - self.gen_tokens if self.depth is None else self.depth
         return max(0, min(depth, self.context - self.gen_tokens))
+
+    @property
+    def served(self) -> bool:
+        """Whether this is a served deployment (several clients or the user's prompts): a server measures it."""
+        return self.concurrency > 1 or self.prompts is not None
+
+    def key(self) -> dict[str, Any]:
+        """What identifies this workload in the measurement store: every field, the prompts by content.
+
+        ``prompts`` is left out while unset, so a single-stream workload keys as it did before served
+        workloads existed; the prompts file's path is left out, so a moved file keeps its figures.
+        """
+        return self.model_dump(exclude={"prompts"} if self.prompts is None else {"prompts": {"path"}})

@@ -42,7 +42,8 @@ T = TypeVar("T")
 
 EPILOG = f"""Units: sizes accept {SIZE_FORMS}. Durations accept {DURATION_FORMS}.
 --latency is the p95 inter-token latency while decoding (time between generated tokens), at the start
-of the context and at --depth; time to first token is separate (--ttft)."""
+of the context and at --depth; time to first token is separate (--ttft). With --clients or --prompts both
+are per request under that load: p95 over every request's inter-token gaps, p95 of the requests' TTFTs."""
 
 
 STORAGE_HELP = ("database of the studies and the measurement store (default: a SQLite file in the cache); a fleet of "
@@ -59,7 +60,8 @@ class OneLineParser(argparse.ArgumentParser):
 
 
 VALUE_FLAGS = ("--budget", "--latency", "--ttft", "--timeout", "--max-quality-loss", "--trials", "--patience",
-               "--prompt-tokens", "--gen-tokens", "--context", "--depth", "--eval-tokens", "--confirm-rounds", "--seed")
+               "--prompt-tokens", "--gen-tokens", "--context", "--depth", "--eval-tokens", "--confirm-rounds", "--seed",
+               "--clients", "--held-out")
 """Options whose value may start with "-" (``-1GB``, ``-1``, ``-inf``): the value gets the option's own message."""
 
 

@@ -8,6 +8,7 @@ options or touches the file system, and builds the budget and the workload.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import stat
 from dataclasses import dataclass
@@ -26,7 +27,7 @@ from autotune.options import (
     MIN_CONFIRM_ROUNDS,
     MIN_EVAL_TOKENS,
 )
-from autotune.workload import Workload
+from autotune.workload import PromptsFile, Workload
 
 MAX_TOKENS = 2**20
 """A million-token context: beyond any small model's window, so a larger count is a typo."""
@@ -34,6 +35,10 @@ MIN_GEN_TOKENS = 2
 """Inter-token latency needs at least two generated tokens."""
 MIN_CONTEXT = 16
 MIN_TIMEOUT_S = 1.0
+MAX_CLIENTS = 256
+"""More concurrent clients than a CPU server has slots for (llama-server's -np is bounded alike)."""
+DEFAULT_PROMPT_TOKENS = 128
+DEFAULT_GEN_TOKENS = 64
 
 
 def trials(text: str) -> int:
@@ -59,6 +64,22 @@ def gen_tokens(text: str) -> int:
 def context(text: str) -> int:
     """``--context``: the context window in tokens."""
     return parse_whole(text, at_least=MIN_CONTEXT, at_most=MAX_TOKENS, example="2048")
+
+
+def clients(text: str) -> int:
+    """``--clients``: clients sending requests at once."""
+    return parse_whole(text, at_least=1, at_most=MAX_CLIENTS, example="4")
+
+
+def held_out(text: str) -> float:
+    """``--held-out``: the share of the prompts kept to confirm (above 0, below 1)."""
+    try:
+        share = float(text)
+    except ValueError:
+        share = math.nan
+    if not 0 < share < 1:
+        raise InputError(f"expected a share above 0 and below 1 (e.g. 0.25), got {quoted(text)}")
+    return share
 
 
 def depth(text: str) -> int:
@@ -142,16 +163,50 @@ def check_question(args: argparse.Namespace) -> CheckedQuestion:
 
 
 def _workload(args: argparse.Namespace) -> Workload:
-    """The workload, once the token counts fit together (pydantic's own messages would not name the options)."""
-    prompt, gen, window = args.prompt_tokens, args.gen_tokens, args.context
+    """The workload, once the token counts fit together (pydantic's own messages would not name the options).
+
+    With ``--prompts`` the file is read now (a bad one is refused before anything runs); the token counts not
+    given come from it (``traffic.typical_tokens``), else from the defaults.
+    """
+    prompts = _prompts(args)
+    from_file: tuple[int | None, int | None] = (None, None)
+    if prompts is not None:
+        from autotune.serve.traffic import typical_tokens, workload_traffic
+
+        from_file = typical_tokens(workload_traffic(prompts).tuning)
+    prompt = args.prompt_tokens or from_file[0] or DEFAULT_PROMPT_TOKENS
+    gen = args.gen_tokens or max(from_file[1] or DEFAULT_GEN_TOKENS, MIN_GEN_TOKENS)
+    window = args.context
     if prompt + gen > window:
-        raise InputError(f"--prompt-tokens {prompt} + --gen-tokens {gen} exceed the context (--context {window}); "
+        told = "" if args.prompt_tokens else " (the --prompts file's median prompt)" if prompts else ""
+        raise InputError(f"--prompt-tokens {prompt}{told} + --gen-tokens {gen} exceed the context (--context {window}); "
                          "raise --context or lower --prompt-tokens/--gen-tokens")
     # A deeper --depth used to be clamped silently; a measurement at another depth than asked is refused instead.
     if args.depth is not None and args.depth > window - gen:
         raise InputError(f"--depth {args.depth} leaves no room to generate --gen-tokens {gen} within --context "
                          f"{window}: use a --depth from 0 to {window - gen}, or raise --context")
-    return Workload(prompt_tokens=prompt, gen_tokens=gen, context=window, depth=args.depth)
+    return Workload(prompt_tokens=prompt, gen_tokens=gen, context=window, depth=args.depth,
+                    concurrency=getattr(args, "clients", 1), prompts=prompts)
+
+
+def _prompts(args: argparse.Namespace) -> PromptsFile | None:
+    """``--prompts`` described by content (``--held-out`` of it kept to confirm); ``InputError`` for a bad file."""
+    path: Path | None = getattr(args, "prompts", None)
+    share: float | None = getattr(args, "held_out", None)
+    if path is None:
+        if share is not None:
+            raise InputError("--held-out needs --prompts: it is the share of that file kept to confirm")
+        return None
+    from autotune.serve.traffic import HELD_OUT_SHARE, describe_prompts
+
+    try:
+        # Read now through files.read_bounded (regular file, bounded size): each failure is one line naming the file.
+        return describe_prompts(path.expanduser(), share if share is not None else HELD_OUT_SHARE)
+    except RuntimeError:  # expanduser: "~name" of a user this machine does not know
+        raise InputError(f"--prompts {_shown(path)}: no such user's home folder") from None
+    except AutotuneError as error:
+        raise InputError(f"--prompts: {error}; pass a UTF-8 text file (prompts separated by blank lines) "
+                         "or JSONL") from None
 
 
 def _shown(path: Path | str) -> str:

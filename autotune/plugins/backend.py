@@ -10,6 +10,9 @@ built artifact (a quantization type); the rest are runtime settings, so two conf
 differ only in those share one artifact. ``params_model`` (a pydantic model) types and bounds the
 parameters, so ``autotune validate`` and every exporter check a profile the same way.
 ``measures_this_machine`` is False only for backends answering from recorded figures (a replay).
+``serves`` is True for a backend that measures a served workload (several clients, the user's prompts) by
+starting a server and loading it over HTTP; the others measure one stream in-process, so a run with
+``--clients``/``--prompts`` leaves them out, and a default single-stream run leaves out the serving ones.
 
 **Can it run here?** ``availability()`` imports the runtime and says why not when it cannot (the
 module itself must import without the runtime). ``version()`` and ``runtime_identity()`` name the
@@ -176,6 +179,9 @@ class Backend(ABC):
     """A pydantic model of this backend's parameters (types and bounds). Profiles are validated with it and
     exporters render from it, so a profile that validates always exports. None: parameters are unchecked."""
     measures_this_machine: ClassVar[bool] = True
+    serves: ClassVar[bool] = False
+    """True for a backend whose ``measure`` serves the workload (``workload.concurrency`` clients, its prompts) through
+    a server; False: it measures one stream in-process, and is left out of a served workload's run."""
     """False only for backends that answer from recorded figures (replay tables, test fakes) instead of running
     here: those may tune under another machine's hardware description; real runtimes may not."""
 

@@ -168,8 +168,9 @@ def plan_backends(context: RunContext, backends: Sequence[Backend]) -> BackendPl
     native = native_source(model_path, manager)  # one header read serves every backend's supports()
     model_sha256 = cached_content_hash(model_path)
     for backend in backends:
-        reason = (_refusal(backend, native, model_sha256, reporter)
-                  or (None if named else _not_worth_it(backend, hardware, reporter)))
+        reason = (_refusal(backend, native, model_sha256, reporter) or _workload_refusal(backend, workload, reporter)
+                  or (None if named else _not_worth_it(backend, hardware, reporter)
+                      or _single_stream_server(backend, workload, reporter)))
         if reason is not None:
             left_out[backend.name] = reason
     backends = [b for b in backends if b.name not in left_out]
@@ -269,6 +270,26 @@ def _not_worth_it(backend: Backend, hardware: Hardware, reporter: Reporter) -> s
         reason = f"its plugin raised {error!r} in not_worth_tuning()"
     if reason is not None:
         reporter.info(f"backend {backend.name} left out: {reason}")
+    return reason
+
+
+def _workload_refusal(backend: Backend, workload: Workload, reporter: Reporter) -> str | None:
+    """Leave out, even when named, a backend that measures one stream in-process from a served workload."""
+    if not workload.served or backend.serves:
+        return None
+    reason = ("it measures a single stream in-process, not a server under --clients/--prompts "
+              "(a serving backend such as llamacpp-server does)")
+    reporter.warn(f"backend {backend.name!r} skipped: {reason}")
+    return reason
+
+
+def _single_stream_server(backend: Backend, workload: Workload, reporter: Reporter) -> str | None:
+    """Leave a serving backend out of a default single-stream run: the in-process backends measure that directly,
+    and starting a server for every trial only makes the run slower (``--backend NAME`` tunes it anyway)."""
+    if workload.served or not backend.serves:
+        return None
+    reason = "a single stream is measured in-process; give --clients or --prompts (or --backend) to tune a server"
+    reporter.info(f"backend {backend.name} left out: {reason}")
     return reason
 
 

@@ -8,24 +8,36 @@ Two formats, told apart by the file's first non-blank character:
 
 A fixed, seeded share is held out (``held_out``) and used only to confirm and to verify a deployment later, so
 the search never tunes on the prompts that judge it.
+
+A workload names its prompts file by content (``describe_prompts`` → ``autotune.workload.PromptsFile``); whoever
+sends them later (a measurement in a worker, ``autotune verify``) reads them back with ``workload_traffic``, which
+refuses a file that changed since. Without a file, ``text_requests`` cuts fresh prompts from a text (the
+evaluation text), each from another place, so no request repeats another's prefix.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
+import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from autotune.errors import AutotuneError, one_line
 from autotune.files import read_bounded, shown_path
+from autotune.workload import PromptsFile
 
 MAX_PROMPTS_BYTES = 32 * 2**20
 """Largest prompts file read: tens of thousands of prompts; a larger file is a corpus, not a workload sample."""
 
 HELD_OUT_SHARE = 0.25
-"""Share of the prompts kept for confirmation only."""
+"""Share of the prompts kept for confirmation only (the default of ``--held-out``)."""
+
+CHARS_PER_TOKEN = 4
+"""Characters of English text per token for the BPE vocabularies of small models: the prompt length a prompts
+file implies before any model tokenizes it (sizes and the context check only; the server counts the real ones)."""
 
 
 class TrafficError(AutotuneError):
@@ -112,25 +124,68 @@ def parse_prompts(text: str, source: str = "prompts") -> list[Request]:
     return requests
 
 
-def split_held_out(requests: list[Request], source: str, seed: int = 0) -> Traffic:
-    """``requests`` split into tuning and held-out parts: a seeded shuffle, so a rerun splits alike."""
+def split_held_out(requests: list[Request], source: str, seed: int = 0, share: float = HELD_OUT_SHARE) -> Traffic:
+    """``requests`` split into tuning and held-out parts (``share`` of them, at least one): a seeded shuffle, so
+    a rerun splits alike. A single prompt is both."""
     if len(requests) < 2:
         return Traffic(source=source, tuning=tuple(requests), held_out=tuple(requests))
     order = list(range(len(requests)))
     random.Random(seed).shuffle(order)
-    held = max(1, round(len(requests) * HELD_OUT_SHARE))
+    held = min(len(requests) - 1, max(1, round(len(requests) * share)))
     held_ids = set(order[:held])
     return Traffic(source=source,
                    tuning=tuple(r for i, r in enumerate(requests) if i not in held_ids),
                    held_out=tuple(r for i, r in enumerate(requests) if i in held_ids))
 
 
-def read_traffic(path: Path) -> Traffic:
-    """The prompts in the file ``path``, split for tuning and confirmation; a bad file is one ``TrafficError``."""
+def _read(path: Path) -> tuple[bytes, list[Request]]:
     raw = read_bounded(path, MAX_PROMPTS_BYTES, "prompts file")
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as error:
         raise TrafficError(f"prompts file {shown_path(path)} is not UTF-8 text (byte {error.start}); "
                            "save it as UTF-8") from None
-    return split_held_out(parse_prompts(text, f"prompts file {shown_path(path)}"), shown_path(path))
+    return raw, parse_prompts(text, f"prompts file {shown_path(path)}")
+
+
+def read_traffic(path: Path, held_out: float = HELD_OUT_SHARE) -> Traffic:
+    """The prompts in the file ``path``, split for tuning and confirmation; a bad file is one ``TrafficError``."""
+    return split_held_out(_read(path)[1], shown_path(path), share=held_out)
+
+
+def describe_prompts(path: Path, held_out: float = HELD_OUT_SHARE) -> PromptsFile:
+    """The identity of the prompts file ``path`` for a workload: its content hash, split and size (read once now,
+    so a bad file is refused before anything is measured)."""
+    raw, requests = _read(path)
+    return PromptsFile(path=str(Path(path).resolve()), sha256=hashlib.sha256(raw).hexdigest(), held_out=held_out,
+                       prompts=len(requests))
+
+
+def workload_traffic(prompts: PromptsFile) -> Traffic:
+    """The prompts a workload names, split as it says; ``TrafficError`` when the file changed or went away."""
+    path = Path(prompts.path)
+    raw, requests = _read(path)
+    if hashlib.sha256(raw).hexdigest() != prompts.sha256:
+        raise TrafficError(f"prompts file {shown_path(path)} changed since this workload was described "
+                           f"(sha256 {prompts.sha256[:12]}…); restore it, or tune again with the new file")
+    return split_held_out(requests, shown_path(path), share=prompts.held_out)
+
+
+def typical_tokens(requests: tuple[Request, ...] | list[Request]) -> tuple[int, int | None]:
+    """(prompt tokens, generated tokens) a typical request of ``requests`` asks for: the median prompt length
+    at ``CHARS_PER_TOKEN``, and the median ``max_tokens`` of those that give one (None when none does)."""
+    prompt = max(1, round(statistics.median(len(r.text) for r in requests) / CHARS_PER_TOKEN))
+    asked = [r.max_tokens for r in requests if r.max_tokens is not None]
+    return prompt, (round(statistics.median(asked)) if asked else None)
+
+
+def text_requests(text: str, prompt_tokens: int, count: int) -> list[Request]:
+    """``count`` completion prompts of about ``prompt_tokens`` tokens cut from ``text`` at evenly spaced places
+    (wrapping around), so every request starts differently and no prompt cache makes its prefill free."""
+    words = text.split()
+    if not words:
+        raise TrafficError("no text to cut prompts from")
+    length = max(1, round(prompt_tokens * CHARS_PER_TOKEN / 6))  # about six characters a word with its space
+    step = max(1, len(words) // max(count, 1))
+    doubled = words + words[:length]  # a cut near the end wraps around to the beginning
+    return [Request(prompt=" ".join(doubled[(i * step) % len(words):][:length])) for i in range(count)]

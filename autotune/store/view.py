@@ -50,7 +50,7 @@ class Seeded:
 def search_scope(model_path: Path, hardware: Hardware, workload: Workload, options: TuneOptions) -> Scope:
     """The scope of a search: the model's content, this machine, and the workload with what scores quality."""
     return Scope(cached_content_hash(model_path), model_path.name.removesuffix(".gguf"), hardware.fingerprint,
-                 {"workload": workload.model_dump(), "quality": options.measure_quality,
+                 {"workload": workload.key(), "quality": options.measure_quality,
                   "eval": str(options.eval_text or "bundled"), "eval_tokens": options.eval_tokens})
 
 

@@ -9,12 +9,15 @@ from autotune import Backend, Exporter
 
 from .backend import LlamaCppBackend
 from .exporters import EXPORTERS
+from .server_backend import LlamaCppServerBackend
 
 
 @autotune.hookimpl
 def autotune_backends() -> Iterator[Backend]:
-    """The llama.cpp backend (yielded even without llama-cpp-python: ``availability`` says why)."""
+    """The llama.cpp backends, in-process and through llama-server (yielded even without llama-cpp-python:
+    ``availability`` says why)."""
     yield LlamaCppBackend()
+    yield LlamaCppServerBackend()
 
 
 @autotune.hookimpl
