@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, NoReturn, TypeVar
 from pydantic import ValidationError
 
 from autotune.cli import run_options
+from autotune.cli import verify as verify_options
 from autotune.cli.version import VersionAction
 from autotune.errors import AutotuneError, InputError, one_line
 from autotune.numbers import DURATION_FORMS, SIZE_FORMS, parse_duration, parse_size
@@ -117,10 +118,21 @@ def _add_question(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--objective", choices=OBJECTIVES, default="quality",
                         help="what picks the winner among feasible configurations (default: quality)")
     parser.add_argument("--backend", action="append", default=[], help="tune only this backend (repeatable)")
-    parser.add_argument("--prompt-tokens", type=_typed(run_options.prompt_tokens), default=128,
-                        help="prompt tokens per timed run (default: 128)")
-    parser.add_argument("--gen-tokens", type=_typed(run_options.gen_tokens), default=64,
-                        help=f"generated tokens per timed run, at least {run_options.MIN_GEN_TOKENS} (default: 64)")
+    parser.add_argument("--prompt-tokens", type=_typed(run_options.prompt_tokens), default=None,
+                        help="prompt tokens per timed run or request (default: 128, or the --prompts file's "
+                        "median at 4 characters a token)")
+    parser.add_argument("--gen-tokens", type=_typed(run_options.gen_tokens), default=None,
+                        help=f"generated tokens per timed run or request, at least {run_options.MIN_GEN_TOKENS} "
+                        "(default: 64, or the median max_tokens of the --prompts file)")
+    parser.add_argument("--clients", type=_typed(run_options.clients), default=1,
+                        help=f"clients sending requests at once, 1 to {run_options.MAX_CLIENTS}; more than 1 tunes "
+                        "a server (llamacpp-server) under that load (default: 1, a single stream in-process)")
+    parser.add_argument("--prompts", type=Path, help="the clients' own prompts: a text file (prompts separated by "
+                        "blank lines) or JSONL ({\"prompt\": ...} or {\"messages\": [...]} a line, optional "
+                        "\"max_tokens\"); tunes a server with them (default: slices of the evaluation text)")
+    parser.add_argument("--held-out", type=_typed(run_options.held_out), default=None,
+                        help="share of the --prompts kept to confirm and verify, never tuned on, e.g. 0.25 "
+                        "(above 0, below 1; default: 0.25)")
     parser.add_argument("--context", type=_typed(run_options.context), default=2048,
                         help=f"context window in tokens, {run_options.MIN_CONTEXT} to {run_options.MAX_TOKENS} "
                         "(default: 2048)")
@@ -202,6 +214,18 @@ def build_parser() -> argparse.ArgumentParser:
     report = commands.add_parser("report", help="write a profile's answer and evidence as one self-contained HTML page")
     report.add_argument("profile", type=Path)
     report.add_argument("--html", type=Path, help="the page to write (default: beside the profile, .html for .json)")
+
+    verify = commands.add_parser("verify", help="start a profile's deployment again and say whether its figures hold "
+                                 "(exit 0: they hold, 1: they do not)")
+    verify.add_argument("profile", type=Path)
+    verify.add_argument("--rounds", type=_typed(verify_options.rounds), default=3,
+                        help="measurement rounds, 1 to 10 (default: 3)")
+    verify.add_argument("--requests", type=_typed(verify_options.requests), default=None,
+                        help="requests a round for a served profile, 1 to 10000 (default: as the measurement, two per "
+                        "client and at least 4)")
+    verify.add_argument("--no-speculation-check", action="store_true",
+                        help="skip comparing greedy outputs with and without speculation (speculative profiles)")
+    verify.add_argument("--json", action="store_true", help="print the verification as JSON")
     return parser
 
 
@@ -395,6 +419,12 @@ def cmd_report(args: argparse.Namespace) -> int:
     return report_command(args)
 
 
+def cmd_verify(args: argparse.Namespace) -> int:
+    from autotune.cli.verify import verify_command
+
+    return verify_command(args)
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
     from autotune.plugins.manager import get_plugin_manager
     from autotune.profile.params import params_unchecked
@@ -411,7 +441,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 COMMANDS = {"probe": cmd_probe, "plugins": cmd_plugins, "run": cmd_run, "answer": cmd_answer, "store": cmd_store,
             "export": cmd_export,
-            "schema": cmd_schema, "validate": cmd_validate, "report": cmd_report}
+            "schema": cmd_schema, "validate": cmd_validate, "report": cmd_report, "verify": cmd_verify}
 
 if __name__ == "__main__":
     sys.exit(main())
