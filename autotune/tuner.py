@@ -20,12 +20,13 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
-from autotune.budget import Budget
+from autotune.budget import Budget, format_bytes
 from autotune.context import RunContext
 from autotune.decide.judgment import nothing_fits_message
 from autotune.decide.selection import Progress, choose, pareto_front
 from autotune.errors import NothingFits
 from autotune.hardware import Hardware
+from autotune.measure import tree_peak
 from autotune.measure.busy import busy_warning, sample
 from autotune.measure.quality_eval import QualityEvaluator
 from autotune.measure.worker import remove_orphaned_scratch
@@ -94,6 +95,7 @@ class Tuner:
 
     def run(self) -> TuneResult:
         """Search, then choose, confirm and build the profile."""
+        tree_peak.reset()  # the profile reports this run's own footprint
         self.preflight()
         context, options = self.context, self.context.options
         context.reporter.begin(context.model_path, context.hardware, context.budget, context.workload)
@@ -191,5 +193,11 @@ class Tuner:
                             measured_now=new, failed=sum(r.status == "failed" for r in all_records),
                             dropped=pipeline.dropped, left_out=plan.left_out, seconds=self.context.phases.rounded())
         profile = build_profile(self.context, evidence, plan.by_name)
+        peak = profile.study["tuner_peak_tree_bytes"]
+        if peak > self.context.budget.memory_bytes:
+            self.context.reporter.warn(
+                f"the tuner itself (this process and its workers) peaked at {format_bytes(peak)}, over the "
+                f"{format_bytes(self.context.budget.memory_bytes)} memory budget: a device with only that much "
+                "memory cannot run this tuning (the quality-scoring worker is usually the largest: --no-quality skips it)")
         return TuneResult(profile=profile, records=all_records, front=front, winner=winner, study_name=name,
                           new_measurements=new)

@@ -213,20 +213,40 @@ def test_quality_task_runs_in_a_worker(tmp_path: Path) -> None:
     assert all(isinstance(chunk, ChunkStats) for chunk in result.value) and len(result.value) == 15
 
 
-def test_every_chunk_starts_with_bos() -> None:
-    from autotune.measure.quality_eval import chunked_with_bos
+class WithBos(FakeBackend):
+    """The fake with a BOS (id 0) in front of every text, as Gemma's and llama's tokenizers have."""
 
-    laid_out = chunked_with_bos([1, 10, 11, 12, 13, 14], [1], chunk_tokens=3)
-    assert laid_out == [1, 10, 11, 1, 12, 13, 1, 14]
-    assert chunked_with_bos([10, 11, 12], [], chunk_tokens=2) == [10, 11, 12]  # no BOS: unchanged
+    def tokenize(self, source: Any, text: str) -> list[int]:
+        return [0, *super().tokenize(source, text)]
 
 
-def test_short_evaluations_still_give_several_chunks() -> None:
-    from autotune import TuneOptions
-    from autotune.measure.quality_eval import MIN_CHUNKS, chunk_size
+@pytest.mark.parametrize("backend", [WithBos(), BACKEND], ids=["bos", "no-bos"])
+def test_every_window_is_scored_at_the_workloads_depth(backend: FakeBackend) -> None:
+    from autotune.measure.quality_eval import MIN_CHUNKS, lay_out_text
 
-    assert chunk_size(TuneOptions(eval_tokens=1024, chunk_tokens=256)) == 256
-    assert 256 // chunk_size(TuneOptions(eval_tokens=256, chunk_tokens=256)) >= MIN_CHUNKS
+    layout = lay_out_text(backend, None, EVAL_TEXT, scored_tokens=1024, reach=2048)  # type: ignore[arg-type]
+    bos = [0] if isinstance(backend, WithBos) else []
+    chunks = [layout.token_ids[i:i + layout.chunk_tokens] for i in range(0, len(layout.token_ids), layout.chunk_tokens)]
+    assert len(chunks) == MIN_CHUNKS and layout.chunk_tokens == 2048  # as deep as the workload decodes
+    prefix = chunks[0][:layout.first_row + 1]
+    assert all(chunk[:len(prefix)] == prefix for chunk in chunks) and prefix[:len(bos)] == bos
+    windows = [token for chunk in chunks for token in chunk[len(prefix):]]
+    assert windows == backend.tokenize(None, layout.text)[len(bos):]  # type: ignore[arg-type]  # the text, tiled
+    assert EVAL_TEXT.startswith(layout.text) and layout.text_bytes == len(layout.text.encode())
+    # the fake's tokens are bytes: every byte of the scored text is predicted once, after the depth's context
+    assert layout.scored_tokens == len(windows) == layout.text_bytes and layout.bytes_per_token == 1.0
+    assert 250 <= 2048 - len(bos) - layout.depth <= 256 and 1000 <= layout.scored_tokens <= 1024  # 4 windows
+
+
+def test_a_shallow_workload_or_a_short_text_still_gives_several_chunks() -> None:
+    from autotune.measure.quality_eval import MIN_CHUNKS, lay_out_text
+
+    shallow = lay_out_text(WithBos(), None, EVAL_TEXT, scored_tokens=1024, reach=192)  # type: ignore[arg-type]
+    assert shallow.depth == 0 and shallow.first_row == 0 and shallow.chunk_tokens <= 192  # BOS and a window each
+    short = lay_out_text(WithBos(), None, "A few words of text, no more than that.", 1024, 2048)  # type: ignore[arg-type]
+    assert len(short.token_ids) // short.chunk_tokens >= MIN_CHUNKS - 1 and short.depth > 0
+    with pytest.raises(AutotuneError, match="too short"):
+        lay_out_text(WithBos(), None, "Hi.", 1024, 2048)  # type: ignore[arg-type]
 
 
 def test_the_reference_is_computed_once_and_scores_exactly_as_a_fresh_one(tmp_path: Path) -> None:

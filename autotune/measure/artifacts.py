@@ -27,6 +27,17 @@ def artifact_key(backend: Backend, source: ModelSource, params: Params) -> dict[
     }
 
 
+def output_key(backend: Backend, source: ModelSource, params: Params) -> dict[str, Any]:
+    """What identifies a configuration's outputs: its artifact and the runtime settings that change outputs.
+
+    Quality is scored once per output key (``Backend.output_params``): thread counts or batch sizes share one score,
+    a quantized KV cache gets its own.
+    """
+    canonical = backend.canonical_params(params)
+    return {**artifact_key(backend, source, params),
+            "runtime": {name: canonical.get(name) for name in backend.output_params}}
+
+
 def prepare_artifact(backend: Backend, source: ModelSource, params: Params) -> tuple[Artifact, bool]:
     """Return the cached artifact for ``params``, building it once. The flag says whether it was built now.
 

@@ -1,28 +1,34 @@
 """Measured quality loss: next-token distributions of a variant against the reference variant.
 
 The reference is the highest-precision variant of the same model. Both evaluate the same token ids
-of an evaluation text in the same chunks (``Backend.logprobs``); each pair of chunks is reduced at
-once to a few sums (``ChunkStats``), so memory stays at one chunk of each whatever the vocabulary
-(Gemma 3's is 262,144: a 512-token chunk of float32 log-probabilities is already 512 MiB).
+of an evaluation text in the same chunks (``Backend.logprobs``); a backend may yield each chunk's
+rows in several consecutive blocks, and each pair of blocks is reduced at once to a few sums
+(``ChunkStats``), so memory stays at one block of each whatever the vocabulary and the chunk length
+(Gemma 3's vocabulary is 262,144: a 256-token chunk of float32 log-probabilities is 256 MiB, and a
+chunk as deep as a 2,048-token workload would be 2 GiB — the llama.cpp plugin yields 64 MiB blocks).
 
 Figures, each with a bootstrap interval over chunks:
 
 - mean KL(P_ref || P_var) per token, in nats (0 = identical distributions);
 - top-1 agreement: how often both pick the same most likely next token;
-- perplexity ratio exp(mean NLL_var - mean NLL_ref) on the text's actual next tokens (1 = same).
+- perplexity ratio exp(mean NLL_var - mean NLL_ref) on the text's actual next tokens (1 = same);
+- bits per byte: the variant's NLL of the text's actual tokens in bits over the UTF-8 bytes they cover,
+  comparable across models and tokenizers (KL is only comparable between variants of one model).
 """
 
 from __future__ import annotations
 
 import codecs
 import hashlib
+import inspect
 import json
+import math
 import os
 import shutil
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from importlib import resources
-from itertools import zip_longest
+from itertools import tee
 from pathlib import Path
 from typing import Any
 
@@ -38,8 +44,8 @@ from autotune.store.cache import cache_dir, key_digest, write_text_atomically
 
 METHOD = "kl-divergence"
 
-# Rows of a chunk converted to float64 at a time: about 32 MiB of temporaries whatever the vocabulary.
-_BLOCK_ELEMENTS = 1 << 22
+# Rows of a block converted to float64 at a time: about 16 MiB per temporary whatever the vocabulary.
+_BLOCK_ELEMENTS = 1 << 21
 
 
 @dataclass(frozen=True)
@@ -65,6 +71,7 @@ class QualityLoss:
     perplexity_ratio: Interval
     tokens: int
     chunks: int
+    bits_per_byte: Interval | None = None
 
 
 def log_softmax_rows(logits: np.ndarray, block: int = 64) -> np.ndarray:
@@ -82,7 +89,10 @@ def log_softmax_rows(logits: np.ndarray, block: int = 64) -> np.ndarray:
 
 
 def chunk_stats(reference: np.ndarray, variant: np.ndarray, next_ids: np.ndarray) -> ChunkStats:
-    """Reduce one chunk: ``reference``/``variant`` are log-softmax rows, ``next_ids`` the actual next tokens."""
+    """Reduce rows of one chunk: ``reference``/``variant`` are log-softmax rows, ``next_ids`` the actual next tokens.
+
+    Sums of consecutive blocks of one chunk add up to the chunk's (``add_stats``).
+    """
     rows, vocab = reference.shape
     kl_sum = 0.0
     agree = 0
@@ -103,51 +113,131 @@ def chunk_stats(reference: np.ndarray, variant: np.ndarray, next_ids: np.ndarray
     return ChunkStats(tokens=rows, kl_sum=kl_sum, top1_agree=agree, nll_ref_sum=nll_ref, nll_var_sum=nll_var)
 
 
+def add_stats(first: ChunkStats, second: ChunkStats) -> ChunkStats:
+    """The sums of two blocks of one chunk."""
+    return ChunkStats(tokens=first.tokens + second.tokens, kl_sum=first.kl_sum + second.kl_sum,
+                      top1_agree=first.top1_agree + second.top1_agree,
+                      nll_ref_sum=first.nll_ref_sum + second.nll_ref_sum,
+                      nll_var_sum=first.nll_var_sum + second.nll_var_sum)
+
+
+class _Rows:
+    """One ``logprobs`` stream read as rows: blocks of any size, taken a few rows at a time."""
+
+    def __init__(self, blocks: Iterable[np.ndarray], name: str) -> None:
+        self.blocks = iter(blocks)
+        self.name = name
+        self.pending: np.ndarray | None = None
+
+    def peek(self) -> np.ndarray | None:
+        """The rows not taken yet of the current block (the next block when it is used up); None at the end."""
+        while self.pending is None or len(self.pending) == 0:
+            block = next(self.blocks, None)
+            if block is None:
+                return None
+            self.pending = np.asarray(block)
+            if self.pending.ndim != 2:
+                return self.pending  # the caller says what is wrong with it
+        return self.pending
+
+    def take(self, rows: int) -> None:
+        """Drop ``rows`` rows of the current block (they were reduced)."""
+        assert self.pending is not None
+        self.pending = self.pending[rows:]
+
+
 def compare_streams(
     reference_chunks: Iterable[np.ndarray],
     variant_chunks: Iterable[np.ndarray],
     token_ids: Sequence[int],
     chunk_tokens: int,
+    first_row: int = 0,
 ) -> list[ChunkStats]:
-    """Reduce paired chunks of two ``logprobs`` streams over the same ``token_ids``.
+    """Reduce two ``logprobs`` streams over the same ``token_ids`` to one ``ChunkStats`` per chunk.
 
-    Each chunk is checked against the shape the contract promises, ``(chunk_len - 1, vocab)``,
-    and dropped as soon as it is reduced.
+    Each stream yields every chunk's rows from ``first_row`` on (``chunk_len - 1 - first_row`` of them; the rows
+    before are context, see ``scored_rows``) in order, in one array or in several consecutive blocks (never one
+    spanning two chunks); the two streams may cut blocks differently. Rows are checked against the shape the
+    contract promises and dropped as soon as they are reduced.
     """
     ids = np.asarray(token_ids, dtype=np.int64)
-    bounds = list(chunk_bounds(len(ids), chunk_tokens))
-    missing = object()
+    bounds = chunk_bounds(len(ids), chunk_tokens)
+    streams = (_Rows(reference_chunks, "reference"), _Rows(variant_chunks, "variant"))
     results: list[ChunkStats] = []
-    pairs = zip_longest(reference_chunks, variant_chunks, fillvalue=missing)
-    for index, (reference, variant) in enumerate(pairs):
-        if reference is missing or variant is missing or index >= len(bounds):
-            shorter = "reference" if reference is missing else "variant" if variant is missing else "both streams"
+    for index, (start, stop) in enumerate(bounds):
+        expected_rows = stop - start - 1 - first_row
+        next_ids = ids[start + 1 + first_row:stop]
+        total: ChunkStats | None = None
+        done = 0
+        while done < expected_rows:
+            reference, variant = (stream.peek() for stream in streams)
+            if reference is None or variant is None:
+                if done == 0 and reference is None and variant is None:
+                    raise AutotuneError(f"log-probability streams stopped after {index} of {len(bounds)} chunks; "
+                                        "a backend's logprobs must cover every chunk")
+                shorter = "reference" if reference is None else "variant"
+                raise AutotuneError(
+                    f"log-probability streams disagree on the number of chunks: {shorter} ended at chunk {index} "
+                    f"(row {done} of {expected_rows}; expected {len(bounds)} chunks of {chunk_tokens} tokens for "
+                    f"{len(ids)} tokens); a backend's logprobs must yield every row of every chunk")
+            if reference.ndim != 2 or variant.ndim != 2 or reference.shape[1] != variant.shape[1]:
+                raise AutotuneError(
+                    f"chunk {index}: reference log-probabilities have shape {reference.shape}, the variant's "
+                    f"{variant.shape}; both must be (rows, vocab) with one vocabulary — do the two variants share "
+                    "a tokenizer?")
+            if done + max(len(reference), len(variant)) > expected_rows:
+                longer = reference if len(reference) > len(variant) else variant
+                raise AutotuneError(
+                    f"chunk {index}: a block of {longer.shape} runs past the chunk's {expected_rows} rows (shape "
+                    f"({expected_rows}, vocab)); do the two variants share a tokenizer, and does each chunk's "
+                    "last block end with it?")
+            rows = min(len(reference), len(variant))
+            block_ids = next_ids[done:done + rows]
+            if block_ids.min() < 0 or block_ids.max() >= reference.shape[1]:
+                raise AutotuneError(
+                    f"chunk {index}: token ids run from {block_ids.min()} to {block_ids.max()}, outside the "
+                    f"vocabulary of {reference.shape[1]}; tokenize the text with the reference model's tokenizer")
+            stats = chunk_stats(reference[:rows], variant[:rows], block_ids)
+            total = stats if total is None else add_stats(total, stats)
+            for stream in streams:
+                stream.take(rows)
+            done += rows
+        assert total is not None
+        results.append(total)
+    for stream in streams:
+        if stream.peek() is not None:
             raise AutotuneError(
-                f"log-probability streams disagree on the number of chunks: {shorter} ended or ran on at chunk "
-                f"{index} (expected {len(bounds)} chunks of {chunk_tokens} tokens for {len(ids)} tokens); "
-                "a backend's logprobs must yield one array per chunk"
-            )
-        start, stop = bounds[index]
-        expected_rows = stop - start - 1
-        reference, variant = np.asarray(reference), np.asarray(variant)
-        if reference.ndim != 2 or reference.shape != variant.shape or reference.shape[0] != expected_rows:
-            raise AutotuneError(
-                f"chunk {index}: reference log-probabilities have shape {reference.shape}, the variant's "
-                f"{variant.shape}; both must be ({expected_rows}, vocab) — do the two variants share a tokenizer?"
-            )
-        next_ids = ids[start + 1:stop]
-        if next_ids.min() < 0 or next_ids.max() >= reference.shape[1]:
-            raise AutotuneError(
-                f"chunk {index}: token ids run from {next_ids.min()} to {next_ids.max()}, outside the "
-                f"vocabulary of {reference.shape[1]}; tokenize the text with the reference model's tokenizer"
-            )
-        results.append(chunk_stats(reference, variant, next_ids))
-    if len(results) != len(bounds):
-        raise AutotuneError(
-            f"log-probability streams stopped after {len(results)} of {len(bounds)} chunks; "
-            "a backend's logprobs must cover every chunk"
-        )
+                f"log-probability streams disagree on the number of chunks: {stream.name} ran on after chunk "
+                f"{len(bounds) - 1} (expected {len(bounds)} chunks of {chunk_tokens} tokens for {len(ids)} tokens); "
+                "a backend's logprobs must yield one chunk's rows after another")
     return results
+
+
+def scored_rows(backend: Backend, artifact: Artifact, params: Params, token_ids: list[int], chunk_tokens: int,
+                first_row: int = 0) -> Iterator[np.ndarray]:
+    """``backend.logprobs`` without each chunk's first ``first_row`` rows (the context before the scored window).
+
+    A backend whose ``logprobs`` takes a ``first_row`` keyword leaves them out itself (llama.cpp evaluates the
+    context without logits, much cheaper for a large vocabulary); for any other they are computed and dropped here.
+    """
+    if first_row == 0:
+        yield from backend.logprobs(artifact, params, token_ids, chunk_tokens)
+        return
+    if "first_row" in inspect.signature(backend.logprobs).parameters:
+        yield from backend.logprobs(artifact, params, token_ids, chunk_tokens, first_row=first_row)  # type: ignore[call-arg]
+        return
+    blocks = iter(backend.logprobs(artifact, params, token_ids, chunk_tokens))
+    for start, stop in chunk_bounds(len(token_ids), chunk_tokens):
+        seen = 0
+        while seen < stop - start - 1:
+            block = next(blocks, None)
+            if block is None:
+                return  # compare_streams says what is missing
+            block = np.asarray(block)
+            if seen + len(block) > first_row:
+                yield block[max(0, first_row - seen):]
+            seen += len(block)
+    yield from blocks  # more than the chunks hold: compare_streams says so
 
 
 def summarize_quality(
@@ -155,12 +245,17 @@ def summarize_quality(
     confidence: float = 0.95,
     seed: int = 0,
     resamples: int = 2000,
+    bytes_per_token: float | None = None,
 ) -> QualityLoss:
     """Token-weighted figures over all chunks, with percentile-bootstrap intervals over chunks.
 
     Resampling whole chunks (and recomputing ratios of sums, so longer chunks weigh more) keeps
     the dependence between neighbouring tokens inside a chunk. With one chunk the intervals have
     zero width: the text is too short to say anything about their spread.
+
+    ``bytes_per_token`` (UTF-8 bytes of evaluation text per predicted token, ``ScoredText``) gives bits
+    per byte: the point estimate is exact (every predicted token's NLL over the bytes they cover); the
+    interval resamples chunks with bytes in proportion to their tokens.
     """
     if not chunks:
         raise AutotuneError("no chunks to summarise: the evaluation text tokenized to fewer than 2 tokens")
@@ -182,16 +277,22 @@ def summarize_quality(
             value, replicates = transform(value), transform(replicates)
         return interval_from_replicates(float(value), replicates, confidence)
 
+    bits_per_byte = None
+    if bytes_per_token is not None and bytes_per_token > 0:
+        nll_var = np.array([c.nll_var_sum for c in chunks])
+        bits_per_byte = figure(nll_var, lambda nats: nats / math.log(2) / bytes_per_token)
     return QualityLoss(
         kl_divergence=figure(kl),
         top1_agreement=figure(agree),
         perplexity_ratio=figure(nll_gap, np.exp),
         tokens=int(tokens.sum()),
         chunks=len(chunks),
+        bits_per_byte=bits_per_byte,
     )
 
 
-def to_profile(loss: QualityLoss, reference_label: str, bits_per_weight: float | None = None) -> Quality:
+def to_profile(loss: QualityLoss, reference_label: str, bits_per_weight: float | None = None,
+               chunk_tokens: int | None = None) -> Quality:
     """The profile's ``Quality`` record for a measured loss against ``reference_label``."""
     return Quality(
         method=METHOD,
@@ -200,7 +301,9 @@ def to_profile(loss: QualityLoss, reference_label: str, bits_per_weight: float |
         kl_divergence=loss.kl_divergence,
         top1_agreement=loss.top1_agreement,
         perplexity_ratio=loss.perplexity_ratio,
+        bits_per_byte=loss.bits_per_byte,
         tokens=loss.tokens,
+        chunk_tokens=chunk_tokens,
     )
 
 
@@ -214,7 +317,7 @@ class Scored:
 
 
 def quality_task(reference: Scored, variant: Scored, token_ids: list[int], chunk_tokens: int,
-                 reference_store: Path | None = None) -> list[ChunkStats]:
+                 reference_store: Path | None = None, first_row: int = 0) -> list[ChunkStats]:
     """Score a variant against the reference; runs inside a worker process.
 
     The reference's log-probabilities come from ``reference_store`` when an earlier score left a complete
@@ -222,43 +325,46 @@ def quality_task(reference: Scored, variant: Scored, token_ids: list[int], chunk
     advancing together, and the reference's rows are written to the store for the next score. Returns
     plain dataclasses, which pickle.
     """
-    references = reference_stream(reference.backend, reference.artifact, reference.params, token_ids, chunk_tokens,
-                                  reference_store)
-    variants = variant.backend.logprobs(variant.artifact, variant.params, token_ids, chunk_tokens)
-    return compare_streams(references, variants, token_ids, chunk_tokens)
+    references = reference_stream(reference, token_ids, chunk_tokens, first_row, reference_store)
+    variants = scored_rows(variant.backend, variant.artifact, variant.params, token_ids, chunk_tokens, first_row)
+    return compare_streams(references, variants, token_ids, chunk_tokens, first_row)
 
 
-def store_reference(backend: Backend, artifact: Artifact, params: Params, token_ids: list[int], chunk_tokens: int,
-                    store: Path) -> int:
-    """Compute the reference's log-probabilities into ``store`` (in a worker of its own); return the chunk count.
+def store_reference(reference: Scored, token_ids: list[int], chunk_tokens: int, first_row: int,
+                    store: Path) -> list[ChunkStats]:
+    """Compute the reference's log-probabilities into ``store`` (in a worker of its own); score it against itself.
 
     Run before the first score, so no worker ever holds the reference and a variant at once: the peak is one
-    model and one chunk, not two of each (measured 3.2 GiB for Gemma 3 270M with both).
+    model and one block, not two of each. The returned statistics (no loss, the reference's own NLL) give the
+    reference's bits per byte, so the source deployed as it is has one too.
     """
-    return sum(1 for _ in reference_stream(backend, artifact, params, token_ids, chunk_tokens, store))
+    ours, theirs = tee(reference_stream(reference, token_ids, chunk_tokens, first_row, store))
+    return compare_streams(ours, theirs, token_ids, chunk_tokens, first_row)  # tee holds one block at a time
 
 
-def reference_stream(backend: Backend, artifact: Artifact, params: Params, token_ids: list[int], chunk_tokens: int,
+def reference_stream(reference: Scored, token_ids: list[int], chunk_tokens: int, first_row: int,
                      store: Path | None) -> Iterator[np.ndarray]:
-    """The reference's log-probability chunks: read back from ``store`` when complete, else computed and kept there.
+    """The reference's log-probability blocks: read back from ``store`` when complete, else computed and kept there.
 
-    Stored exactly as the backend gives them (float32 from ``log_softmax_rows``), so a stored reference
-    scores exactly as a fresh one; float16 would move a KL of 0.004 by up to a tenth. Gemma 3's 262,144-entry
-    vocabulary makes that 1 GiB for the default 1,024 evaluation tokens, written once per model and text. Written to a private folder and renamed when complete, so a score killed midway
-    or a second process never reads half a reference.
+    Stored exactly as the backend gives them (float32 from ``log_softmax_rows``), one file per block, so a
+    stored reference scores exactly as a fresh one (float16 would move a KL of 0.004 by up to a tenth) and is
+    read back one block at a time. Gemma 3's 262,144-entry vocabulary makes that 1 MiB of cache per scored
+    token, written once per model, text and chunking. Written to a private folder and renamed when complete,
+    so a score killed midway or a second process never reads half a reference.
     """
     if store is not None and (store / "complete").exists():
         index = 0
-        while (chunk := store / f"chunk-{index:04d}.npy").exists():
-            yield np.load(chunk, mmap_mode="r")
+        while (block := store / f"block-{index:05d}.npy").exists():
+            yield np.load(block)
             index += 1
         return
     partial = store.with_name(f"{store.name}.partial-{os.getpid()}") if store is not None else None
     if partial is not None:
         partial.mkdir(parents=True, exist_ok=True)
-    for index, rows in enumerate(backend.logprobs(artifact, params, token_ids, chunk_tokens)):
+    blocks = scored_rows(reference.backend, reference.artifact, reference.params, token_ids, chunk_tokens, first_row)
+    for index, rows in enumerate(blocks):
         if partial is not None:
-            np.save(partial / f"chunk-{index:04d}.npy", np.asarray(rows))
+            np.save(partial / f"block-{index:05d}.npy", np.asarray(rows))
         yield rows
     if partial is not None and store is not None:
         (partial / "complete").write_text("")

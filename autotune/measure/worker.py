@@ -28,6 +28,8 @@ from typing import Any
 
 import psutil
 
+from autotune.measure import tree_peak
+
 POLL_S = 0.05
 WORKER_ENV = {"TQDM_DISABLE": "1", "HF_HUB_OFFLINE": "1"}
 """Every worker runs offline (no model hub is consulted for local models) and without progress bars,
@@ -94,6 +96,7 @@ def run_in_worker(task: WorkerTask, *, timeout_s: float, memory_limit_bytes: int
                 _kill(process)
                 raise
         wall = time.perf_counter() - started
+        tree_peak.note_worker(polled_peak)  # the worker and its children, as polled (the tuner's own footprint)
         tail = log_path.read_text(errors="replace")[-2000:]
         if failure is None and signal_name(process.returncode) in INTERRUPTIONS:
             # Stopped from outside (the terminal's Ctrl-C, a service manager's SIGTERM): no result of the task.
@@ -103,6 +106,7 @@ def run_in_worker(task: WorkerTask, *, timeout_s: float, memory_limit_bytes: int
             if result.error_type == KeyboardInterrupt.__name__:
                 raise KeyboardInterrupt("the worker was interrupted")
             result.wall_s, result.output_tail = wall, tail
+            tree_peak.note_worker(result.peak_rss_bytes)  # exact, where polling may miss a short peak
             if result.peak_rss_bytes is None:
                 result.peak_rss_bytes = polled_peak
             return result

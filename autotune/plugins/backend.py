@@ -7,7 +7,8 @@ other member has a default that is right for a simple runtime. The tuner calls t
 **What it is.** ``name`` (unique, lower-case: ``llamacpp``) and ``source_formats`` (the model
 formats ``inspect`` reads: ``{"gguf"}``). ``artifact_params`` names the parameters that change the
 built artifact (a quantization type); the rest are runtime settings, so two configurations that
-differ only in those share one artifact. ``params_model`` (a pydantic model) types and bounds the
+differ only in those share one artifact. ``output_params`` names the runtime settings that change the outputs
+(a KV-cache type), so quality is scored per configuration as it will run. ``params_model`` (a pydantic model) types and bounds the
 parameters, so ``autotune validate`` and every exporter check a profile the same way.
 ``measures_this_machine`` is False only for backends answering from recorded figures (a replay).
 ``serves`` is True for a backend that measures a served workload (several clients, the user's prompts) by
@@ -175,6 +176,10 @@ class Backend(ABC):
     source_formats: ClassVar[frozenset[str]]
     artifact_params: ClassVar[tuple[str, ...]] = ()
     """Parameters that change the artifact (e.g. the quantization type); the rest are runtime settings."""
+    output_params: ClassVar[tuple[str, ...]] = ()
+    """Runtime settings that change the model's outputs (a quantized KV cache), besides ``artifact_params``, which
+    always do. Quality is scored once per distinct value of both (``autotune.measure.artifacts.output_key``):
+    configurations differing only in other settings (threads, batch sizes, mmap) share one score."""
     params_model: ClassVar[type[BaseModel] | None] = None
     """A pydantic model of this backend's parameters (types and bounds). Profiles are validated with it and
     exporters render from it, so a profile that validates always exports. None: parameters are unchecked."""
@@ -298,9 +303,13 @@ class Backend(ABC):
     def logprobs(self, artifact: Artifact, params: Params, token_ids: list[int], chunk_tokens: int) -> Iterator[np.ndarray]:
         """Yield next-token log-probabilities for ``token_ids``, one chunk at a time.
 
-        Each chunk covers ``chunk_tokens`` consecutive tokens evaluated from a fresh context and is
-        an array of shape ``(chunk_len - 1, vocab)``: row ``i`` is the distribution of token
-        ``i + 1`` of the chunk given tokens ``0..i``. Only one chunk is held at a time.
+        Each chunk covers ``chunk_tokens`` consecutive tokens evaluated from a fresh context, with the
+        configuration's settings (a quantized KV cache changes the outputs), and is an array of shape
+        ``(chunk_len - 1, vocab)``: row ``i`` is the distribution of token ``i + 1`` of the chunk given tokens
+        ``0..i``. A chunk may be yielded as several consecutive blocks of its rows (none spanning two chunks), so
+        a large vocabulary never needs a whole chunk in memory. A backend may also take a keyword
+        ``first_row``: then it yields only rows ``first_row..`` of each chunk (the rows before are context the
+        tuner does not score, and need no logits); without it the tuner drops them itself.
         """
         raise NotImplementedError(f"backend {self.name!r} does not expose log-probabilities")
 

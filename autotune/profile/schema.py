@@ -94,10 +94,17 @@ class Quality(_Strict):
     method: str = Field(description="'kl-divergence' (measured) or 'bits-per-weight proxy'")
     reference: str | None = Field(default=None, description="the variant compared against")
     bits_per_weight: float | None = None
-    kl_divergence: Interval | None = None
+    kl_divergence: Interval | None = Field(default=None, description="mean KL divergence per token (nats) of this "
+                                           "configuration's next-token distributions from the reference's, as it runs "
+                                           "(KV-cache types included), over chunks as deep as the workload reaches")
     top1_agreement: Interval | None = None
     perplexity_ratio: Interval | None = None
+    bits_per_byte: Interval | None = Field(
+        default=None, description="this configuration's cross-entropy of the evaluation text in bits per UTF-8 byte: "
+        "comparable across models and tokenizers (lower is better)")
     tokens: int | None = None
+    chunk_tokens: int | None = Field(default=None, description="tokens per chunk, each scored from an empty context: "
+                                     "the deepest context position scored")
 
 
 class Confirmation(_Strict):
@@ -170,7 +177,9 @@ class DeploymentProfile(_Strict):
     alternatives: list[Alternative] = Field(default_factory=list)
     trials: list[Trial] = Field(default_factory=list, description="every configuration this run's study tried, "
                                 "in trial order (the store's figures for other budgets included)")
-    study: dict[str, Any] = Field(default_factory=dict, description="storage, study name, trial counts")
+    study: dict[str, Any] = Field(default_factory=dict, description="storage, study name, trial counts; "
+                                  "tuner_peak_tree_bytes: the peak resident memory of the tuner itself (its process "
+                                  "and its workers together) during the run")
     exports: dict[str, str] = Field(default_factory=dict, description="format name → text")
 
     def to_json(self) -> str:

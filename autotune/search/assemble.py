@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from autotune.context import RunContext
 from autotune.decide.selection import best_per_backend
 from autotune.distribution import installed_version
+from autotune.measure import tree_peak
 from autotune.measure.artifacts import prepare_artifact
 from autotune.model.source import cached_content_hash
 from autotune.options import Objective
@@ -130,7 +131,9 @@ def build_profile(context: RunContext, evidence: Evidence, by_name: dict[str, Re
                "conversions": {rb.backend.name: rb.conversions for rb in by_name.values()},
                "best_per_backend": {name: rec.number for name, rec in per_backend.items()},
                "dropped_backends": dict(evidence.dropped), "left_out_backends": dict(evidence.left_out),
-               "seconds": dict(evidence.seconds)},
+               "seconds": dict(evidence.seconds),
+               # The tool runs on the device it tunes for: its own footprint, this process and its workers.
+               "tuner_peak_tree_bytes": tree_peak.tuner_peak_tree_bytes()},
         trials=[trial_row(rec, on_front=rec.key in front_keys) for rec in records],
     )
     exports = render_exports(context.manager.exporters().values(), profile, context.reporter)

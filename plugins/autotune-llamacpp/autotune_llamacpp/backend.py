@@ -65,6 +65,10 @@ class LlamaCppBackend(Backend):
     name: ClassVar[str] = "llamacpp"
     source_formats: ClassVar[frozenset[str]] = frozenset({"gguf"})
     artifact_params: ClassVar[tuple[str, ...]] = ("quant",)
+    # A quantized KV cache changes every next-token distribution; flash attention decides whether V is quantized
+    # too (``kv_cache_types``) and computes attention differently; offloaded layers run other kernels. Threads,
+    # batch sizes and mmap leave the outputs alone, so configurations differing only in those share one score.
+    output_params: ClassVar[tuple[str, ...]] = ("type_kv", "flash_attn", "n_gpu_layers")
     params_model: ClassVar[type[BaseModel] | None] = LlamaCppParams
 
     def __init__(self) -> None:
@@ -209,8 +213,9 @@ class LlamaCppBackend(Backend):
     def measure(self, artifact: Artifact, params: Params, workload: Workload) -> Measurement:
         return measure_session(lambda: runner.LlamaSession(artifact.path, params, workload.context), workload)
 
-    def logprobs(self, artifact: Artifact, params: Params, token_ids: list[int], chunk_tokens: int) -> Iterator[np.ndarray]:
-        return iter_logprobs(artifact.path, params, token_ids, chunk_tokens)
+    def logprobs(self, artifact: Artifact, params: Params, token_ids: list[int], chunk_tokens: int,
+                 first_row: int = 0) -> Iterator[np.ndarray]:
+        return iter_logprobs(artifact.path, params, token_ids, chunk_tokens, first_row)
 
     def tokenize(self, source: ModelSource, text: str) -> list[int]:
         return tokenize_text(source.path, text)

@@ -1,7 +1,13 @@
 """Next-token log-probabilities of a token sequence under a GGUF, for quality scoring.
 
-Each chunk is one ``llama_decode`` call from an empty cache with logits at every position; the
-rows are read straight from llama.cpp's output buffer.
+Each chunk is evaluated from an empty cache, as it will run (the configuration's KV-cache types and
+flash attention), in pieces of a few dozen positions with logits at every position; each piece's rows
+are read straight from llama.cpp's output buffer and yielded as one block.
+
+Why pieces: llama.cpp keeps logits for every output of a batch (and its compute graph reserves as many
+for a micro-batch), so one call over a 2,048-token chunk of Gemma 3 (262,144-entry vocabulary) holds
+2 GiB of logits twice over. With pieces of ``LOGITS_BYTES`` per call the scoring worker's peak is the
+model, its KV cache and a few such blocks, whatever the chunk length.
 """
 
 from __future__ import annotations
@@ -15,38 +21,60 @@ import numpy as np
 from autotune import log_softmax_rows, logprob_chunks
 from autotune.errors import BackendUnavailable
 
+from .gguf_info import read_gguf_info
 from .loading import import_llama_cpp, load
 
+LOGITS_BYTES = 64 * 2**20
+"""float32 logits per ``llama_decode`` call: 64 rows of Gemma 3's vocabulary, 341 of SmolLM2's (capped at
+``MAX_PIECE``). Smaller pieces lower the peak further but prefill more slowly."""
+MAX_PIECE = 256
+"""Positions per call at most, whatever the vocabulary (beyond this a larger batch gains little on a CPU)."""
 
-def iter_logprobs(model_path: Path, params: Mapping[str, Any], token_ids: list[int], chunk_tokens: int) -> Iterator[np.ndarray]:
-    """Next-token log-probabilities of ``token_ids``, one chunk of ``chunk_tokens`` at a time.
 
-    Each chunk is evaluated from an empty cache in one ``llama_decode`` call asking for logits
-    at every position; rows are read straight from llama.cpp's output buffer, so nothing larger
-    than one chunk × vocabulary is ever held (Gemma 3's vocabulary is 262,144).
+def piece_tokens(n_vocab: int) -> int:
+    """Positions evaluated per ``llama_decode`` call for a vocabulary of ``n_vocab`` (``LOGITS_BYTES`` of logits)."""
+    return max(1, min(MAX_PIECE, LOGITS_BYTES // (4 * max(1, n_vocab))))
+
+
+def iter_logprobs(model_path: Path, params: Mapping[str, Any], token_ids: list[int], chunk_tokens: int,
+                  first_row: int = 0) -> Iterator[np.ndarray]:
+    """Next-token log-probabilities of ``token_ids``, chunk by chunk, each chunk in blocks of ``piece_tokens`` rows.
+
+    Rows before ``first_row`` of each chunk are context only: those positions are evaluated without logits
+    (the output layer is most of a small model's work with a large vocabulary) and yield nothing. The last
+    token of a chunk is only predicted, never evaluated. The configuration's own KV-cache types and flash
+    attention are used (they change the outputs); its batch sizes are replaced by the piece size (they do
+    not), so the context holds ``chunk_tokens`` positions and the buffers one piece.
     """
     llama_cpp = import_llama_cpp()
     chunks = logprob_chunks(token_ids, chunk_tokens)  # raises on a bad chunk size before anything is loaded
-    # The whole chunk goes in one batch; the output buffer then holds chunk × vocab floats.
-    llm = load(model_path, {**params, "n_batch": chunk_tokens}, chunk_tokens)
+    piece = piece_tokens(read_gguf_info(Path(model_path)).vocab_size)
+    llm = load(model_path, {**params, "n_batch": piece, "n_ubatch": piece}, chunk_tokens)
     n_vocab = llm.n_vocab()
-    batch = llama_cpp.llama_batch_init(chunk_tokens, 0, 1)
+    batch = llama_cpp.llama_batch_init(piece, 0, 1)
     memory = llama_cpp.llama_get_memory(llm.ctx)
     try:
         for chunk in chunks:
             llama_cpp.llama_memory_clear(memory, True)
-            batch.n_tokens = len(chunk)
-            for i, token in enumerate(chunk):
-                batch.token[i] = token
-                batch.pos[i] = i
-                batch.n_seq_id[i] = 1
-                batch.seq_id[i][0] = 0
-                batch.logits[i] = True
-            status = llama_cpp.llama_decode(llm.ctx, batch)
-            if status != 0:
-                raise BackendUnavailable(f"llama_decode failed with status {status} on a chunk of {len(chunk)} tokens")
-            logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits(llm.ctx), shape=(len(chunk), n_vocab))
-            yield log_softmax_rows(logits[:-1])
+            context_end = min(first_row, len(chunk) - 1)
+            # Context pieces (no logits), then scored pieces: none straddles first_row.
+            cuts = [*range(0, context_end, piece), *range(context_end, len(chunk) - 1, piece), len(chunk) - 1]
+            for first, stop in zip(cuts, cuts[1:], strict=False):
+                scored = first >= context_end
+                batch.n_tokens = stop - first
+                for i, position in enumerate(range(first, stop)):
+                    batch.token[i] = chunk[position]
+                    batch.pos[i] = position
+                    batch.n_seq_id[i] = 1
+                    batch.seq_id[i][0] = 0
+                    batch.logits[i] = scored
+                status = llama_cpp.llama_decode(llm.ctx, batch)
+                if status != 0:
+                    raise BackendUnavailable(f"llama_decode failed with status {status} at positions {first}-{stop} "
+                                             f"of a chunk of {len(chunk)} tokens")
+                if scored:
+                    logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits(llm.ctx), shape=(stop - first, n_vocab))
+                    yield log_softmax_rows(logits)
     finally:
         llama_cpp.llama_batch_free(batch)
         del llm
