@@ -162,15 +162,21 @@ def plan_backends(context: RunContext, backends: Sequence[Backend]) -> BackendPl
     """
     model_path, manager, hardware, workload = context.model_path, context.manager, context.hardware, context.workload
     reporter, phases, named = context.reporter, context.phases, bool(context.options.backends)
-    with phases.timing("self-tests"):
-        checks = usable_all([b for b in backends if b.measures_this_machine], hardware)
     left_out: dict[str, str] = {}
+    for backend in backends:  # before the self-tests: a backend that cannot measure this workload is not tested
+        reason = (_workload_refusal(backend, workload, reporter)
+                  or (None if named else _single_stream_server(backend, workload, reporter)))
+        if reason is not None:
+            left_out[backend.name] = reason
+    with phases.timing("self-tests"):
+        checks = usable_all([b for b in backends if b.measures_this_machine and b.name not in left_out], hardware)
     native = native_source(model_path, manager)  # one header read serves every backend's supports()
     model_sha256 = cached_content_hash(model_path)
     for backend in backends:
-        reason = (_refusal(backend, native, model_sha256, reporter) or _workload_refusal(backend, workload, reporter)
-                  or (None if named else _not_worth_it(backend, hardware, reporter)
-                      or _single_stream_server(backend, workload, reporter)))
+        if backend.name in left_out:
+            continue
+        reason = (_refusal(backend, native, model_sha256, reporter)
+                  or (None if named else _not_worth_it(backend, hardware, reporter)))
         if reason is not None:
             left_out[backend.name] = reason
     backends = [b for b in backends if b.name not in left_out]
