@@ -11,6 +11,7 @@ from rich.table import Table
 
 from autotune.budget import Budget, format_bytes
 from autotune.hardware import Hardware
+from autotune.profile.schema import CandidateModel
 from autotune.record import TrialRecord, quality_loss
 from autotune.workload import Workload
 
@@ -103,6 +104,27 @@ def results_table(rows: Sequence[TrialRecord], title: str, winner: TrialRecord |
         table.add_row(f"#{record.number}{mark}", record.backend, settings(record), f"{m.decode_tps:.1f}",
                       f"{m.worst_itl_p95_ms:.1f}", f"{m.ttft_ms:.0f}", format_bytes(m.peak_rss_bytes),
                       _quality_text(record))
+    return table
+
+
+def candidates_table(candidates: Sequence[CandidateModel], title: str) -> Table:
+    """Each candidate model's best configuration within the budget (or why none fits), the chosen one starred."""
+    table = Table(title=title, title_justify="left")
+    for column in ("model", "backend", "configuration", "decode tok/s", "p95 ms", "peak memory", "bits per byte", "KL",
+                   "why not"):
+        table.add_column(column, justify="left" if column in ("model", "backend", "configuration", "why not")
+                         else "right", no_wrap=column not in ("configuration", "why not"))
+    for candidate in candidates:
+        name = Path(candidate.model.path).name + (" ★" if candidate.chosen else "")
+        best = candidate.best
+        if best is None:
+            table.add_row(name, "-", "-", "-", "-", "-", "-", "-", candidate.reason or "")
+            continue
+        bpb, kl = best.bits_per_byte, best.kl_divergence
+        table.add_row(name, best.backend, best.configuration or best.precision, f"{best.decode_tps:.1f}",
+                      f"{best.itl_p95_ms:.1f}", format_bytes(best.peak_rss_bytes) if best.peak_rss_bytes else "-",
+                      f"{bpb.value:.3f} [{bpb.low:.3f}, {bpb.high:.3f}]" if bpb else "-",
+                      f"{kl.value:.4f}" if kl else "-", candidate.reason or "")
     return table
 
 

@@ -102,10 +102,16 @@ def _typed(convert: Callable[[str], T]) -> Callable[[str], T]:
     return argparse_type
 
 
-def _add_question(parser: argparse.ArgumentParser) -> None:
-    """The options that say what is asked (model, budget, workload, backends, storage): shared by run and answer."""
-    parser.add_argument("--model", help="a .gguf file, a model folder, or a bundled model: gemma3-270m (the default, "
-                        "Gemma 3 270M Q4_K_M) or smollm2-135m (SmolLM2-135M-Instruct Q4_1)")
+def _add_question(parser: argparse.ArgumentParser, *, candidates: bool = False) -> None:
+    """The options that say what is asked (model, budget, workload, backends, storage): shared by run and answer.
+
+    ``candidates``: ``--model`` is repeatable (``run`` tunes several candidate models and chooses one).
+    """
+    several = ("; repeatable: each candidate model is tuned with its own --trials, then the one with the lowest bits "
+               "per byte within every budget is chosen (a folder of .gguf files names each of them)") if candidates else ""
+    parser.add_argument("--model", action="append" if candidates else "store",
+                        help="a .gguf file, a model folder, or a bundled model: gemma3-270m (the default, "
+                        f"Gemma 3 270M Q4_K_M) or smollm2-135m (SmolLM2-135M-Instruct Q4_1){several}")
     parser.add_argument("--budget", required=True, type=_typed(parse_size),
                         help="peak memory budget, e.g. 2GB (10^9 bytes) or 1.5GiB (2^30); at most 2^60 bytes")
     parser.add_argument("--latency", required=True, type=_typed(parse_duration),
@@ -168,7 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser("run", help="tune a model within memory and latency budgets and write a profile",
                               epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    _add_question(run)
+    _add_question(run, candidates=True)
     run.add_argument("--trials", type=_typed(run_options.trials), default=DEFAULT_TRIALS,
                      help=f"configurations to measure, 1 to {MAX_TRIALS} (default: {DEFAULT_TRIALS}); what the store holds "
                      "from runs with another budget, objective or backend set counts toward them")

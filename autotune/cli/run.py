@@ -8,14 +8,15 @@ import sys
 from pathlib import Path
 
 from autotune.budget import Budget, format_bytes
-from autotune.cli.console import ConsoleReporter, describe, ordered_by_objective, results_table
+from autotune.cli.console import ConsoleReporter, candidates_table, describe, ordered_by_objective, results_table
 from autotune.cli.plot import write_pareto_plot
 from autotune.errors import InputError
-from autotune.model.bundled import model_path as resolve_model
+from autotune.model.candidates import candidate_paths
 from autotune.options import TuneOptions
 from autotune.plugins.manager import get_plugin_manager
 from autotune.probe.machine import probe
 from autotune.report import report_path, write_report
+from autotune.search.models import tune_models
 from autotune.tuner import tune
 from autotune.workload import Workload
 
@@ -25,21 +26,25 @@ MAX_STEM_NAME = 100
 
 def run_command(args: argparse.Namespace, budget: Budget, workload: Workload, timeout_s: float) -> int:
     """Tune and write the profile; return the exit status."""
+    model_paths = candidate_paths(args.model)  # several: each is tuned, then one is chosen (search/models.py)
     reporter = ConsoleReporter()
     console = reporter.console
     manager = get_plugin_manager()
     hardware = probe(manager)
-    model_path = resolve_model(args.model)
     options = TuneOptions(
         backends=tuple(args.backend), trials=args.trials, timeout_s=timeout_s, storage=args.storage, objective=args.objective,
         seed=args.seed, measure_quality=not args.no_quality, eval_text=args.eval_text, eval_tokens=args.eval_tokens,
         confirm_rounds=args.confirm_rounds, strict=args.strict, patience=args.patience,
         screening=not args.no_screening,
     )
-    stem = profile_stem(model_path, hardware.fingerprint)
+    stem = profile_stem(Path("+".join(p.name.removesuffix(".gguf") for p in model_paths)), hardware.fingerprint)
     profile_path, plot_path = prepare_out(args.out, stem)  # a bad --out fails now, not after the search
     # The header is printed by the reporter once the run passed its preflight (another machine's hardware refused).
-    result = tune(model_path, budget, workload, options, manager=manager, hardware=hardware, reporter=reporter)
+    if len(model_paths) == 1:
+        result = tune(model_paths[0], budget, workload, options, manager=manager, hardware=hardware, reporter=reporter)
+    else:
+        result = tune_models(model_paths, budget, workload, options, manager=manager, hardware=hardware,
+                             reporter=reporter).chosen
     profile = result.profile
     measured = [r for r in result.records if r.status == "measured"]
     console.print()
@@ -73,6 +78,9 @@ def run_command(args: argparse.Namespace, budget: Budget, workload: Workload, ti
     profile_path.write_text(profile.to_json())
     plot_path = write_pareto_plot(plot_path, measured, result.front, result.winner, budget)
     m = profile.measured
+    if profile.candidates:
+        console.print(candidates_table(profile.candidates, f"Candidate models (chosen by {profile.model_choice})"))
+        console.print(f"[bold green]chosen model:[/bold green] {Path(profile.model.path).name}")
     console.print(f"[bold green]chosen:[/bold green] {describe(result.winner)}  ({profile.artifact.label} written as "
                   f"{profile.artifact.bits_per_weight:.2f} bits per weight)")
     if confirmation is not None:  # the headline is the confirmed figure; the single search trial is only a trial

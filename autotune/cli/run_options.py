@@ -156,7 +156,8 @@ def check_question(args: argparse.Namespace) -> CheckedQuestion:
         ttft_ms=args.ttft * 1000 if args.ttft is not None else None,
         max_quality_loss=args.max_quality_loss,
     )
-    check_model(args.model)
+    for model in args.model if isinstance(args.model, list) else [args.model]:  # run: a list of candidates
+        check_model(model)
     if args.eval_text is not None:
         _check_eval_text(args.eval_text)
     return CheckedQuestion(budget=budget, workload=workload)

@@ -107,12 +107,29 @@ class Quality(_Strict):
                                      "the deepest context position scored")
 
 
+class ConfirmedFigures(_Strict):
+    """One configuration of the confirmation rounds, measured quiet and with part of the machine busy."""
+
+    label: str = Field(description="'#n' (trial n), 'untuned' or 'rule of thumb'")
+    params: dict[str, Any]
+    chosen: bool = False
+    rounds: int = Field(description="quiet rounds it was measured in")
+    decode_tps: Interval | None = None
+    itl_p95_ms: Interval | None = None
+    busy_rounds: int = Field(default=0, description="rounds measured under the synthetic competing load")
+    busy_decode_tps: Interval | None = None
+    busy_itl_p95_ms: Interval | None = None
+    collapses: bool = Field(default=False, description="under the load its decode speed fell below half the quiet "
+                            "figure, or its p95 latency went over the latency budget")
+
+
 class Confirmation(_Strict):
     """Interleaved re-measurement of the finalists."""
 
-    rounds: int
-    decode_tps: Interval
-    itl_p95_ms: Interval
+    rounds: int = Field(description="rounds that ran: they stop once the decision is settled (the notes say why)")
+    max_rounds: int | None = Field(default=None, description="the most rounds --confirm-rounds allowed")
+    decode_tps: Interval = Field(description="the chosen configuration's, over the rounds (busy with --under-load)")
+    itl_p95_ms: Interval = Field(description="the chosen configuration's, over the rounds (busy with --under-load)")
     verdict: str = Field(description="'winner', 'tie' or 'single finalist' (no other configuration was within the noise)")
     marginal: bool = Field(default=False, description="the p95 latency interval straddles the budget")
     speedup_over_untuned: Interval | None = None
@@ -124,6 +141,14 @@ class Confirmation(_Strict):
         default=None, description="'faster'/'slower' only when the interval lies beyond 2% and the sign test "
         "agrees (as between finalists); 'tie' otherwise: inside the noise, no win is claimed; 'same' when the "
         "chosen configuration is the rule of thumb")
+    busy_share: float | None = Field(default=None, description="cores' worth of synthetic competing load the busy "
+                                     "figures were measured under (None: none were)")
+    under_load: bool = Field(default=False, description="every configuration was measured under the load in every "
+                             "round and the choice and the budget rest on the busy figures (--under-load)")
+    figures: list[ConfirmedFigures] = Field(default_factory=list, description="every configuration measured, quiet "
+                                            "and busy")
+    load_warnings: list[str] = Field(default_factory=list, description="configurations whose figures collapse under "
+                                     "the competing load")
     notes: list[str] = Field(default_factory=list)
 
 
@@ -156,6 +181,37 @@ class Trial(_Strict):
     reason: str | None = Field(default=None, description="why it was skipped, screened out or failed")
 
 
+class CandidateBest(_Strict):
+    """A candidate model's best configuration within the budget (its own search's pick), with the figures the
+    choice between models compares."""
+
+    backend: str
+    params: dict[str, Any]
+    configuration: str | None = Field(default=None, description="the backend's compact description of the settings")
+    precision: str = Field(description="as written, with its fallback tensor types if any")
+    decode_tps: float = Field(description="decode tokens/s: the confirmed figure when the run confirmed it")
+    itl_p95_ms: float = Field(description="p95 inter-token decode latency: the confirmed figure when confirmed")
+    peak_rss_bytes: int | None = None
+    bits_per_byte: Interval | None = Field(
+        default=None, description="cross-entropy of the evaluation text in bits per UTF-8 byte: comparable across "
+        "models and tokenizers (lower is better)")
+    kl_divergence: Interval | None = Field(
+        default=None, description="mean KL divergence from this model's own reference variant (not comparable "
+        "across models)")
+    weight_bits: float | None = Field(default=None, description="parameters × bits per weight: what is compared "
+                                      "instead of bits per byte when quality was not measured")
+    confirmed: bool = Field(default=False, description="speed and p95 come from interleaved confirmation rounds")
+
+
+class CandidateModel(_Strict):
+    """One of several models a run tuned: its best configuration within the budget, or why none fits."""
+
+    model: ModelInfo
+    chosen: bool = False
+    best: CandidateBest | None = Field(default=None, description="absent when no configuration fits the budget")
+    reason: str | None = Field(default=None, description="why nothing of it fits, or why it was not chosen")
+
+
 class DeploymentProfile(_Strict):
     """How to deploy one model on one machine within the budgets, with the evidence."""
 
@@ -177,6 +233,10 @@ class DeploymentProfile(_Strict):
     alternatives: list[Alternative] = Field(default_factory=list)
     trials: list[Trial] = Field(default_factory=list, description="every configuration this run's study tried, "
                                 "in trial order (the store's figures for other budgets included)")
+    candidates: list[CandidateModel] = Field(
+        default_factory=list, description="every model a multi-model run tuned (--model given more than once), the "
+        "chosen one marked; empty when one model was tuned")
+    model_choice: str | None = Field(default=None, description="how the model was chosen among the candidates")
     study: dict[str, Any] = Field(default_factory=dict, description="storage, study name, trial counts; "
                                   "tuner_peak_tree_bytes: the peak resident memory of the tuner itself (its process "
                                   "and its workers together) during the run")
