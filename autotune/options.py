@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 Objective = Literal["quality", "latency", "memory"]
 """What picks the winner among configurations within budget: lowest quality loss, p95 latency or memory."""
@@ -16,6 +16,9 @@ MAX_TRIALS = 10_000
 MIN_CONFIRM_ROUNDS = 5
 """Fewer interleaved rounds cannot separate a real difference from the ±5–10% run-to-run noise measured here."""
 MAX_CONFIRM_ROUNDS = 100
+DEFAULT_BUSY_SHARE = 1.0
+"""One core busy: the commonest neighbour, and the one that breaks a thread per core (thread barriers)."""
+MAX_BUSY_SHARE = 1024.0
 MIN_EVAL_TOKENS = 64
 """Quality intervals are bootstrapped over at least 4 chunks of at least 16 tokens (see ``quality_eval``)."""
 MAX_SEED = 2**32 - 1
@@ -46,6 +49,17 @@ class TuneOptions(BaseModel):
                             "measuring it in full and scoring its quality (see autotune.search.pipeline)")
     patience: int = Field(default=4, ge=0, le=10_000, description="stop after this many trials in a row that could "
                           "not beat the best beyond the noise (0: never stop early)")
+    busy_share: float = Field(default=DEFAULT_BUSY_SHARE, ge=0, le=MAX_BUSY_SHARE, allow_inf_nan=False,
+                              description="cores' worth of synthetic competing load the confirmation also measures "
+                              "under (0: none; see autotune.measure.competing_load)")
+    under_load: bool = Field(default=False, description="measure every finalist under the competing load in every "
+                             "confirmation round and choose on those figures (the budget applies to them)")
+
+    @model_validator(mode="after")
+    def _load_to_measure_under(self) -> TuneOptions:
+        if self.under_load and (self.busy_share == 0 or self.confirm_rounds == 0):
+            raise ValueError("under_load needs a competing load (busy_share above 0) and confirmation rounds")
+        return self
 
     @field_validator("confirm_rounds")
     @classmethod

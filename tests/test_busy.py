@@ -331,3 +331,91 @@ def test_a_run_stopped_by_its_checks_says_only_why_even_on_a_busy_machine(model:
                        "--storage", "postgresql+nosuchdriver://u:secret@localhost:1/x"])
     err = capsys.readouterr().err
     assert status == 2 and err.count("\n") == 1 and "busy" not in err, err
+
+
+# The synthetic competing load the confirmation measures under (autotune.measure.competing_load).
+
+def _loops() -> list[int]:
+    import psutil
+
+    return [p.pid for p in psutil.Process().children() if "-S" in p.cmdline()]
+
+
+def test_a_load_plan_keeps_the_last_cores_busy_whole_cores_first() -> None:
+    from autotune.measure.competing_load import plan_load
+
+    assert plan_load(1.0, [0, 1]).duties == ((1, 1.0),)
+    assert plan_load(0.5, [0, 1]).duties == ((1, 0.5),)
+    assert plan_load(1.5, [0, 1, 2]).duties == ((1, 0.5), (2, 1.0))
+    assert plan_load(1.5, [0, 1, 2]).describe() == "1.5 cores busy (cores 1, 2)"
+    for share in (0.0, -1.0, float("nan"), 3.0):
+        with pytest.raises(ValueError, match="competing load"):
+            plan_load(share, [0, 1])
+
+
+def test_the_synthetic_load_keeps_its_core_busy_and_counts_as_our_own() -> None:
+    # A stranger on the core would be "others" (a disturbed figure, a wait for quiet); the load autotune starts
+    # on purpose is its own time: figures measured under it are marked as what they are, not as disturbed.
+    import psutil
+
+    from autotune.measure.competing_load import competing_load
+
+    core = busy.measured_cores()[-1]
+    with competing_load(1.0, max_s=30, cores=[core]) as plan:
+        time.sleep(0.3)  # the interpreter starts before the window opens
+        loops = [psutil.Process(pid) for pid in _loops()]
+        spent = sum(p.cpu_times().user + p.cpu_times().system for p in loops)
+        found = busy.sample(1.0, cores=[core])
+        spent = sum(p.cpu_times().user + p.cpu_times().system for p in loops) - spent
+        assert [p.cpu_affinity() for p in loops] == [[core]] and plan.share == 1.0
+    assert spent > 0.5, "the loop kept its core busy"
+    assert not any(f"pid {loops[0].pid}," in name for name in found.busy_processes), found.busy_processes
+    assert found.others_share < 0.5, found
+    assert _loops() == [] and not psutil.pid_exists(loops[0].pid), "stopped and reaped when the block ended"
+
+
+def test_the_load_is_stopped_when_the_block_raises() -> None:
+    from autotune.measure.competing_load import competing_load
+
+    with pytest.raises(KeyboardInterrupt), competing_load(0.5, max_s=30):
+        assert len(_loops()) == 1
+        raise KeyboardInterrupt  # Ctrl-C during a busy measurement
+    assert _loops() == []
+
+
+def test_a_load_whose_parent_is_killed_ends_by_itself() -> None:
+    # SIGKILL runs no finally: the loop sees it has another parent and ends within a period.
+    import psutil
+
+    script = ("import sys, time\nfrom autotune.measure.competing_load import competing_load\n"
+              "with competing_load(1.0, max_s=60):\n"
+              "    import psutil; print(psutil.Process().children()[0].pid, flush=True); time.sleep(60)\n")
+    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert parent.stdout is not None
+    loop = int(parent.stdout.readline())
+    parent.send_signal(signal.SIGKILL)
+    parent.wait()
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        try:
+            if psutil.Process(loop).status() == psutil.STATUS_ZOMBIE:
+                break
+        except psutil.NoSuchProcess:
+            break
+        time.sleep(0.05)
+    else:
+        os.kill(loop, signal.SIGKILL)
+        raise AssertionError("the load outlived the process that started it")
+
+
+def test_a_busy_share_beyond_the_cores_or_a_load_option_without_a_load_is_one_line(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from autotune.cli.main import main
+
+    cores = len(busy.measured_cores())
+    for argv, expected in ((["--busy-share", str(cores + 1)], f"from 0 to {cores}"),
+                           (["--busy-share", "nan"], f"from 0 to {cores}"),
+                           (["--under-load", "--busy-share", "0"], "--under-load measures the finalists")):
+        status = main(["run", "--budget", "2GB", "--latency", "50ms", *argv])
+        lines = capsys.readouterr().err.splitlines()
+        assert status == 2 and len(lines) == 1 and expected in lines[0], lines

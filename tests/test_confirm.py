@@ -14,12 +14,19 @@ from autotune.errors import NothingFits
 from autotune.plugins.backend import Artifact
 from autotune.profile.schema import ArtifactInfo
 from autotune.record import TrialRecord
-from autotune.search.confirm import Finalist, decide
+from autotune.search.confirm import (
+    EARLIEST_STOP,
+    Finalist,
+    decide,
+    load_figures,
+    stop_reason,
+)
 from autotune.testing import FakeBackend
 from autotune.testing.conformance import example_hardware
 from autotune.testing.inline_plugin import manager_with
 from autotune.workload import Workload
 
+REPEATS = 100
 ARTIFACT = Artifact(path=Path("/x"), format="gguf", precision="q4_0", bits_per_weight=4.5, size_bytes=1)
 BUDGET = Budget.parse("1GB", "50ms")
 
@@ -97,7 +104,9 @@ def test_confirmation_stage_on_the_noisy_fake_backend(tmp_path: Path, monkeypatc
     result = Tuner(model, Budget.parse("400MB", "40ms"), Workload(prompt_tokens=8, gen_tokens=4, context=64, depth=0),
                    options, manager=manager, hardware=example_hardware(cores=4), reporter=SilentReporter()).run()
     confirmation = result.profile.confirmation
-    assert confirmation is not None and confirmation.rounds == 5
+    assert confirmation is not None and EARLIEST_STOP <= confirmation.rounds <= 5 and confirmation.max_rounds == 5
+    assert confirmation.notes[0].startswith(f"confirmation: {confirmation.rounds} of at most 5 rounds"
+                                            if confirmation.rounds < 5 else "confirmation: all 5 rounds ran")
     # q4_0 and q5_1 decode equally fast: claiming a strict winner between them would be reading noise.
     assert result.profile.params["quant"] in ("q4_0", "q5_1")
     assert confirmation.verdict in ("tie", "single finalist"), confirmation.notes
@@ -140,8 +149,9 @@ def test_rerunning_the_same_command_reuses_the_confirmation_rounds(tmp_path: Pat
 
     first, first_reporter = run()
     again, reporter = run()
-    assert not any(m.startswith("reusing the 5 confirmation rounds") for m in first_reporter.messages)
-    assert any(m.startswith("reusing the 5 confirmation rounds") for m in reporter.messages)
+    rounds = first.profile.confirmation.rounds  # type: ignore[attr-defined]
+    assert not any(m.startswith("reusing the") for m in first_reporter.messages)
+    assert any(m.startswith(f"reusing the {rounds} confirmation rounds") for m in reporter.messages)
     assert not any(m.startswith("round ") for m in reporter.messages)  # nothing measured again
     assert again.profile.confirmation == first.profile.confirmation  # type: ignore[attr-defined]
 
@@ -170,3 +180,162 @@ def test_the_memory_guard_lies_above_the_budget_and_within_the_machine() -> None
     hardware = example_hardware(memory_gib=4)
     assert memory_guard(Budget.parse("1GB", "50ms"), hardware) == 1_000_000_000 + 512 * 2**20
     assert memory_guard(Budget.parse("100GB", "50ms"), hardware) == hardware.worker_memory_ceiling()
+
+
+# Sequential rounds: the stop rule on synthetic rounds.
+
+def sequential(finalists: list[Finalist], base: Finalist, most: int = 5, thumb: Finalist | None = None,
+               strict: bool = False) -> int:
+    """The rounds the stage would run: the first round after which ``stop_reason`` stops, else ``most``."""
+    full = {id(f): (f.decode_tps, f.itl_p95_ms) for f in [*finalists, base, *([thumb] if thumb else [])]}
+
+    def cut(f: Finalist, done: int) -> Finalist:
+        tps, p95 = full[id(f)]
+        f.decode_tps, f.itl_p95_ms = tps[:done], p95[:done]
+        return f
+
+    for done in range(1, most + 1):
+        for f in [*finalists, base, *([thumb] if thumb else [])]:
+            cut(f, done)
+        if stop_reason(finalists, base, BUDGET, strict, done, most, thumb) is not None:
+            return done
+    return most
+
+
+def test_a_tie_that_no_remaining_round_can_break_stops_the_rounds_early() -> None:
+    a = finalist("#1", [100, 103, 98, 101, 99], [20] * 5, bits=4.5)
+    b = finalist("#2", [101, 99, 100, 102, 98], [20] * 5, bits=8.5)  # each won a round of the first three
+    base = finalist("untuned", [60] * 5, [30] * 5)
+    assert sequential([a, b], base) == 3
+    why = stop_reason([a, b], base, BUDGET, False, 3, 5)
+    assert why is not None and "tie whatever the remaining rounds" in why
+    record, confirmation, notes = decide([a, b], base, BUDGET, False, 3, stopped=f"3 of at most 5 rounds: {why}",
+                                         max_rounds=5)
+    # The same decision five rounds give: a tie, broken by quality.
+    assert record is b.record and confirmation.verdict == "tie" and confirmation.rounds == 3
+    assert confirmation.max_rounds == 5 and notes[0].startswith("confirmation: 3 of at most 5 rounds")
+
+
+def test_a_win_stops_early_only_beyond_the_noise_in_every_round() -> None:
+    base = finalist("untuned", [60] * 5, [30] * 5)
+    clear = [finalist("#1", [120, 121, 119, 122, 120], [20] * 5), finalist("#2", [100] * 5, [22] * 5)]
+    assert sequential(clear, base) == EARLIEST_STOP  # 20% in every round
+    close = [finalist("#1", [105, 106, 104, 105, 106], [20] * 5), finalist("#2", [100] * 5, [22] * 5)]
+    assert sequential(close, base) == 5, "a 5% win needs every round: three unanimous rounds happen by chance"
+    record, confirmation, _ = decide(close, base, BUDGET, False, 5)
+    assert confirmation.verdict == "winner" and record is close[0].record
+
+
+def test_a_latency_near_the_budget_gets_every_round() -> None:
+    base = finalist("untuned", [60] * 5, [30] * 5)
+    near = finalist("#1", [100] * 5, [46, 47, 45, 46, 47])  # within 50 ms, but not by 10%
+    clear = finalist("#1", [100] * 5, [30, 31, 29, 30, 31])
+    assert sequential([near], base) == 5
+    assert sequential([clear], base) == EARLIEST_STOP
+
+
+def test_the_rule_of_thumb_keeps_the_rounds_going_until_its_verdict_is_settled() -> None:
+    base = finalist("untuned", [60] * 5, [30] * 5)
+    chosen = finalist("#1", [100, 100, 100, 100, 100], [20] * 5)
+    unsettled = finalist("rule of thumb", [95, 96, 94, 101, 95], [20] * 5)  # 5% slower in 3 rounds: not beyond 10%
+    assert sequential([chosen], base, thumb=unsettled) == 4  # round 4 splits them: a tie for good
+    far = finalist("rule of thumb", [50, 52, 49, 51, 50], [40] * 5)
+    assert sequential([chosen], base, thumb=far) == EARLIEST_STOP
+
+
+def test_never_more_rounds_than_the_limit_and_never_fewer_than_three() -> None:
+    base = finalist("untuned", [60] * 5, [30] * 5)
+    one = finalist("#1", [100] * 5, [20] * 5)
+    assert stop_reason([one], base, BUDGET, False, 2, 5) is None
+    assert stop_reason([one], base, BUDGET, False, 5, 5) is None  # the last round ends the rounds anyway
+    assert stop_reason([one], base, BUDGET, False, 3, 5) is not None
+
+
+def test_sequential_rounds_crown_few_more_wrong_winners_than_five_fixed_rounds() -> None:
+    # Looking after every round gives chance more occasions; the stricter early effect must take them back. The
+    # noise of test_stats: the machine scales a round's configurations alike (±10%), each run adds its own 5%.
+    rng = random.Random(11)
+    wrong_fixed = wrong_sequential = early = 0
+    for _ in range(REPEATS):
+        machine = [rng.uniform(0.9, 1.1) for _ in range(5)]
+        a, b = (finalist(label, [100 * m * rng.gauss(1, 0.05) for m in machine], [20] * 5) for label in ("#1", "#2"))
+        base = finalist("untuned", [60 * m for m in machine], [30] * 5)
+        full = (list(a.decode_tps), list(b.decode_tps))
+        wrong_fixed += decide([a, b], base, BUDGET, False, 5)[1].verdict == "winner"  # a and b are equal
+        done = sequential([a, b], base)
+        early += done < 5
+        wrong_sequential += decide([a, b], base, BUDGET, False, done)[1].verdict == "winner"
+        assert (a.decode_tps, b.decode_tps) == (full[0][:done], full[1][:done])
+    assert early > REPEATS // 2, "ties between equal configurations mostly settle before the fifth round"
+    assert wrong_sequential - wrong_fixed <= REPEATS // 100, (wrong_sequential, wrong_fixed)
+
+
+def test_under_load_the_busy_figures_are_judged() -> None:
+    a = finalist("#1", [100] * 5, [20] * 5)
+    a.busy_decode_tps, a.busy_itl_p95_ms = [20] * 5, [900] * 5
+    view = a.under_load()
+    assert view.decode_tps == [20] * 5 and view.busy_decode_tps == [100] * 5 and view.record is a.record
+    base = finalist("untuned", [60] * 5, [30] * 5)
+    with pytest.raises(NothingFits, match="50 ms budget"):
+        decide([view], base.under_load(), BUDGET, False, 5)
+
+
+def test_a_configuration_that_collapses_under_load_is_never_shown_without_a_warning() -> None:
+    chosen = finalist("#1", [70] * 3, [20] * 3)
+    chosen.busy_decode_tps, chosen.busy_itl_p95_ms = [4.8], [1700.0]  # -t 2 with one core busy, as measured
+    thumb = finalist("rule of thumb", [45] * 3, [25] * 3)
+    thumb.busy_decode_tps, thumb.busy_itl_p95_ms = [43.0], [30.0]  # -t 1 keeps its speed
+    base = finalist("untuned", [45] * 3, [25] * 3)
+    figures, warnings = load_figures([chosen, thumb, base], chosen.record, thumb, base, BUDGET, "1 core busy (core 1)")
+    assert [f.collapses for f in figures] == [True, False, False]
+    assert figures[0].chosen and figures[0].busy_rounds == 1 and figures[2].busy_decode_tps is None
+    assert warnings == ["the chosen configuration #1 collapses with 1 core busy (core 1): 4.8 tok/s against 70.0 quiet "
+                        "(7%); p95 1700.0 ms over the 50 ms budget"]
+
+
+def test_the_stage_measures_the_answer_and_the_rule_of_thumb_under_load(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    # The rounds' measurements are taken in-process (the fake's formulas): what is checked is which configuration
+    # is measured when, and that the competing load runs exactly during the busy measurements.
+    import psutil
+
+    import autotune.search.confirm as confirm
+    from autotune.measure.worker import WorkerResult
+
+    calls: list[tuple[str, int | None, bool]] = []
+
+    def in_process(backend, artifact, params, workload, **kwargs):  # type: ignore[no-untyped-def]
+        loops = [p for p in psutil.Process().children() if "-S" in p.cmdline()]
+        calls.append((str(params), workload.depth, bool(loops)))
+        return WorkerResult(ok=True, value=backend.measure(artifact, params, workload))
+
+    monkeypatch.setattr(confirm, "measure", in_process)
+    monkeypatch.setenv("AUTOTUNE_CACHE", str(tmp_path / "cache"))
+    model = tmp_path / "m.gguf"
+    model.write_bytes(b"GGUF" + bytes(16))
+    workload = Workload(prompt_tokens=8, gen_tokens=4, context=64)
+
+    def run(**settings: object) -> object:
+        from autotune.probe.machine import probe_here
+
+        calls.clear()
+        options = TuneOptions(trials=2, timeout_s=30, measure_quality=False, confirm_rounds=5, seed=3, **settings)
+        return Tuner(model, Budget.parse("400MB", "40ms"), workload, options,
+                     manager=manager_with(FakeBackend(noise=0.05, measures_here=True)),
+                     hardware=probe_here(measure_bandwidth=False), reporter=SilentReporter()).run().profile.confirmation
+
+    default = run()
+    assert default.busy_share == 1.0 and not default.under_load
+    busy = [f for f in default.figures if f.busy_rounds]
+    chosen = next(f for f in default.figures if f.chosen)
+    assert chosen in busy and {f.label for f in busy} <= {chosen.label, "rule of thumb"}
+    assert all(f.busy_rounds == 1 and f.rounds == default.rounds for f in busy)
+    loaded_calls = [c for c in calls if c[2]]
+    assert len(loaded_calls) == len(busy) and all(depth == 0 for _, depth, _ in loaded_calls), calls
+    assert len(calls) == default.rounds * len(default.figures) + len(busy), "every other measurement was quiet"
+
+    loaded = run(under_load=True)
+    assert loaded.under_load and all(f.busy_rounds == f.rounds == loaded.rounds for f in loaded.figures)
+    assert sum(c[2] for c in calls) == len(calls) // 2
+    with pytest.raises(ValueError, match="under_load needs a competing load"):
+        TuneOptions(under_load=True, busy_share=0)

@@ -25,6 +25,7 @@ from autotune.cli.version import VersionAction
 from autotune.errors import AutotuneError, InputError, one_line
 from autotune.numbers import DURATION_FORMS, SIZE_FORMS, parse_duration, parse_size
 from autotune.options import (
+    DEFAULT_BUSY_SHARE,
     DEFAULT_TRIALS,
     MAX_CONFIRM_ROUNDS,
     MAX_SEED,
@@ -182,9 +183,15 @@ def build_parser() -> argparse.ArgumentParser:
                      help=f"per-measurement timeout, {run_options.MIN_TIMEOUT_S:g}s to {MAX_TIMEOUT_S:g}s "
                      "(default: 300s)")
     run.add_argument("--confirm-rounds", type=_typed(run_options.confirm_rounds), default=5,
-                     help=f"interleaved confirmation rounds, {MIN_CONFIRM_ROUNDS} to "
-                     f"{MAX_CONFIRM_ROUNDS}; 0 skips (default: 5)")
+                     help=f"the most interleaved confirmation rounds, {MIN_CONFIRM_ROUNDS} to "
+                     f"{MAX_CONFIRM_ROUNDS}; they stop after 3 once the decision is settled; 0 skips (default: 5)")
     run.add_argument("--strict", action="store_true", help="require the p95 interval's upper end within --latency")
+    run.add_argument("--busy-share", type=_typed(run_options.busy_share), default=DEFAULT_BUSY_SHARE,
+                     help="cores' worth of synthetic competing load the confirmation also measures under: 1 keeps one "
+                     "core busy, 0.5 half of one, 0 none (default: 1; the chosen configuration and the rule of thumb)")
+    run.add_argument("--under-load", action="store_true",
+                     help="measure every finalist under that load in every confirmation round and choose on those "
+                     "figures: the budget applies to the machine as it will be, busy")
     run.add_argument("--patience", type=_typed(run_options.patience), default=4,
                      help="stop after this many trials in a row that could not beat the best beyond the noise "
                      "(default: 4; 0: spend every --trials)")

@@ -35,7 +35,7 @@ def run_command(args: argparse.Namespace, budget: Budget, workload: Workload, ti
         backends=tuple(args.backend), trials=args.trials, timeout_s=timeout_s, storage=args.storage, objective=args.objective,
         seed=args.seed, measure_quality=not args.no_quality, eval_text=args.eval_text, eval_tokens=args.eval_tokens,
         confirm_rounds=args.confirm_rounds, strict=args.strict, patience=args.patience,
-        screening=not args.no_screening,
+        screening=not args.no_screening, busy_share=args.busy_share, under_load=args.under_load,
     )
     stem = profile_stem(Path("+".join(p.name.removesuffix(".gguf") for p in model_paths)), hardware.fingerprint)
     profile_path, plot_path = prepare_out(args.out, stem)  # a bad --out fails now, not after the search
@@ -75,6 +75,8 @@ def run_command(args: argparse.Namespace, budget: Budget, workload: Workload, ti
         console.print(line)
         for note in confirmation.notes:
             console.print(f"  [dim]{note}[/dim]")
+        for warning in confirmation.load_warnings:  # never presented without saying so
+            console.print(f"[yellow]warning:[/yellow] {warning}")
     profile_path.write_text(profile.to_json())
     plot_path = write_pareto_plot(plot_path, measured, result.front, result.winner, budget)
     m = profile.measured

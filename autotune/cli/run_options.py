@@ -18,7 +18,7 @@ from autotune.budget import MAX_QUALITY_LOSS as MAX_QUALITY_LOSS
 from autotune.budget import Budget, parse_quality_loss
 from autotune.errors import AutotuneError, InputError
 from autotune.model.bundled import BUNDLED
-from autotune.numbers import parse_duration, parse_whole, quoted
+from autotune.numbers import parse_duration, parse_real, parse_whole, quoted
 from autotune.options import (
     MAX_CONFIRM_ROUNDS,
     MAX_SEED,
@@ -109,6 +109,14 @@ def confirm_rounds(text: str) -> int:
     return rounds
 
 
+def busy_share(text: str) -> float:
+    """``--busy-share``: cores' worth of synthetic competing load (0: none), at most the cores autotune may use."""
+    from autotune.measure.busy import measured_cores
+
+    cores = len(measured_cores())
+    return parse_real(text, at_least=0, at_most=cores, example="0.5 for half a core, 1 for a whole one")
+
+
 def timeout(text: str) -> float:
     """``--timeout``: seconds one measurement may take."""
     return parse_duration(text, at_least=MIN_TIMEOUT_S, at_most=MAX_TIMEOUT_S)
@@ -144,6 +152,9 @@ def check_run_options(args: argparse.Namespace) -> CheckedRun:
     """
     question = check_question(args)
     _check_out(args.out)
+    if getattr(args, "under_load", False) and (args.busy_share == 0 or args.confirm_rounds == 0):
+        raise InputError("--under-load measures the finalists under a competing load in the confirmation rounds: "
+                         "give it --busy-share above 0 and --confirm-rounds above 0")
     return CheckedRun(budget=question.budget, workload=question.workload, timeout_s=args.timeout)
 
 

@@ -29,7 +29,7 @@ BudgetStatus = Literal["within", "marginal", "over"]
 
 __all__ = [
     "BudgetStatus", "Comparison", "Interval", "Ranked", "Verdict", "bootstrap_interval", "budget_status",
-    "compare", "interval_from_replicates", "paired_ratio", "rank_finalists", "sign_test",
+    "can_still_win", "compare", "interval_from_replicates", "paired_ratio", "rank_finalists", "sign_test",
 ]
 
 
@@ -112,13 +112,27 @@ def sign_test(a_rounds: Sequence[float], b_rounds: Sequence[float]) -> float:
     signed rounds the p-value is 1. Distribution-free: an outlier round counts as one vote.
     """
     a, b = _paired(a_rounds, b_rounds)
-    greater = int(np.sum(a > b))
-    signed = greater + int(np.sum(a < b))
+    return _sign_p(int(np.sum(a > b)), int(np.sum(a < b)))
+
+
+def _sign_p(greater: int, smaller: int) -> float:
+    """The sign test's two-sided p-value from the count of rounds each side won."""
+    signed = greater + smaller
     if signed == 0:
         return 1.0
-    extreme = min(greater, signed - greater)
+    extreme = min(greater, smaller)
     tail = sum(math.comb(signed, k) for k in range(extreme + 1)) / 2**signed
     return float(min(1.0, 2 * tail))
+
+
+def _sign_agrees(winner_rounds: int, loser_rounds: int, rounds: int, alpha: float) -> tuple[bool, str]:
+    """Whether the sign rule of ``compare`` lets a side that won ``winner_rounds`` of ``rounds`` win, and the rule."""
+    if 2 / 2**rounds <= alpha:  # the smallest two-sided p-value n rounds can give is attainable
+        sign_p = _sign_p(winner_rounds, loser_rounds)
+        return (winner_rounds > rounds - winner_rounds and sign_p <= alpha,
+                f"sign test p = {sign_p:.3g} (needs <= {alpha:.3g})")
+    return (winner_rounds == rounds,
+            f"{winner_rounds} of {rounds} rounds (with {rounds} rounds every round must agree)")
 
 
 @dataclass(frozen=True)
@@ -188,19 +202,36 @@ def compare(
                           f"the {confidence:.0%} interval of a/b [{ratio.low:.3f}, {ratio.high:.3f}] "
                           f"does not exclude {band}")
 
-    winner_rounds = a_better if candidate == "a" else b_better
-    attainable = 2 / 2**rounds <= alpha
-    if attainable:
-        agrees = winner_rounds > rounds - winner_rounds and sign_p <= alpha
-        sign_rule = f"sign test p = {sign_p:.3g} (needs <= {alpha:.3g})"
-    else:
-        agrees = winner_rounds == rounds
-        sign_rule = f"{winner_rounds} of {rounds} rounds (with {rounds} rounds every round must agree)"
+    winner_rounds, loser_rounds = (a_better, b_better) if candidate == "a" else (b_better, a_better)
+    agrees, sign_rule = _sign_agrees(winner_rounds, loser_rounds, rounds, alpha)
     if not agrees:
         return Comparison("tie", ratio, sign_p, rounds, a_better, b_better, higher_is_better,
                           f"the interval favours {candidate} but the sign test does not: {sign_rule}")
     return Comparison(candidate, ratio, sign_p, rounds, a_better, b_better, higher_is_better,
                       f"{candidate} is better: a/b in [{ratio.low:.3f}, {ratio.high:.3f}], {sign_rule}")
+
+
+def can_still_win(
+    a_rounds: Sequence[float],
+    b_rounds: Sequence[float],
+    total_rounds: int,
+    higher_is_better: bool = True,
+    confidence: float = 0.95,
+) -> bool:
+    """Whether ``compare`` over ``total_rounds`` rounds could still find ``a`` better than ``b``.
+
+    The rounds measured so far are ``a_rounds`` and ``b_rounds``; the best case for ``a`` is that it wins
+    every round still to come. ``compare`` needs its sign rule to agree (every round with up to 5 rounds, a
+    majority with a small enough sign-test p-value beyond), and that depends only on who won which round: when
+    even the best case fails it, the verdict "a" is out of reach whatever the remaining rounds measure. (The
+    interval rule is not checked: it can only refuse more, so False here is certain, True only possible.)
+    """
+    a, b = _paired(a_rounds, b_rounds)
+    if total_rounds < a.size:
+        raise ValueError(f"total_rounds ({total_rounds}) is below the {a.size} rounds already measured")
+    a_greater, b_greater = int(np.sum(a > b)), int(np.sum(a < b))
+    wins, losses = (a_greater, b_greater) if higher_is_better else (b_greater, a_greater)
+    return _sign_agrees(wins + total_rounds - int(a.size), losses, total_rounds, 1 - confidence)[0]
 
 
 @dataclass(frozen=True)

@@ -55,6 +55,32 @@ PROBE_SHARE = 3
 measurement, so a short run that needs more cannot be followed by a full one within the timeout."""
 
 
+COMFORT = 2.0
+"""A configuration "fits comfortably" when its predicted latency lower bound is at most the budget over this."""
+
+
+def full_measurement_tokens(workload: Workload) -> int:
+    """Tokens one full measurement of ``workload`` prefills and decodes: a warm-up and the timed runs, then the
+    fill to ``deep_start`` and its generated tokens."""
+    deep = workload.deep_start + workload.gen_tokens if workload.deep_start else 0
+    return (workload.runs + 1) * (workload.prompt_tokens + workload.gen_tokens) + deep
+
+
+def fits_comfortably(prediction: Prediction | None, budget_ms: float, workload: Workload, timeout_s: float) -> bool:
+    """Whether the prediction makes a backend's short first run needless: its latency lower bound is at most
+    ``1 / COMFORT`` of the latency budget, and a full measurement at the budget's pace (every token, prefilled or
+    decoded, taking the whole budget) still finishes within ``timeout_s``.
+
+    A configuration within its budget then finishes a full measurement in time; one that does not finish was far
+    slower than its budget, and its backend is dropped after that one timeout, as after a short run's
+    (``TrialPipeline.run``). The default command (a 270M model, 50 ms) no longer pays a short run per backend.
+    """
+    bound = prediction.latency_lower_bound_ms if prediction is not None else None
+    if not bound or bound * COMFORT > budget_ms:
+        return False
+    return full_measurement_tokens(workload) * budget_ms / 1000 <= timeout_s
+
+
 def full_measurement_s(short: Measurement, workload: Workload) -> float:
     """The least time one full measurement of ``workload`` takes at a short run's speeds: loading, a warm-up and
     the timed runs (prompt, then generated tokens), and the prefill to ``deep_start`` with its generated tokens."""
@@ -87,7 +113,10 @@ class TrialPipeline:
         self.full: list[TrialRecord] = [r for r in previous if r.status == "measured"]
         """Fully measured records of this study: the bar a screen compares against."""
         self.probed: set[str] = set()
-        """Backends whose short first run showed a full measurement can finish within the timeout."""
+        """Backends whose short first run showed a full measurement can finish within the timeout, or whose
+        prediction made it needless (``fits_comfortably``)."""
+        self.unprobed: set[str] = set()
+        """Backends measured in full without a short run first, until their first full measurement ends."""
         self.quiet = QuietWait(reporter=context.reporter)
         """The run's allowance of waiting for a quiet machine to measure a disturbed configuration again."""
 
@@ -158,7 +187,12 @@ class TrialPipeline:
         if not self._can_finish(record, backend, artifact, params):
             return record
         self.context.reporter.info(f"measuring {backend.name} {record.label}")
-        if not self._measure(record, backend, artifact, params, self.context.workload):
+        measured = self._measure(record, backend, artifact, params, self.context.workload)
+        if backend.name in self.unprobed:
+            self.unprobed.discard(backend.name)
+            if not measured and record.cause == "timed out":
+                self._drop_too_slow(record, backend)
+        if not measured:
             return record
         with self.context.phases.timing("quality"):
             quality: Quality | None = self.quality.evaluate(resolved, artifact, params) if self.quality else None
@@ -203,6 +237,9 @@ class TrialPipeline:
             return True
         self.probed.add(backend.name)
         timeout_s, workload = self.context.options.timeout_s, self.context.workload
+        if fits_comfortably(record.prediction, self.context.budget.latency_ms, workload, timeout_s):
+            self.unprobed.add(backend.name)
+            return True
         short = screening_workload(workload)
         self.context.reporter.info(f"a short run of {backend.name} {record.label} first: can a full measurement "
                                    f"finish within --timeout {timeout_s:g}s?")
@@ -227,6 +264,16 @@ class TrialPipeline:
         self.dropped[backend.name] = why
         self.context.reporter.warn(f"backend {backend.name!r} dropped for this run: {why}")
         return False
+
+    def _drop_too_slow(self, record: TrialRecord, backend: Backend) -> None:
+        """A backend whose first full measurement timed out although its prediction fitted comfortably is far
+        slower here than its budget: dropped, as a short run that could not finish would have dropped it."""
+        timeout_s = self.context.options.timeout_s
+        why = (f"its first full measurement ({backend.name} {record.label}) did not finish within --timeout "
+               f"{timeout_s:g}s, which one within the {self.context.budget.latency_ms:g} ms latency budget would; "
+               "raise --timeout or lower --depth/--context to tune it")
+        self.dropped[backend.name] = why
+        self.context.reporter.warn(f"backend {backend.name!r} dropped for this run: {why}")
 
     def _drop_on_fault(self, backend: Backend, error: BaseException) -> None:
         """A value of the wrong kind is the plugin's bug, not the configuration's: every trial would repeat it, so
