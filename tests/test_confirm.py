@@ -339,3 +339,15 @@ def test_the_stage_measures_the_answer_and_the_rule_of_thumb_under_load(tmp_path
     assert sum(c[2] for c in calls) == len(calls) // 2
     with pytest.raises(ValueError, match="under_load needs a competing load"):
         TuneOptions(under_load=True, busy_share=0)
+
+
+def test_the_report_page_shows_a_collapse_under_load_as_a_warning() -> None:
+    from autotune.profile.schema import Interval
+    from autotune.report.page import _confirmation
+
+    confirmation = decide([finalist("#1", [70] * 3, [20] * 3)], finalist("untuned", [45] * 3, [25] * 3), BUDGET, False,
+                          3)[1].model_copy(update={"load_warnings": ["the chosen configuration #1 collapses <busy>"],
+                                                   "busy_share": 1.0})
+    page = _confirmation(confirmation)
+    assert "<strong>warning:</strong> the chosen configuration #1 collapses &lt;busy&gt;" in page
+    assert isinstance(confirmation.decode_tps, Interval)

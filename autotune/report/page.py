@@ -233,7 +233,9 @@ def _confirmation(c: Confirmation | None) -> str:
         rows.append(f"<tr><td>rule of thumb (every physical core, runtime defaults)</td><td class=\"n\" colspan=\"2\">"
                     f"chosen decodes {interval(c.speedup_over_rule_of_thumb, '.2f', 'speedup-rule')} × as fast</td>"
                     f"<td>{escape(params_text(c.rule_of_thumb_params or {}))}</td><td>{escape(versus)}</td></tr>")
-    notes = "".join(f"<li>{escape(note)}</li>" for note in c.notes)
+    # A configuration collapsing under the competing load is never shown without saying so.
+    notes = "".join(f"<li><strong>warning:</strong> {escape(warning)}</li>" for warning in c.load_warnings)
+    notes += "".join(f"<li>{escape(note)}</li>" for note in c.notes)
     return (f'<section id="confirmation">{title}<p>{c.rounds} interleaved rounds; intervals are 95% bootstrap '
             "intervals, speed-ups are the chosen configuration's decode speed over the baseline's in paired rounds."
             '</p><table><thead><tr><th>configuration</th><th class="n">decode tok/s / speed-up</th>'
