@@ -230,3 +230,17 @@ def test_the_profile_reports_the_tuners_own_peak_and_warns_over_the_budget(model
     peak = result.profile.study["tuner_peak_tree_bytes"]
     assert peak >= psutil.Process().memory_info().rss + 20 * 2**20  # this process and a Python worker beside it
     assert any("the tuner itself" in w for w in reporter.warnings) == (peak > budget.memory_bytes)
+
+
+def test_llama_cpp_keeps_the_context_chunks_share_and_scores_as_from_scratch(tiny: Path) -> None:
+    from autotune_llamacpp import LlamaCppBackend
+    from autotune_llamacpp.logprobs import iter_logprobs
+
+    backend = LlamaCppBackend()
+    words = backend.tokenize(backend.inspect(tiny), "The history of computing is the history of machines. " * 12)
+    prefix, windows = words[:40], [words[40 + 20 * i:60 + 20 * i] for i in range(3)]
+    tokens = [t for window in windows for t in prefix + window]  # the scorer's layout: one filler, three windows
+    reused = np.concatenate(list(iter_logprobs(tiny, {"n_threads": 2}, tokens, 60, first_row=39)))
+    fresh = np.concatenate([c[39:] for c in iter_logprobs(tiny, {"n_threads": 2}, tokens, 60)])
+    assert reused.shape == fresh.shape == (3 * 20, 512)
+    np.testing.assert_allclose(reused, fresh, atol=2e-3)

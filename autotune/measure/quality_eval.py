@@ -5,9 +5,11 @@ A configuration is scored as it will run: its artifact and the runtime settings 
 (``lay_out_text``). Configurations that differ only in settings that cannot change outputs (threads, batch
 sizes, mmap) share one score.
 
-What depth costs: each chunk fills the context to the workload's reach before its scored window, so scoring
-evaluates about ``reach / window`` times as many positions as it scores (8 for the default workload: 2,048
-positions deep, 256-token windows), without logits for the filler where the backend skips them (llama.cpp).
+What depth costs: every chunk is the same filler (the text after the scored part) up to the workload's reach,
+then its own window of the scored text. llama.cpp evaluates the filler once per model without logits and keeps
+it in the cache for every window, so a score evaluates about reach + scored tokens positions (about 3,000 for
+the default workload: 2,048 deep, 1,024 scored) and computes logits only for the scored ones; a backend that
+cannot skip or keep context evaluates the filler in every chunk (4 × 2,048 positions).
 """
 
 from __future__ import annotations
@@ -82,7 +84,8 @@ class QualityEvaluator:
         backend = reference.backend
         try:
             chosen = text if text is not None else read_text(options, options.eval_tokens)
-            layout = lay_out_text(backend, reference.source, chosen, options.eval_tokens, workload_reach(workload))
+            layout = lay_out_text(backend, reference.source, chosen, options.eval_tokens, workload_reach(workload),
+                                  options.chunk_tokens)
             # The first starting point keeps the source precision: the source itself is the reference.
             ref_params = backend.starting_points(reference.source, hardware, workload)[0]
             ref_artifact, _ = prepare_artifact(backend, reference.source, ref_params)
@@ -201,8 +204,10 @@ def workload_reach(workload: Workload) -> int:
     return workload.prompt_tokens + workload.gen_tokens
 
 
-def lay_out_text(backend: Backend, source: ModelSource, text: str, scored_tokens: int, reach: int) -> ScoredText:
-    """Lay ``text`` out for scoring about ``scored_tokens`` of it at context depth ``reach`` (see ``ScoredText``).
+def lay_out_text(backend: Backend, source: ModelSource, text: str, scored_tokens: int, reach: int,
+                 longest_window: int = 256) -> ScoredText:
+    """Lay ``text`` out for scoring about ``scored_tokens`` of it at context depth ``reach`` (see ``ScoredText``),
+    in at least ``MIN_CHUNKS`` windows of at most ``longest_window`` tokens.
 
     ``text`` may be the shipped evaluation text, the user's ``--eval-text`` or their prompts; only its start is
     scored (cut at a word break, so its bytes are exact), and what follows fills the context up to the depth,
@@ -210,7 +215,7 @@ def lay_out_text(backend: Backend, source: ModelSource, text: str, scored_tokens
     """
     empty = backend.tokenize(source, "")
     bos = empty[:1] if len(empty) == 1 else []
-    longest = max(MIN_WINDOW, min(scored_tokens // MIN_CHUNKS, reach - len(bos)))
+    longest = max(MIN_WINDOW, min(scored_tokens // MIN_CHUNKS, longest_window, reach - len(bos)))
     scored_text, body = fit_text(backend, source, text, len(bos), max(longest * MIN_CHUNKS, scored_tokens))
     if len(body) < 2 * MIN_CHUNKS:
         raise AutotuneError("the evaluation text is too short to score quality: it tokenized to "

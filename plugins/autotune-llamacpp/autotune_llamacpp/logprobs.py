@@ -49,16 +49,26 @@ def iter_logprobs(model_path: Path, params: Mapping[str, Any], token_ids: list[i
     llama_cpp = import_llama_cpp()
     chunks = logprob_chunks(token_ids, chunk_tokens)  # raises on a bad chunk size before anything is loaded
     piece = piece_tokens(read_gguf_info(Path(model_path)).vocab_size)
-    llm = load(model_path, {**params, "n_batch": piece, "n_ubatch": piece}, chunk_tokens)
+    # swa_full (llama.cpp's default, said here because reuse depends on it): sliding-window layers keep every
+    # position, so the context a chunk shares with the one before can stay in the cache.
+    llm = load(model_path, {**params, "n_batch": piece, "n_ubatch": piece}, chunk_tokens, swa_full=True)
     n_vocab = llm.n_vocab()
     batch = llama_cpp.llama_batch_init(piece, 0, 1)
     memory = llama_cpp.llama_get_memory(llm.ctx)
+    cached: list[int] = []
     try:
         for chunk in chunks:
-            llama_cpp.llama_memory_clear(memory, True)
             context_end = min(first_row, len(chunk) - 1)
+            # Context this chunk shares with the last one (the scorer's chunks share their filler) is kept: the
+            # same tokens at the same positions give the same cache, and the rest is removed. Scored rows are
+            # always evaluated, since their logits are needed.
+            keep = _common_prefix(cached, chunk[:context_end])
+            if not (keep and llama_cpp.llama_memory_seq_rm(memory, 0, keep, -1)):
+                llama_cpp.llama_memory_clear(memory, True)
+                keep = 0
+            cached = chunk[:-1]
             # Context pieces (no logits), then scored pieces: none straddles first_row.
-            cuts = [*range(0, context_end, piece), *range(context_end, len(chunk) - 1, piece), len(chunk) - 1]
+            cuts = [*range(keep, context_end, piece), *range(context_end, len(chunk) - 1, piece), len(chunk) - 1]
             for first, stop in zip(cuts, cuts[1:], strict=False):
                 scored = first >= context_end
                 batch.n_tokens = stop - first
@@ -78,3 +88,11 @@ def iter_logprobs(model_path: Path, params: Mapping[str, Any], token_ids: list[i
     finally:
         llama_cpp.llama_batch_free(batch)
         del llm
+
+
+def _common_prefix(first: list[int], second: list[int]) -> int:
+    """How many leading tokens ``first`` and ``second`` share."""
+    for index, (a, b) in enumerate(zip(first, second, strict=False)):
+        if a != b:
+            return index
+    return min(len(first), len(second))
