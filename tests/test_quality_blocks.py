@@ -244,3 +244,30 @@ def test_llama_cpp_keeps_the_context_chunks_share_and_scores_as_from_scratch(tin
     fresh = np.concatenate([c[39:] for c in iter_logprobs(tiny, {"n_threads": 2}, tokens, 60)])
     assert reused.shape == fresh.shape == (3 * 20, 512)
     np.testing.assert_allclose(reused, fresh, atol=2e-3)
+
+
+def test_a_screen_compares_only_with_configurations_of_the_same_quality() -> None:
+    from types import SimpleNamespace
+
+    from autotune.measurement import Measurement
+    from autotune.profile.schema import ArtifactInfo
+    from autotune.record import TrialRecord
+    from autotune.search.pipeline import TrialPipeline
+    from autotune_llamacpp import LlamaCppBackend
+
+    def record(number: int, tps: float, **params: Any) -> TrialRecord:
+        measured = Measurement(load_s=0.1, ttft_ms=10, itl_p50_ms=1000 / tps, itl_p95_ms=1000 / tps, decode_tps=tps,
+                               prefill_tps=500, peak_rss_bytes=2**28, runs=3, spread=0.01)
+        return TrialRecord(number=number, status="measured", backend="llamacpp",
+                           params={"quant": "Q4_0", "n_threads": 2, "flash_attn": True, "type_kv": "f16", **params},
+                           artifact=ArtifactInfo(path="/m-Q4_0.gguf", format="gguf", precision="Q4_0",
+                                                 bits_per_weight=4.5, size_bytes=2**27), measurement=measured)
+
+    pipeline = TrialPipeline.__new__(TrialPipeline)
+    pipeline.context = SimpleNamespace(options=SimpleNamespace(screening=True, objective="quality"))  # type: ignore[assignment]
+    fast_q4_cache, f16_cache = record(1, 90.0, type_kv="q4_0"), record(2, 70.0)
+    pipeline.full = [fast_q4_cache, f16_cache]
+    backend = LlamaCppBackend()
+    # A new f16-cache configuration is screened against the f16-cache one, not the faster one that loses quality.
+    assert pipeline._bar(record(3, 1.0, n_threads=1), backend) is f16_cache
+    assert pipeline._bar(record(4, 1.0, n_threads=1, type_kv="q4_0"), backend) is fast_q4_cache

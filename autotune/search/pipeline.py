@@ -9,7 +9,8 @@ first *screened*: one short timed run at the start of the context, no deep run, 
 (about a fifth of a full measurement's time, and no quality scoring at all). Only a configuration the
 screen cannot rule out gets the full protocol and its quality score. A screen rules a configuration
 out when it is over a budget beyond the noise, or when it cannot win: slower than the best measured
-configuration with the same quality (same artifact) by more than the noise.
+configuration with the same quality (same artifact and output settings, ``Backend.output_params``) by more
+than the noise.
 """
 
 from __future__ import annotations
@@ -175,7 +176,7 @@ class TrialPipeline:
             self._drop_on_fault(backend, error)
             return record
         record.artifact = artifact_info(artifact)  # its label (with any fallback) is the record's precision
-        bar = self._bar(record)
+        bar = self._bar(record, backend)
         if bar is not None:
             self.context.reporter.info(f"screening {backend.name} {record.label}")
             if not self._measure(record, backend, artifact, params, screening_workload(self.context.workload)):
@@ -282,18 +283,20 @@ class TrialPipeline:
             self.dropped[backend.name] = str(error)
             warn_once(self.context.reporter, backend.name, f"backend {backend.name!r} dropped for this run: {error}")
 
-    def _bar(self, record: TrialRecord) -> TrialRecord | None:
+    def _bar(self, record: TrialRecord, backend: Backend) -> TrialRecord | None:
         """The full measurement a screen of ``record`` compares against, or None to measure in full at once.
 
-        The fastest feasible configuration with the same artifact (same quality, same weights in memory);
-        under the latency objective quality does not decide, so the fastest feasible one of any artifact.
+        The fastest feasible configuration with the same artifact and the same settings that change outputs
+        (same quality: a quantized KV cache scores apart; same weights in memory); under the latency objective
+        quality does not decide, so the fastest feasible one of any artifact.
         """
         if not self.context.options.screening:
             return None
         feasible = [r for r in self.full if r.feasible]
         if self.context.options.objective != "latency":
             feasible = [r for r in feasible if r.backend == record.backend and r.artifact and record.artifact
-                        and r.artifact.path == record.artifact.path]
+                        and r.artifact.path == record.artifact.path
+                        and all(r.params.get(name) == record.params.get(name) for name in backend.output_params)]
         if not feasible:
             return None
         return max(feasible, key=lambda r: r.measurement.decode_tps if r.measurement else 0.0)
