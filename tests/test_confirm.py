@@ -290,7 +290,7 @@ def test_a_configuration_that_collapses_under_load_is_never_shown_without_a_warn
     assert [f.collapses for f in figures] == [True, False, False]
     assert figures[0].chosen and figures[0].busy_rounds == 1 and figures[2].busy_decode_tps is None
     assert warnings == ["the chosen configuration #1 collapses with 1 core busy (core 1): 4.8 tok/s against 70.0 quiet "
-                        "(7%); p95 1700.0 ms over the 50 ms budget"]
+                        "(7%); p95 1700.0 ms over the 50 ms budget (--under-load chooses on figures measured with it)"]
 
 
 def test_the_stage_measures_the_answer_and_the_rule_of_thumb_under_load(tmp_path: Path,

@@ -231,7 +231,8 @@ def confirm_finalists(context: RunContext, winner: TrialRecord, feasible: Sequen
             "decode_tps": f.decode_tps, "itl_p95_ms": f.itl_p95_ms, "failures": f.failures,
             "busy_decode_tps": f.busy_decode_tps, "busy_itl_p95_ms": f.busy_itl_p95_ms, "busy_failures": f.busy_failures,
             "disturbed": [d.as_context() for d in f.disturbed]} for f in everyone}})
-    figures, warnings = load_figures(everyone, record, thumb, baseline, budget, load.describe() if load else None)
+    figures, warnings = load_figures(everyone, record, thumb, baseline, budget, load.describe() if load else None,
+                                     under_load)
     for warning in warnings:
         reporter.warn(warning)
     confirmation = confirmation.model_copy(update={
@@ -324,7 +325,7 @@ def stop_reason(finalists: list[Finalist], baseline: Finalist, budget: Budget, s
 
 
 def load_figures(everyone: Sequence[Finalist], chosen: TrialRecord, rule_of_thumb: Finalist | None, baseline: Finalist,
-                 budget: Budget, load: str | None) -> tuple[list[ConfirmedFigures], list[str]]:
+                 budget: Budget, load: str | None, under_load: bool = False) -> tuple[list[ConfirmedFigures], list[str]]:
     """Each configuration's figures quiet and busy, and a warning for each one that collapses under the load.
 
     Collapsing: keeping less than ``COLLAPSE_SHARE`` of its quiet decode speed, or a busy p95 over the latency
@@ -349,7 +350,8 @@ def load_figures(everyone: Sequence[Finalist], chosen: TrialRecord, rule_of_thum
         if why:
             role = ("the chosen configuration" if f.record is chosen else "the rule of thumb" if f is rule_of_thumb
                     else "the untuned default" if f is baseline else "finalist")
-            warnings.append(f"{role} {f.label} collapses with {load}: " + "; ".join(why))
+            advice = " (--under-load chooses on figures measured with it)" if f.record is chosen and not under_load else ""
+            warnings.append(f"{role} {f.label} collapses with {load}: " + "; ".join(why) + advice)
     return figures, warnings
 
 
