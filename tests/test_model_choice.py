@@ -196,3 +196,10 @@ def test_the_command_line_says_duplicates_and_missing_candidates_in_one_line(tmp
                    "--latency", "50ms"])
     err = capsys.readouterr().err
     assert status == 2 and "model not found" in err and "gone.gguf" in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_multi_model_profile_is_named_for_every_candidate() -> None:
+    from autotune.cli.run import profile_stem
+
+    stem = profile_stem(Path("gemma-3-270m-q4_k_m+SmolLM2-135M-Instruct.Q4_1"), "3d462888" + "0" * 56)
+    assert stem == "gemma-3-270m-q4_k_m+SmolLM2-135M-Instruct.Q4_1-3d462888"

@@ -116,7 +116,7 @@ def profile_stem(model_path: Path, fingerprint: str) -> str:
     At most ``MAX_STEM_NAME`` characters of the model's name: with the suffixes the names stay within the 255 a
     file system allows (a 245-character model name made the plot's name too long after the whole search).
     """
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", f"{model_path.name.removesuffix('.gguf')[:MAX_STEM_NAME]}-{fingerprint[:8]}")
+    return re.sub(r"[^A-Za-z0-9._+-]+", "_", f"{model_path.name.removesuffix('.gguf')[:MAX_STEM_NAME]}-{fingerprint[:8]}")
 
 
 def prepare_out(folder: Path, stem: str) -> tuple[Path, Path]:
