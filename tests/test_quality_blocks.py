@@ -271,3 +271,24 @@ def test_a_screen_compares_only_with_configurations_of_the_same_quality() -> Non
     # A new f16-cache configuration is screened against the f16-cache one, not the faster one that loses quality.
     assert pipeline._bar(record(3, 1.0, n_threads=1), backend) is f16_cache
     assert pipeline._bar(record(4, 1.0, n_threads=1, type_kv="q4_0"), backend) is fast_q4_cache
+
+
+def test_the_reference_scored_against_itself_holds_one_block_at_a_time(tmp_path: Path) -> None:
+    import weakref
+
+    blocks: list[weakref.ref[np.ndarray]] = []
+    most = 0
+
+    class Watched(Blocky):
+        def logprobs(self, *args: Any, **kwargs: Any) -> Iterator[np.ndarray]:
+            nonlocal most
+            for block in super().logprobs(*args, **kwargs):
+                block = np.array(block)  # a block of its own, as a runtime's output is
+                blocks.append(weakref.ref(block))
+                most = max(most, sum(ref() is not None for ref in blocks))
+                yield block
+
+    backend = Watched((5,))  # 20 blocks per 100-token chunk, 200 in all
+    itself = store_reference(Scored(backend, artifact(tmp_path, "f16"), {"quant": "f16"}), TOKENS, 100, 0,
+                             tmp_path / "store")
+    assert sum(c.tokens for c in itself) == 990 and most <= 3  # itertools.tee kept 57 (64 MiB each for Gemma)
