@@ -96,6 +96,13 @@ def run_command(args: argparse.Namespace, budget: Budget, workload: Workload, ti
     console.print(f"{label}{m.decode_tps:.1f} tok/s, p95 {m.itl_p95_ms:.1f} ms (at depth {m.deep_depth or 0}: "
                   f"{m.deep_itl_p95_ms or m.itl_p95_ms:.1f} ms), TTFT {m.ttft_ms:.0f} ms, peak {format_bytes(m.peak_rss_bytes)} "
                   f"(predicted {format_bytes(profile.predicted.memory_bytes)}, error {profile.predicted.memory_error:+.0%})")
+    if m.served is not None:  # a served measurement: say what its percentiles rest on, and the goodput
+        served = m.served
+        accepted = f"; speculation accepted {served.acceptance:.0%} of drafts" if served.acceptance is not None else ""
+        console.print(f"  served to {served.clients} clients: tok/s of all of them; TTFT p95 over {served.requests} "
+                      f"requests, ITL over {served.itl_samples} gaps; goodput within the budget "
+                      f"{served.goodput_tok_s(budget.ttft_ms, budget.latency_ms):.1f}"
+                      f" tok/s{accepted}")
     seconds = profile.study.get("seconds")
     if isinstance(seconds, dict) and seconds:
         console.print("  [dim]time: " + ", ".join(f"{k} {v:.1f} s" for k, v in seconds.items() if v >= 0.05) + "[/dim]")
