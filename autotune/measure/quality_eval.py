@@ -46,6 +46,10 @@ from autotune.search.sources import ResolvedBackend
 from autotune.store.cache import cache_dir, key_digest
 from autotune.workload import PROMPT_TEXT, Workload
 
+SCORING_VERSION = 2
+"""How quality is scored, part of a search's scope: stored figures scored another way are measured again.
+2: per configuration as it runs (KV cache included), at the workload's depth, with bits per byte."""
+
 
 class QualityEvaluator:
     """Scores configurations against the reference: the source model, run by a backend that reads it natively.

@@ -18,6 +18,7 @@ import optuna
 from autotune.budget import Budget
 from autotune.context import RunContext
 from autotune.hardware import Hardware
+from autotune.measure.quality_eval import SCORING_VERSION
 from autotune.model.source import cached_content_hash
 from autotune.options import TuneOptions
 from autotune.plugins.backend import Params, SearchSpace
@@ -51,7 +52,8 @@ def search_scope(model_path: Path, hardware: Hardware, workload: Workload, optio
     """The scope of a search: the model's content, this machine, and the workload with what scores quality."""
     return Scope(cached_content_hash(model_path), model_path.name.removesuffix(".gguf"), hardware.fingerprint,
                  {"workload": workload.key(), "quality": options.measure_quality,
-                  "eval": str(options.eval_text or "bundled"), "eval_tokens": options.eval_tokens})
+                  "eval": str(options.eval_text or "bundled"), "eval_tokens": options.eval_tokens,
+                  "scoring": SCORING_VERSION})
 
 
 @contextmanager
