@@ -49,8 +49,8 @@ def main() -> int:
         layout = evaluator.layout
         print(f"machine: {describe_machine(bench.hardware)}")
         print(f"model: {bench.source.path.name}; workload reaches position {layout.chunk_tokens}; "
-              f"{layout.scored_tokens} tokens scored in windows after {layout.depth} tokens of context, "
-              f"{len(layout.token_ids)} evaluated per model; {layout.text_bytes} bytes of text")
+              f"{layout.scored_tokens} tokens scored in windows after the same {layout.depth} tokens of context "
+              f"(evaluated once per model where the backend keeps shared context); {layout.text_bytes} bytes of text")
         start = bench.backend.starting_points(bench.source, bench.hardware, workload)[0]
         configurations = [start, {**start, "n_threads": 1}, {**start, "quant": "Q4_0"},
                           {**start, "quant": "Q4_0", "flash_attn": True, "type_kv": "q8_0"},
