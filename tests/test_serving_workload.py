@@ -143,4 +143,5 @@ def test_who_measures_a_served_workload() -> None:
     # a default single-stream run leaves the server out; a served one keeps it
     assert "--clients" in (_single_stream_server(Serving(), single, reporter) or "")
     assert _single_stream_server(Serving(), served, reporter) is None
-    assert len(reporter.warnings) == 1 and len(reporter.messages) == 1
+    assert len(reporter.messages) == 2 and not reporter.warnings
+    assert _workload_refusal(FakeBackend(), served, reporter, named=True) and len(reporter.warnings) == 1

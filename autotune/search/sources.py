@@ -164,7 +164,7 @@ def plan_backends(context: RunContext, backends: Sequence[Backend]) -> BackendPl
     reporter, phases, named = context.reporter, context.phases, bool(context.options.backends)
     left_out: dict[str, str] = {}
     for backend in backends:  # before the self-tests: a backend that cannot measure this workload is not tested
-        reason = (_workload_refusal(backend, workload, reporter)
+        reason = (_workload_refusal(backend, workload, reporter, named)
                   or (None if named else _single_stream_server(backend, workload, reporter)))
         if reason is not None:
             left_out[backend.name] = reason
@@ -279,13 +279,14 @@ def _not_worth_it(backend: Backend, hardware: Hardware, reporter: Reporter) -> s
     return reason
 
 
-def _workload_refusal(backend: Backend, workload: Workload, reporter: Reporter) -> str | None:
-    """Leave out, even when named, a backend that measures one stream in-process from a served workload."""
+def _workload_refusal(backend: Backend, workload: Workload, reporter: Reporter, named: bool = False) -> str | None:
+    """Leave out, even when named, a backend that measures one stream in-process from a served workload (a warning
+    when the user named it, else a line of information)."""
     if not workload.served or backend.serves:
         return None
     reason = ("it measures a single stream in-process, not a server under --clients/--prompts "
               "(a serving backend such as llamacpp-server does)")
-    reporter.warn(f"backend {backend.name!r} skipped: {reason}")
+    (reporter.warn if named else reporter.info)(f"backend {backend.name!r} skipped: {reason}")
     return reason
 
 
