@@ -78,6 +78,16 @@ class Workload(BaseModel):
         """Whether this is a served deployment (several clients or the user's prompts): a server measures it."""
         return self.concurrency > 1 or self.prompts is not None
 
+    def describe(self) -> str:
+        """One line for people: the token counts, and the clients and prompts of a served workload."""
+        if not self.served:
+            return (f"{self.prompt_tokens} prompt + {self.gen_tokens} generated tokens, context {self.context}, "
+                    f"decode also measured at depth {self.deep_start}")
+        prompts = ("prompts cut from the evaluation text" if self.prompts is None else
+                   f"prompts from {self.prompts.path} ({self.prompts.prompts}, {self.prompts.held_out:.0%} held out)")
+        return (f"{self.concurrency} client{'s' if self.concurrency > 1 else ''} at once, {self.prompt_tokens} prompt + "
+                f"{self.gen_tokens} generated tokens a request, context {self.context} each; {prompts}")
+
     def key(self) -> dict[str, Any]:
         """What identifies this workload in the measurement store: every field, the prompts by content.
 

@@ -65,8 +65,7 @@ class ConsoleReporter:
         self.console.print(f"[bold]autotune[/bold] {model_path.name} on {hardware.cpu.brand or hardware.cpu.architecture} "
                            f"({hardware.cpu.usable_cores} usable cores, {format_bytes(hardware.memory.limit_bytes)})")
         self.console.print(f"budget: {budget.describe()}")
-        self.console.print(f"workload: {workload.prompt_tokens} prompt + {workload.gen_tokens} generated tokens, "
-                           f"context {workload.context}, decode also measured at depth {workload.deep_start}")
+        self.console.print(f"workload: {workload.describe()}", markup=False)  # a prompts path may hold [brackets]
 
     def info(self, message: str) -> None:
         self.console.print(f"  [dim]{message}[/dim]")
