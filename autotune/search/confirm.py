@@ -233,8 +233,6 @@ def confirm_finalists(context: RunContext, winner: TrialRecord, feasible: Sequen
             "disturbed": [d.as_context() for d in f.disturbed]} for f in everyone}})
     figures, warnings = load_figures(everyone, record, thumb, baseline, budget, load.describe() if load else None,
                                      under_load)
-    for warning in warnings:
-        reporter.warn(warning)
     confirmation = confirmation.model_copy(update={
         "busy_share": share if load is not None else None, "under_load": under_load and load is not None,
         "figures": figures, "load_warnings": warnings})
@@ -351,7 +349,8 @@ def load_figures(everyone: Sequence[Finalist], chosen: TrialRecord, rule_of_thum
             role = ("the chosen configuration" if f.record is chosen else "the rule of thumb" if f is rule_of_thumb
                     else "the untuned default" if f is baseline else "finalist")
             advice = " (--under-load chooses on figures measured with it)" if f.record is chosen and not under_load else ""
-            warnings.append(f"{role} {f.label} collapses with {load}: " + "; ".join(why) + advice)
+            name = role if (f is rule_of_thumb or f is baseline) and f.record is not chosen else f"{role} {f.label}"
+            warnings.append(f"{name} collapses with {load}: " + "; ".join(why) + advice)
     return figures, warnings
 
 
