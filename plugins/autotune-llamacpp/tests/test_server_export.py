@@ -86,5 +86,5 @@ def test_verify_starts_the_exported_command_of_a_served_profile(binary: Path, tm
     figures = {f["name"]: f for f in report["figures"]}
     assert figures["throughput (all clients)"]["observed"] > 1
     assert figures["p95 time to first token"]["samples"] == 4
-    assert report["speculation"]["requests"] == 3
+    assert report["speculation"]["requests"] == 3 and report["speculation"]["accepted"] > 0  # not vacuous
     assert status == (0 if report["speculation"]["exact"] else 1)
