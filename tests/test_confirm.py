@@ -304,11 +304,15 @@ def test_the_stage_measures_the_answer_and_the_rule_of_thumb_under_load(tmp_path
     from autotune.measure.worker import WorkerResult
 
     calls: list[tuple[str, int | None, bool]] = []
+    collapse = {"under load": False}
 
     def in_process(backend, artifact, params, workload, **kwargs):  # type: ignore[no-untyped-def]
         loops = [p for p in psutil.Process().children() if "-S" in p.cmdline()]
         calls.append((str(params), workload.depth, bool(loops)))
-        return WorkerResult(ok=True, value=backend.measure(artifact, params, workload))
+        measured = backend.measure(artifact, params, workload)
+        if loops and collapse["under load"]:  # a thread per core waiting at every barrier for a descheduled peer
+            measured = measured.model_copy(update={"decode_tps": measured.decode_tps / 10, "itl_p95_ms": 2000.0})
+        return WorkerResult(ok=True, value=measured)
 
     monkeypatch.setattr(confirm, "measure", in_process)
     monkeypatch.setenv("AUTOTUNE_CACHE", str(tmp_path / "cache"))
@@ -320,7 +324,7 @@ def test_the_stage_measures_the_answer_and_the_rule_of_thumb_under_load(tmp_path
         from autotune.probe.machine import probe_here
 
         calls.clear()
-        options = TuneOptions(trials=2, timeout_s=30, measure_quality=False, confirm_rounds=5, seed=3, **settings)
+        options = TuneOptions(trials=1, timeout_s=30, measure_quality=False, confirm_rounds=5, seed=3, **settings)
         return Tuner(model, Budget.parse("400MB", "40ms"), workload, options,
                      manager=manager_with(FakeBackend(noise=0.05, measures_here=True)),
                      hardware=probe_here(measure_bandwidth=False), reporter=SilentReporter()).run().profile.confirmation
@@ -340,6 +344,14 @@ def test_the_stage_measures_the_answer_and_the_rule_of_thumb_under_load(tmp_path
     assert sum(c[2] for c in calls) == len(calls) // 2
     with pytest.raises(ValueError, match="under_load needs a competing load"):
         TuneOptions(under_load=True, busy_share=0)
+
+    collapse["under load"] = True  # other load shares: rounds of their own, not the ones stored above
+    warned = run(busy_share=0.5)
+    assert all(f.collapses for f in warned.figures if f.busy_rounds) and any(f.chosen for f in warned.figures)
+    assert warned.load_warnings[0].startswith("the chosen configuration #") and "--under-load chooses" in \
+        warned.load_warnings[0]
+    with pytest.raises(NothingFits, match=r"^with 0.5 of a core busy \(core \d+\) \(--under-load\): no finalist"):
+        run(busy_share=0.5, under_load=True)
 
 
 def test_the_report_page_shows_a_collapse_under_load_as_a_warning() -> None:

@@ -184,8 +184,14 @@ def confirm_finalists(context: RunContext, winner: TrialRecord, feasible: Sequen
 
     def verdict(done: int, stopped: str) -> tuple[TrialRecord, Confirmation, list[str]]:
         views = {id(f): v for f, v in zip(everyone, judged(everyone), strict=True)}
-        return decide([views[id(f)] for f in finalists], views[id(baseline)], budget, options.strict, done,
-                      views[id(thumb)] if thumb is not None else None, stopped=stopped, max_rounds=most)
+        try:
+            return decide([views[id(f)] for f in finalists], views[id(baseline)], budget, options.strict, done,
+                          views[id(thumb)] if thumb is not None else None, stopped=stopped, max_rounds=most)
+        except NothingFits as error:
+            if not under_load or load is None:
+                raise
+            raise NothingFits(f"with {load.describe()} (--under-load): {error}; or drop --under-load to choose on "
+                              "figures from a quiet machine") from None
 
     both = f", each also with {load.describe()}" if under_load and load is not None else ""
     reporter.info(f"confirming {len(finalists)} finalist(s), the untuned default and the rule of thumb in up to {most} "
