@@ -279,19 +279,3 @@ def scored_text(backend: Backend, source: ModelSource, options: TuneOptions) -> 
     empty = backend.tokenize(source, "")
     bos = 1 if len(empty) == 1 else 0
     return fit_text(backend, source, read_text(options, options.eval_tokens), bos, options.eval_tokens)
-
-
-def chunked_with_bos(tokens: list[int], empty: list[int], chunk_tokens: int) -> list[int]:
-    """Lay the text out so every chunk starts with BOS, as llama.cpp's perplexity tool does.
-
-    Chunks are evaluated from a fresh context, and models such as Gemma behave erratically when a
-    sequence does not start with BOS; ``empty`` (the tokenization of "") tells whether the model adds
-    one and which id it is.
-    """
-    if len(empty) != 1 or not tokens or tokens[0] != empty[0]:
-        return tokens
-    bos, body = empty[0], tokens[1:]
-    laid_out: list[int] = []
-    for start in range(0, len(body), chunk_tokens - 1):
-        laid_out += [bos, *body[start:start + chunk_tokens - 1]]
-    return laid_out
