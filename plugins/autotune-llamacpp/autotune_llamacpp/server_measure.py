@@ -9,7 +9,8 @@ It runs in the tuner's worker process, like every measurement, and follows the s
 3. ``workload.runs`` timed loads, one after the other, each ``requests_per_load`` requests from
    ``workload.concurrency`` closed-loop clients, every request with a fresh prompt (the tuning part of the user's
    prompts file, or slices of the evaluation text cut at different places) and bounded in time;
-4. the spread check: when the loads' throughputs differ by more than ``SPREAD_LIMIT``, as many loads again.
+4. the spread check: when the loads' throughputs differ by more than ``SPREAD_LIMIT``, as many loads again
+   (while ``LOADS_BUDGET_S``, the time all loads may take, lasts).
 
 Sampling is llama-server's own (temperature 0.8) with a fixed seed, never greedy: small models loop under greedy
 decoding, which makes n-gram speculation look far better than it is on real traffic. ``ignore_eos`` keeps every
@@ -45,9 +46,13 @@ WARMUP_TOKENS = 8
 WARMUP_PROMPT_TOKENS = 32
 MIN_REQUESTS_PER_LOAD = 4
 """Requests in one timed load at the least; with more clients, two per client."""
-LOAD_DEADLINE_S = 120.0
-"""Longest one timed load may take; a request still streaming is cut ``LOAD_GRACE_S`` later."""
-LOAD_GRACE_S = 20.0
+LOADS_BUDGET_S = 150.0
+"""Seconds all timed loads of one measurement may take together, so it ends well within the default --timeout
+(300 s) with the server's start and the warm-up: a load's deadline is its share of what is left, a request still
+streaming is cut ``LOAD_GRACE_S`` after it (and counted as failed), and the spread check adds loads only while
+time is left. On a machine too busy to finish, the measurement returns what it saw instead of timing out."""
+LOAD_GRACE_S = 10.0
+WARMUP_DEADLINE_S = 60.0
 READY_TIMEOUT_S = 120.0
 SAMPLING: dict[str, float | int] = {"seed": 0, "ignore_eos": True}
 """Sent with every request: a fixed seed over llama-server's default sampling, and always ``gen_tokens`` tokens."""
@@ -85,23 +90,29 @@ def measure_server(binary: Path, model_path: Path, params: Mapping[str, Any], wo
             load_s = time.perf_counter() - started_at
             _checked(run_load(server.base_url, warmup, LoadPlan(
                 clients=workload.concurrency, requests=len(warmup), max_tokens=WARMUP_TOKENS,
-                deadline_s=LOAD_DEADLINE_S, grace_s=LOAD_GRACE_S, sampling=SAMPLING)), "warm-up", server.log_tail())
+                deadline_s=WARMUP_DEADLINE_S, grace_s=LOAD_GRACE_S, sampling=SAMPLING)), "warm-up", server.log_tail())
             loads: list[LoadResult] = []
+            budget_ends = time.perf_counter() + LOADS_BUDGET_S
 
-            def timed_load() -> None:
+            def timed_load(left: int) -> None:
                 # Each load sends the next slice of the fresh requests: no prompt is sent twice in one measurement.
                 start = len(loads) * per_load
+                share = max(1.0, (budget_ends - time.perf_counter()) / left - LOAD_GRACE_S)
                 plan = LoadPlan(clients=workload.concurrency, requests=per_load, max_tokens=workload.gen_tokens,
-                                deadline_s=LOAD_DEADLINE_S, grace_s=LOAD_GRACE_S, sampling=SAMPLING)
+                                deadline_s=share, grace_s=LOAD_GRACE_S, sampling=SAMPLING)
                 loads.append(_checked(run_load(server.base_url, fresh[start:start + per_load], plan), "timed load",
                                       server.log_tail()))
 
-            for _ in range(workload.runs):
-                timed_load()
+            for done in range(workload.runs):
+                timed_load(workload.runs - done)
             speeds = [load.throughput_tok_s for load in loads]
-            added = workload.runs if relative_spread(speeds) > SPREAD_LIMIT else 0
-            for _ in range(added):
-                timed_load()
+            added = 0
+            if relative_spread(speeds) > SPREAD_LIMIT:
+                for done in range(workload.runs):
+                    if time.perf_counter() + 2 * LOAD_GRACE_S > budget_ends:
+                        break  # no time left for a meaningful load: the spread stays on record as it is
+                    timed_load(workload.runs - done)
+                    added += 1
             server.sample_rss()
             peak = server.peak_rss_bytes
     measurement = summarize_loads(load_s, loads, workload.concurrency)

@@ -158,12 +158,12 @@ class TestLlamaCppServerConformance(BackendConformance):
         return make_tiny_gguf(tmp_path / "tiny.gguf", hidden=256)
 
 
-def _llama_servers() -> set[int]:
-    """Pids of llama-server processes this test run started (children of this process tree or orphans of it)."""
-    found = set()
-    for process in psutil.process_iter(["name", "ppid"]):
-        if process.info["name"] == "llama-server":
-            found.add(process.pid)
+def _servers_of(folder: Path) -> list[int]:
+    """Pids of llama-server processes serving a model under ``folder`` (others' servers on this machine aside)."""
+    found = []
+    for process in psutil.process_iter(["name", "cmdline"]):
+        if process.info["name"] == "llama-server" and any(str(folder) in arg for arg in process.info["cmdline"] or []):
+            found.append(process.pid)
     return found
 
 
@@ -173,7 +173,6 @@ def test_tunes_a_served_workload_through_llama_server(tmp_path: Path) -> None:
     and leaves no server running."""
     _server_or_skip()
     model = make_tiny_gguf(tmp_path / "tiny.gguf", hidden=256)
-    before = _llama_servers()
     env = {**os.environ, "AUTOTUNE_CACHE": str(tmp_path / "cache")}
     result = subprocess.run(
         [sys.executable, "-m", "autotune", "run", "--model", str(model), "--budget", "2GB", "--latency", "2s",
@@ -188,4 +187,4 @@ def test_tunes_a_served_workload_through_llama_server(tmp_path: Path) -> None:
     served = profile["measured"]["served"]
     assert served["clients"] == 2 and served["requests"] >= 4 and served["itl_samples"] >= 4 * 7
     assert profile["params"]["n_parallel"] in (None, 1, 2)
-    assert _llama_servers() <= before, "a llama-server outlived the run"
+    assert not _servers_of(tmp_path), "a llama-server outlived the run"
