@@ -54,12 +54,23 @@ def _pip() -> str:
     return str(beside) if beside.exists() else "pip"
 
 
+_found: dict[str, Path] = {}
+"""Builds found in this process, by llama-cpp-python version: the script hashes the CPU flags and compiler each time
+(a tenth of a second), and the identity, availability and every measurement ask."""
+
+
 def cached_binary() -> Path | None:
     """The build cached for this llama-cpp-python and CPU, or None when there is none yet."""
     version = _llama_cpp_version()
+    known = _found.get(version)
+    if known is not None and known.is_file():
+        return known
     found = subprocess.run(["bash", str(BUILD_SCRIPT), "--cached", _pip()], capture_output=True, text=True,
                            timeout=FIND_TIMEOUT_S, env=_script_env(version), check=False)
-    return Path(found.stdout.strip()) if found.returncode == 0 and found.stdout.strip() else None
+    if found.returncode != 0 or not found.stdout.strip():
+        return None  # not remembered: a build later in this process is found then
+    _found[version] = Path(found.stdout.strip())
+    return _found[version]
 
 
 def find_binary() -> Path:
