@@ -119,13 +119,20 @@ def main(argv: Sequence[str] | None = None) -> int:
 def rule_of_thumb(paths: Sequence[Path], sources: dict, seen: dict[Path, dict[str, TrialRecord]],
                   rule_params: dict, budget: Budget) -> tuple[str, str, str]:
     """The largest model whose measured Q4_0 starting point is within ``budget``: name, bits per byte, tok/s."""
-    fitting = []
+    fitting, missed = [], []
     for path in paths:
         record = next((r for r in seen[path].values() if r.params == rule_params.get(path)), None)
-        if record is not None and judged(record, budget).feasible:
+        if record is None:
+            missed.append(f"{path.name} Q4_0 not measured")
+            continue
+        verdict = judged(record, budget)
+        if verdict.feasible:
             fitting.append((sources[path].parameters or 0, path, record))
+        else:
+            over = ", ".join(name for name, excess in verdict.violations.items() if excess > 0)
+            missed.append(f"{path.name} Q4_0 over {over}")
     if not fitting:
-        return ("none fits (or its Q4_0 was not measured)", "-", "-")
+        return ("none fits: " + "; ".join(missed), "-", "-")
     _, path, record = max(fitting, key=lambda item: item[0])
     assert record.measurement is not None
     return (path.name, interval(bits_per_byte(record)), f"{record.measurement.decode_tps:.1f}")
