@@ -179,6 +179,10 @@ def test_the_same_model_twice_is_refused(tmp_path: Path) -> None:
         candidate_paths([str(a), str(folder)])  # through its folder
     with pytest.raises(InputError, match="named twice"):
         candidate_paths([str(a), str(folder / ".." / "models" / "a.gguf")])  # by another spelling of its path
+    impostor = folder / "b.gguf"
+    impostor.write_text("not a model")
+    with pytest.raises(InputError, match="b.gguf.*not a GGUF file"):  # refused before anything is tuned
+        candidate_paths([str(folder)])
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(InputError, match="neither a model folder nor a folder of model files"):

@@ -20,7 +20,8 @@ def candidate_paths(arguments: Sequence[str] | None) -> list[Path]:
 
     A bundled name or a path is one candidate; a folder that is a model itself (HF, ONNX, OpenVINO, MLX) is one
     candidate, and any other folder stands for the model files directly in it (sorted by name). The same model
-    named twice (by name, path or through a folder) is refused: it would be tuned twice and compete with itself.
+    named twice (by name, path or through a folder) is refused: it would be tuned twice and compete with itself;
+    so is a candidate whose format cannot be told (``InputError``, one line).
     """
     if not arguments:
         return [resolve_model(None)]
@@ -33,6 +34,10 @@ def candidate_paths(arguments: Sequence[str] | None) -> list[Path]:
                 raise InputError(f"--model {shown_path(path)} is named twice (also by --model {given_as[key]!r}); "
                                  "give each candidate model once")
             given_as[key] = argument
+            try:  # four bytes read: a file that is no model stops the run now, not after the others were tuned
+                detect_format(path)
+            except ModelSourceError as error:
+                raise InputError(f"--model {argument!r}: {error}") from None
             paths.append(path)
     return paths
 
