@@ -364,3 +364,45 @@ def test_the_report_page_shows_a_collapse_under_load_as_a_warning() -> None:
     page = _confirmation(confirmation)
     assert "<strong>warning:</strong> the chosen configuration #1 collapses &lt;busy&gt;" in page
     assert isinstance(confirmation.decode_tps, Interval)
+
+
+class ThreadedFake(FakeBackend):
+    """The fake with a thread setting ``for_cores`` can cap, as the llama.cpp backends have."""
+
+    def for_cores(self, params: dict[str, object], cores: int) -> dict[str, object]:
+        return {**params, "threads": min(int(str(params["threads"])), cores)}
+
+
+def test_under_load_the_best_configuration_on_the_free_cores_competes_and_can_win(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Issue 19's finding: with a core busy, every-core threads collapse while one thread fewer holds up. Quietly
+    # the fewer-threads configuration is too slow to be a challenger; under --under-load it is measured (the search
+    # starts from each starting point on the free cores too) and confirmed beside the winner, and it wins.
+    import psutil
+
+    import autotune.search.confirm as confirm
+    from autotune.measure.worker import WorkerResult
+    from autotune.probe.machine import probe_here
+
+    hardware = probe_here(measure_bandwidth=False)
+    cores = max(2, hardware.cpu.usable_cores)
+    free = max(1, hardware.cpu.usable_cores - 1)
+
+    def in_process(backend, artifact, params, workload, **kwargs):  # type: ignore[no-untyped-def]
+        measured = backend.measure(artifact, params, workload)
+        busy = any("-S" in p.cmdline() for p in psutil.Process().children())
+        if busy and params["threads"] > free:  # a thread per core waiting at every barrier for a descheduled peer
+            measured = measured.model_copy(update={"decode_tps": measured.decode_tps / 10, "itl_p95_ms": 2000.0})
+        return WorkerResult(ok=True, value=measured)
+
+    monkeypatch.setattr(confirm, "measure", in_process)
+    monkeypatch.setenv("AUTOTUNE_CACHE", str(tmp_path / "cache"))
+    model = tmp_path / "m.gguf"
+    model.write_bytes(b"GGUF" + bytes(16))
+    options = TuneOptions(trials=2, timeout_s=30, measure_quality=False, confirm_rounds=5, seed=3, under_load=True)
+    result = Tuner(model, Budget.parse("400MB", "40ms"), Workload(prompt_tokens=8, gen_tokens=4, context=64), options,
+                   manager=manager_with(ThreadedFake(max_threads=cores, base_ms=10, measures_here=True)),
+                   hardware=hardware, reporter=SilentReporter()).run()
+    assert result.profile.params["threads"] <= free
+    chosen = next(f for f in result.profile.confirmation.figures if f.chosen)
+    assert not chosen.collapses and chosen.busy_rounds == chosen.rounds

@@ -33,8 +33,9 @@ in another format reaches it through the conversion plugins.
 ``Categorical`` or ``IntRange``. ``starting_points`` are measured first, so a short run already
 answers well; ``canonical_params`` spells a configuration one way (two spellings are measured once);
 ``untuned_params`` is what a user gets with no tuning and ``rule_of_thumb`` what a knowledgeable user
-runs: the confirmation stage measures both beside the winner. ``describe(params)`` is the
-configuration's compact label in tables.
+runs: the confirmation stage measures both beside the winner. ``for_cores(params, cores)`` caps a
+configuration's threads for a machine where other work takes some cores (``--under-load``).
+``describe(params)`` is the configuration's compact label in tables.
 
 **Before building.** ``predict(source, params, workload, hardware)`` estimates peak memory (and a
 latency lower bound) without building or running: a configuration provably over budget is skipped.
@@ -271,6 +272,17 @@ class Backend(ABC):
         """
         return None
 
+    def for_cores(self, params: Params, cores: int) -> Params:
+        """``params`` run on at most ``cores`` cores (its thread counts capped), for a machine where other work
+        takes the rest.
+
+        With ``--under-load`` the search also measures each starting point on the cores the competing load leaves
+        free, and the confirmation compares the best of those beside the winner: a configuration that uses every
+        core can collapse when one of them is busy (thread barriers waiting on a descheduled peer). Default: the
+        parameters unchanged (a runtime without a thread setting).
+        """
+        return dict(params)
+
     @abstractmethod
     def predict(self, source: ModelSource, params: Params, workload: Workload, hardware: Hardware) -> Prediction:
         """Estimate peak memory (and optionally a latency lower bound) without building or running."""
@@ -348,6 +360,16 @@ def runtime_build(backend: Backend) -> str:
         return str(backend.runtime_identity())
     except Exception:  # noqa: BLE001 - a broken plugin costs its own cached results, not the command
         return runtime_version(backend)
+
+
+def within_cores(backend: Backend, params: Params, cores: int) -> bool:
+    """True when ``params`` already runs on at most ``cores`` cores (``Backend.for_cores`` leaves it as it is);
+    False too when the plugin's hook raises (a plugin's bug costs this judgement, never the run)."""
+    try:
+        capped = backend.canonical_params(backend.for_cores(dict(params), cores))
+        return bool(capped == backend.canonical_params(dict(params)))
+    except Exception:  # noqa: BLE001
+        return False
 
 
 def has_logprobs(backend: Backend) -> bool:

@@ -36,10 +36,10 @@ from autotune.measure.competing_load import competing_load, plan_load
 from autotune.measure.trial import measure
 from autotune.measure.worker import WorkerResult
 from autotune.measurement import Measurement
-from autotune.plugins.backend import Artifact, Params
+from autotune.plugins.backend import Artifact, Params, within_cores
 from autotune.profile.schema import Confirmation, ConfirmedFigures
 from autotune.record import TrialRecord, config_key, quality_loss
-from autotune.search.sources import ResolvedBackend
+from autotune.search.sources import ResolvedBackend, cores_left_free
 from autotune.store.cache import key_digest
 from autotune.store.memo import RoundsMemo
 from autotune.workload import Workload
@@ -93,6 +93,15 @@ def pick_challengers(winner: TrialRecord, feasible: Sequence[TrialRecord]) -> li
     return sorted(close, key=lambda r: r.objectives()[1])[:MAX_CHALLENGERS]
 
 
+def best_on_free_cores(winner: TrialRecord, feasible: Sequence[TrialRecord], free: int,
+                       by_name: dict[str, ResolvedBackend]) -> TrialRecord | None:
+    """The feasible configuration within ``free`` cores with the lowest p95, no worse in quality than the winner
+    (as challengers are), or None."""
+    within = [r for r in feasible if r.key != winner.key and quality_loss(r) <= quality_loss(winner) + 1e-12
+              and within_cores(by_name[r.backend].backend, r.params, free)]
+    return min(within, key=lambda r: r.objectives()[1], default=None)
+
+
 def confirm_finalists(context: RunContext, winner: TrialRecord, feasible: Sequence[TrialRecord],
                       by_name: dict[str, ResolvedBackend], memo: RoundsMemo | None = None,
                       quiet: QuietWait | None = None) -> tuple[TrialRecord, Confirmation, list[str]]:
@@ -118,6 +127,13 @@ def confirm_finalists(context: RunContext, winner: TrialRecord, feasible: Sequen
     load = plan_load(share) if share > 0 else None
     r = by_name[winner.backend]
     candidates = [winner, *pick_challengers(winner, feasible)]
+    free = cores_left_free(context) if load is not None else None
+    if free is not None:
+        # Chosen on busy figures, the fastest configuration on the cores the load leaves free competes too: quietly
+        # slower than the winner, it can be the one that holds up (issue 19: -t 1 kept 5.5x the speed of -t 2).
+        spare = best_on_free_cores(winner, [f for f in feasible if f.key not in {c.key for c in candidates}], free, by_name)
+        if spare is not None and not any(within_cores(by_name[c.backend].backend, c.params, free) for c in candidates):
+            candidates.append(spare)
     finalists = [Finalist(label=f"#{c.number}", backend=c.backend, params=c.params,
                           artifact=prepare_artifact(by_name[c.backend].backend, by_name[c.backend].source, c.params)[0],
                           record=c) for c in candidates]

@@ -37,12 +37,12 @@ from autotune.measure.quality_eval import QualityEvaluator
 from autotune.measure.selftest import crash_message
 from autotune.measure.trial import measure
 from autotune.measurement import Measurement
-from autotune.plugins.backend import Artifact, Backend, Params, Prediction, SearchSpace
+from autotune.plugins.backend import Artifact, Backend, Params, Prediction, SearchSpace, within_cores
 from autotune.plugins.boundary import PluginFault, checked, checked_params, warn_once
 from autotune.profile.schema import Quality
 from autotune.record import TrialRecord, artifact_info
 from autotune.search.refusals import remember
-from autotune.search.sources import ResolvedBackend
+from autotune.search.sources import ResolvedBackend, cores_left_free
 from autotune.search.space import suggest_params
 from autotune.workload import Workload
 
@@ -297,6 +297,10 @@ class TrialPipeline:
             feasible = [r for r in feasible if r.backend == record.backend and r.artifact and record.artifact
                         and r.artifact.path == record.artifact.path
                         and all(r.params.get(name) == record.params.get(name) for name in backend.output_params)]
+        free = cores_left_free(self.context)
+        if free is not None:  # --under-load: what holds up on the free cores is not screened by what does not
+            mine = within_cores(backend, record.params, free)
+            feasible = [r for r in feasible if within_cores(backend, r.params, free) == mine]
         if not feasible:
             return None
         return max(feasible, key=lambda r: r.measurement.decode_tps if r.measurement else 0.0)

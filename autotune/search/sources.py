@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -191,7 +192,8 @@ def plan_backends(context: RunContext, backends: Sequence[Backend]) -> BackendPl
         try:
             plan.spaces[r.backend.name] = checked_space(r.backend.search_space(r.source, hardware, workload),
                                                         f"{r.backend.name}.search_space()")
-            starts = starting_points(r, plan.spaces[r.backend.name], hardware, workload, reporter)
+            starts = starting_points(r, plan.spaces[r.backend.name], hardware, workload, reporter,
+                                     cores_left_free(context))
             plan.starts[r.backend.name] = ordered_by_prediction(r, starts, workload, hardware,
                                                                 context.options.objective)
         except Exception as error:  # noqa: BLE001 - a plugin's bug costs its backend, never the run
@@ -206,15 +208,29 @@ def plan_backends(context: RunContext, backends: Sequence[Backend]) -> BackendPl
     return plan
 
 
+def cores_left_free(context: RunContext) -> int | None:
+    """The cores ``--under-load``'s competing load leaves to the deployment, or None when the choice is not made
+    under a load (every core is the deployment's)."""
+    options = context.options
+    if not options.under_load or options.busy_share <= 0:
+        return None
+    return max(1, context.hardware.cpu.usable_cores - math.ceil(options.busy_share))
+
+
 def starting_points(resolved: ResolvedBackend, space: SearchSpace, hardware: Hardware, workload: Workload,
-                    reporter: Reporter) -> list[Params]:
+                    reporter: Reporter, free_cores: int | None = None) -> list[Params]:
     """The backend's starting points that are configurations of its own space, one per canonical spelling.
 
     They are queued as given (Optuna refuses a value outside the space, and a canonical spelling may be one: mlx
     drops the group size of unquantized weights); one the space cannot produce is left out with one warning.
+    With ``free_cores`` (``--under-load``) each is followed by itself on those cores (``Backend.for_cores``), so
+    the search measures what can hold up beside the competing load.
     """
     backend, kept, seen, refused = resolved.backend, list[Params](), set[str](), list[str]()
     points = checked(backend.starting_points(resolved.source, hardware, workload), list, f"{backend.name}.starting_points()")
+    if free_cores is not None:
+        points = [variant for point in points for variant in
+                  (point, checked(backend.for_cores(dict(point), free_cores), dict, f"{backend.name}.for_cores()"))]
     for point in points:
         params = checked_params(point, f"{backend.name}.starting_points()")
         key = config_key(backend.name, checked_params(backend.canonical_params(params), f"{backend.name}.canonical_params()"))

@@ -176,6 +176,11 @@ class LlamaCppBackend(Backend):
         kwargs = llama_kwargs(profile.artifact.path, profile.params, profile.workload.context)
         return llama_cpp.Llama(**kwargs)
 
+    def for_cores(self, params: Params, cores: int) -> Params:
+        """``n_threads`` capped at ``cores`` (prompt and generation share it)."""
+        threads = params.get("n_threads")
+        return {**params, "n_threads": min(int(threads), cores)} if isinstance(threads, int) and threads else dict(params)
+
     def rule_of_thumb(self, source: ModelSource, hardware: Hardware, workload: Workload) -> Params:
         """``Llama(model_path, n_threads=<physical cores>)``: the source file, every physical core, the defaults."""
         cores = max(1, min(hardware.cpu.physical_cores, hardware.cpu.usable_cores))
