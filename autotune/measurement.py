@@ -39,6 +39,12 @@ class ServedFigures(BaseModel):
     accepted: int | None = Field(default=None, description="drafted tokens the model accepted")
 
     @property
+    def throughput_tok_s(self) -> float:
+        """Tokens of every completed request over the loads' wall time (goodput's whole; ``decode_tps`` is the
+        median of the loads' throughputs instead)."""
+        return sum(self.request_tokens) / self.wall_s if self.wall_s > 0 else 0.0
+
+    @property
     def acceptance(self) -> float | None:
         """Share of drafted tokens accepted (None when nothing was drafted)."""
         return self.accepted / self.drafted if self.drafted and self.accepted is not None else None

@@ -101,8 +101,8 @@ def run_command(args: argparse.Namespace, budget: Budget, workload: Workload, ti
         accepted = f"; speculation accepted {served.acceptance:.0%} of drafts" if served.acceptance is not None else ""
         console.print(f"  served to {served.clients} clients: tok/s of all of them; TTFT p95 over {served.requests} "
                       f"requests, ITL over {served.itl_samples} gaps; goodput within the budget "
-                      f"{served.goodput_tok_s(budget.ttft_ms, budget.latency_ms):.1f}"
-                      f" tok/s{accepted}")
+                      f"{served.goodput_tok_s(budget.ttft_ms, budget.latency_ms):.1f} of "
+                      f"{served.throughput_tok_s:.1f} tok/s over all loads{accepted}")
     seconds = profile.study.get("seconds")
     if isinstance(seconds, dict) and seconds:
         console.print("  [dim]time: " + ", ".join(f"{k} {v:.1f} s" for k, v in seconds.items() if v >= 0.05) + "[/dim]")
