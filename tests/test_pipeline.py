@@ -68,3 +68,22 @@ def test_a_backend_whose_unprobed_first_measurement_times_out_is_dropped(model: 
     dropped = [w for w in reporter.warnings if "'slow' dropped" in w]
     assert len(dropped) == 1 and "did not finish within --timeout 2s" in dropped[0], reporter.warnings
     assert sum(m.startswith("measuring slow") for m in reporter.messages) == 1
+
+
+class Serving(Predicted):
+    """The predicting fake as a server backend: it measures served workloads (several clients)."""
+
+    serves = True
+
+
+def test_a_served_workload_gets_no_single_stream_short_run(model: Path) -> None:
+    # A served measurement is loads bounded in requests and seconds, without the deep-context run the short run's
+    # arithmetic assumes (issue 19: it once dropped the llama-server backend for "decoding at depth 1984").
+    from autotune.probe.machine import probe_here
+
+    reporter = SilentReporter()
+    tune_with_plugins(model, InlineBackends(Serving(30.0, name="serving")), reporter=reporter,
+                      hardware=probe_here(measure_bandwidth=False), workload=WORKLOAD.model_copy(update={"concurrency": 2}),
+                      trials=1, timeout_s=60, backends=("serving",))
+    assert not any(m.startswith("a short run of serving") for m in reporter.messages), reporter.messages
+    assert any(m.startswith("measuring serving") for m in reporter.messages), reporter.messages

@@ -236,6 +236,10 @@ class TrialPipeline:
         """
         if not backend.measures_this_machine or backend.name in self.measured_ok or backend.name in self.probed:
             return True
+        if self.context.workload.served:
+            # A served measurement is loads of requests bounded in number and seconds, with no deep-context run:
+            # the single-stream arithmetic below (runs, then a fill to deep_start) does not describe it.
+            return True
         self.probed.add(backend.name)
         timeout_s, workload = self.context.options.timeout_s, self.context.workload
         if fits_comfortably(record.prediction, self.context.budget.latency_ms, workload, timeout_s):
