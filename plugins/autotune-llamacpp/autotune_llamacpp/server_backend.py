@@ -195,6 +195,11 @@ class LlamaCppServerBackend(LlamaCppBackend):
         """``-np 1`` on every core: one request at a time, as fast as the machine decodes one; the rest default."""
         return self._point(self.quant_choices(source)[0], 1, max(1, hardware.cpu.usable_cores))
 
+    def for_cores(self, params: Params, cores: int) -> Params:
+        """``-t`` and ``-tb`` capped at ``cores`` (one left unset stays llama-server's choice)."""
+        return {**params, **{name: min(int(params[name]), cores) for name in ("n_threads", "n_threads_batch")
+                             if isinstance(params.get(name), int)}}
+
     def load_profile(self, profile: Any) -> Any:
         """A ``llama_cpp.Llama`` with the profile's model settings (slots and speculation are the server's)."""
         import llama_cpp

@@ -112,6 +112,16 @@ def test_space_and_baselines(backend: LlamaCppServerBackend, tiny: Path) -> None
     assert backend.describe(points[2]).endswith("spec=ngram-mod:12")
 
 
+def test_for_cores_caps_both_thread_counts_and_within_cores_tells_who_fits() -> None:
+    from autotune.plugins.backend import within_cores
+
+    backend = LlamaCppServerBackend()
+    params = {"quant": "Q4_0", "n_parallel": 4, "n_threads": 2, "n_threads_batch": 2}
+    assert backend.for_cores(params, 1) == {**params, "n_threads": 1, "n_threads_batch": 1}
+    assert backend.for_cores({**params, "n_threads_batch": None}, 1)["n_threads_batch"] is None
+    assert not within_cores(backend, params, 1) and within_cores(backend, params, 2)
+
+
 def test_memory_grows_with_the_slots(backend: LlamaCppServerBackend, tiny: Path) -> None:
     source = backend.inspect(tiny)
     hardware = example_hardware()
