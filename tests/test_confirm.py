@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,7 @@ from autotune import SilentReporter, TuneOptions, Tuner
 from autotune.budget import Budget
 from autotune.decide.judgment import memory_guard
 from autotune.errors import NothingFits
-from autotune.plugins.backend import Artifact
+from autotune.plugins.backend import Artifact, Params
 from autotune.profile.schema import ArtifactInfo
 from autotune.record import TrialRecord
 from autotune.search.confirm import (
@@ -294,23 +295,23 @@ def test_a_configuration_that_collapses_under_load_is_never_shown_without_a_warn
                         "the rule of thumb collapses with 1 core busy (core 1): 20.0 tok/s against 45.0 quiet (44%)"]
 
 
-def test_the_stage_measures_the_answer_and_the_rule_of_thumb_under_load(tmp_path: Path,
-                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    # The rounds' measurements are taken in-process (the fake's formulas): what is checked is which configuration
-    # is measured when, and that the competing load runs exactly during the busy measurements.
+def measured_in_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, collapses: Callable[[Params], bool],
+                        calls: list[tuple[str, int | None, bool]] | None = None) -> Path:
+    """The confirmation's measurements taken in-process (the fake's formulas), a configuration ``collapses`` says
+    dropping to a tenth of its speed and a 2 s p95 while autotune's competing load runs; a fake model to tune.
+
+    ``calls`` collects (params, depth, whether the load ran) of every measurement."""
     import psutil
 
     import autotune.search.confirm as confirm
     from autotune.measure.worker import WorkerResult
 
-    calls: list[tuple[str, int | None, bool]] = []
-    collapse = {"under load": False}
-
     def in_process(backend, artifact, params, workload, **kwargs):  # type: ignore[no-untyped-def]
-        loops = [p for p in psutil.Process().children() if "-S" in p.cmdline()]
-        calls.append((str(params), workload.depth, bool(loops)))
+        loaded = any("-S" in p.cmdline() for p in psutil.Process().children())
+        if calls is not None:
+            calls.append((str(params), workload.depth, loaded))
         measured = backend.measure(artifact, params, workload)
-        if loops and collapse["under load"]:  # a thread per core waiting at every barrier for a descheduled peer
+        if loaded and collapses(params):  # a thread per core waiting at every barrier for a descheduled peer
             measured = measured.model_copy(update={"decode_tps": measured.decode_tps / 10, "itl_p95_ms": 2000.0})
         return WorkerResult(ok=True, value=measured)
 
@@ -318,6 +319,16 @@ def test_the_stage_measures_the_answer_and_the_rule_of_thumb_under_load(tmp_path
     monkeypatch.setenv("AUTOTUNE_CACHE", str(tmp_path / "cache"))
     model = tmp_path / "m.gguf"
     model.write_bytes(b"GGUF" + bytes(16))
+    return model
+
+
+def test_the_stage_measures_the_answer_and_the_rule_of_thumb_under_load(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    # The rounds' measurements are taken in-process (the fake's formulas): what is checked is which configuration
+    # is measured when, and that the competing load runs exactly during the busy measurements.
+    calls: list[tuple[str, int | None, bool]] = []
+    collapse = {"under load": False}
+    model = measured_in_process(tmp_path, monkeypatch, lambda params: collapse["under load"], calls)
     workload = Workload(prompt_tokens=8, gen_tokens=4, context=64)
 
     def run(**settings: object) -> object:
@@ -378,27 +389,12 @@ def test_under_load_the_best_configuration_on_the_free_cores_competes_and_can_wi
     # Issue 19's finding: with a core busy, every-core threads collapse while one thread fewer holds up. Quietly
     # the fewer-threads configuration is too slow to be a challenger; under --under-load it is measured (the search
     # starts from each starting point on the free cores too) and confirmed beside the winner, and it wins.
-    import psutil
-
-    import autotune.search.confirm as confirm
-    from autotune.measure.worker import WorkerResult
     from autotune.probe.machine import probe_here
 
     hardware = probe_here(measure_bandwidth=False)
     cores = max(2, hardware.cpu.usable_cores)
     free = max(1, hardware.cpu.usable_cores - 1)
-
-    def in_process(backend, artifact, params, workload, **kwargs):  # type: ignore[no-untyped-def]
-        measured = backend.measure(artifact, params, workload)
-        busy = any("-S" in p.cmdline() for p in psutil.Process().children())
-        if busy and params["threads"] > free:  # a thread per core waiting at every barrier for a descheduled peer
-            measured = measured.model_copy(update={"decode_tps": measured.decode_tps / 10, "itl_p95_ms": 2000.0})
-        return WorkerResult(ok=True, value=measured)
-
-    monkeypatch.setattr(confirm, "measure", in_process)
-    monkeypatch.setenv("AUTOTUNE_CACHE", str(tmp_path / "cache"))
-    model = tmp_path / "m.gguf"
-    model.write_bytes(b"GGUF" + bytes(16))
+    model = measured_in_process(tmp_path, monkeypatch, lambda params: params["threads"] > free)
     options = TuneOptions(trials=2, timeout_s=30, measure_quality=False, confirm_rounds=5, seed=3, under_load=True)
     result = Tuner(model, Budget.parse("400MB", "40ms"), Workload(prompt_tokens=8, gen_tokens=4, context=64), options,
                    manager=manager_with(ThreadedFake(max_threads=cores, base_ms=10, measures_here=True)),
