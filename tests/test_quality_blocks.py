@@ -136,7 +136,7 @@ def _allocate(megabytes: int) -> int:
 def test_the_tuners_tree_peak_counts_its_workers() -> None:
     import psutil
 
-    from autotune.measure.worker import peak_rss_self
+    from autotune.measure.tree_peak import peak_rss_self
 
     tree_peak.reset()
     assert tree_peak.tuner_peak_tree_bytes() <= peak_rss_self()  # no worker yet: this process alone
@@ -264,7 +264,7 @@ def test_a_screen_compares_only_with_configurations_of_the_same_quality() -> Non
                                                  bits_per_weight=4.5, size_bytes=2**27), measurement=measured)
 
     pipeline = TrialPipeline.__new__(TrialPipeline)
-    pipeline.context = SimpleNamespace(options=SimpleNamespace(screening=True, objective="quality"))  # type: ignore[assignment]
+    pipeline.context = SimpleNamespace(options=SimpleNamespace(screening=True, objective="quality", under_load=False, busy_share=1.0))  # type: ignore[assignment]
     fast_q4_cache, f16_cache = record(1, 90.0, type_kv="q4_0"), record(2, 70.0)
     pipeline.full = [fast_q4_cache, f16_cache]
     backend = LlamaCppBackend()

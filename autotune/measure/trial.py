@@ -15,7 +15,8 @@ from autotune.measure.busy import (
     watching,
 )
 from autotune.measure.machine_state import machine_context
-from autotune.measure.worker import WorkerResult, WorkerTask, peak_rss_self, run_in_worker
+from autotune.measure.tree_peak import peak_rss_self
+from autotune.measure.worker import WorkerResult, WorkerTask, run_in_worker
 from autotune.measurement import Measurement
 from autotune.plugins.backend import Artifact, Backend, Params
 from autotune.plugins.boundary import PluginFault

@@ -29,6 +29,7 @@ from typing import Any
 import psutil
 
 from autotune.measure import tree_peak
+from autotune.measure.tree_peak import peak_rss_self
 
 POLL_S = 0.05
 WORKER_ENV = {"TQDM_DISABLE": "1", "HF_HUB_OFFLINE": "1"}
@@ -163,24 +164,6 @@ def signal_name(code: int | None) -> str | None:
 def _describe_exit(code: int | None) -> str:
     name = signal_name(code)
     return f"killed by {name}" if name else "crashed before reporting a result"
-
-
-def peak_rss_self() -> int:
-    """Peak resident memory of this process so far, in bytes.
-
-    Linux: ``VmHWM`` from /proc/self/status. ``ru_maxrss`` is wrong there for a worker: a child
-    started with vfork+exec inherits its parent's high-water mark (a 45 MiB worker of a 300 MiB
-    tuner reported 344 MiB). Elsewhere ``ru_maxrss`` (bytes on macOS).
-    """
-    try:
-        with open("/proc/self/status") as status:
-            for line in status:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return int(peak if sys.platform == "darwin" else peak * 1024)
 
 
 def scratch_folder(kind: str) -> tempfile.TemporaryDirectory[str]:
