@@ -41,8 +41,8 @@ from autotune.errors import AutotuneError
 from autotune.files import UnreadableFile, read_bounded, read_json
 from autotune.hardware import Accelerator, CacheLevel, CpuInfo, Hardware, HardwareFact, MemoryBandwidth, MemoryInfo
 from autotune.hookspecs import hookimpl, hookspec
-from autotune.measure.quality import log_softmax_rows
-from autotune.measurement import Measurement, RunTimings, summarize
+from autotune.measure.quality import load_eval_text, log_softmax_rows
+from autotune.measurement import Measurement, RunTimings, ServedFigures, percentile, relative_spread, summarize
 from autotune.model.bundled import model_path as bundled_model
 from autotune.model.hf_folder import CONVERSION_RECORD, inspect_hf_folder, model_shape, safetensors_header
 from autotune.model.source import ModelSource, cached_content_hash, detect_format
@@ -96,7 +96,7 @@ __all__ = [
     "hookspec", "kv_cache_bytes", "load_profile", "logprob_chunks", "measure_session", "parse_duration",
     "parse_size", "prompt_text_tokens", "summarize", "precision_label", "__version__",
     "bundled_model", "HardwareFact", "IntChoice", "MAX_THREADS", "PROMPT_TEXT", "cached_content_hash", "detect_format",
-    "log_softmax_rows", "validate_params",
+    "load_eval_text", "log_softmax_rows", "validate_params", "ServedFigures", "percentile", "relative_spread",
     "CONVERSION_RECORD", "inspect_hf_folder", "model_shape", "safetensors_header",
     "Objective", "Reporter", "SilentReporter", "TuneOptions", "TuneResult", "Tuner", "load", "tune",
     "decode_claim", "evidence", "evidence_comment", "usable_cores_here", "UnreadableFile", "read_bounded", "read_json",

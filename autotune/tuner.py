@@ -194,7 +194,9 @@ class Tuner:
                             dropped=pipeline.dropped, left_out=plan.left_out, seconds=self.context.phases.rounded())
         profile = build_profile(self.context, evidence, plan.by_name)
         peak = profile.study["tuner_peak_tree_bytes"]
-        if peak > self.context.budget.memory_bytes:
+        # Only where the runtimes measure here: a replay's or a fake's run tunes for a device this one only simulates.
+        here = any(r.backend.measures_this_machine for r in plan.by_name.values())
+        if here and peak > self.context.budget.memory_bytes:
             self.context.reporter.warn(
                 f"the tuner itself (this process and its workers) peaked at {format_bytes(peak)}, over the "
                 f"{format_bytes(self.context.budget.memory_bytes)} memory budget: a device with only that much "

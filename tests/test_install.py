@@ -139,7 +139,7 @@ def test_the_built_distributions_install_and_tune_in_a_fresh_environment(tmp_pat
     plugins = {p["name"]: p for p in listed["plugins"]}
     for plugin in PLUGINS:
         assert plugins[plugin]["error"] is None and plugins[plugin]["version"] == "0.1.0", plugins[plugin]
-    [llamacpp] = plugins["llamacpp"]["backends"]
+    llamacpp = next(b for b in plugins["llamacpp"]["backends"] if b["name"] == "llamacpp")
     assert llamacpp["available"] and llamacpp["self_test"]["passed"], llamacpp
     for plugin in ("onnxruntime", "openvino", "mlx"):
         [backend] = plugins[plugin]["backends"]

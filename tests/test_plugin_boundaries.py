@@ -14,8 +14,9 @@ import pytest
 import autotune
 
 PLUGINS = Path(__file__).parents[1] / "plugins"
-PUBLIC_SUBMODULES = {"autotune", "autotune.errors", "autotune.hookspecs", "autotune.testing"}
-"""Besides the top-level API: the exceptions, the hook markers and the test helpers are public too."""
+PUBLIC_SUBMODULES = {"autotune", "autotune.errors", "autotune.hookspecs", "autotune.testing", "autotune.serve"}
+"""Besides the top-level API: the exceptions, the hook markers, the test helpers and the serving room (prompts
+files, a server on loopback, the load generator: what any runtime's server backend measures with) are public too."""
 
 
 def plugin_modules() -> list[tuple[str, Path]]:
@@ -39,7 +40,7 @@ def test_a_plugin_imports_only_the_public_api_and_its_own_package(plugin: str, p
             if top.startswith("autotune_"):
                 assert top == own, f"{path.name} imports {module}: plugins reach each other only through hooks"
             elif top == "autotune":
-                assert module in PUBLIC_SUBMODULES or module.startswith("autotune.testing."), \
+                assert module in PUBLIC_SUBMODULES or module.startswith(("autotune.testing.", "autotune.serve.")), \
                     f"{path.name} imports {module}, which is not autotune's public API"
                 if module == "autotune":
                     missing = [name for name in names if not hasattr(autotune, name)]

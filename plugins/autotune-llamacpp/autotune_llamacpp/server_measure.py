@@ -30,11 +30,16 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from autotune import Measurement, Workload
+from autotune import (
+    SPREAD_LIMIT,
+    Measurement,
+    ServedFigures,
+    Workload,
+    load_eval_text,
+    percentile,
+    relative_spread,
+)
 from autotune.errors import AutotuneError
-from autotune.measure.quality import load_eval_text
-from autotune.measurement import ServedFigures, percentile, relative_spread
-from autotune.plugins.protocol import SPREAD_LIMIT
 from autotune.serve.loadgen import LoadPlan, LoadResult, fresh_request, run_load
 from autotune.serve.server import free_port, started
 from autotune.serve.traffic import Request, text_requests, workload_traffic

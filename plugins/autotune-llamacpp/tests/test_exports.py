@@ -129,8 +129,10 @@ def test_imports_and_reports_without_llama_cpp(monkeypatch: pytest.MonkeyPatch) 
     for name in [m for m in sys.modules if m == "autotune_llamacpp" or m.startswith("autotune_llamacpp.")]:
         monkeypatch.delitem(sys.modules, name)
     plugin = importlib.import_module("autotune_llamacpp.plugin")
-    (backend,) = list(plugin.autotune_backends())
-    availability = backend.availability()
-    assert not availability.available and availability.reason == INSTALL_HINT
+    backends = list(plugin.autotune_backends())
+    assert [b.name for b in backends] == ["llamacpp", "llamacpp-server"]
+    for backend in backends:  # the server backend measures llama.cpp's own build: it needs llama-cpp-python too
+        availability = backend.availability()
+        assert not availability.available and availability.reason == INSTALL_HINT, (backend.name, availability)
     assert {e.name for e in plugin.autotune_exporters()} == {"llama-server", "ollama", "llama-cpp-python",
                                                             "llama-cpp-python-server", "vllm"}
