@@ -217,6 +217,7 @@ def test_the_profile_reports_the_tuners_own_peak_and_warns_over_the_budget(model
 
     from autotune import SilentReporter, TuneOptions, Tuner
     from autotune.budget import Budget
+    from autotune.probe.machine import probe_here
     from autotune.testing.conformance import example_hardware
     from autotune.testing.inline_plugin import manager_with
     from autotune.workload import Workload
@@ -225,11 +226,18 @@ def test_the_profile_reports_the_tuners_own_peak_and_warns_over_the_budget(model
     budget = Budget.parse("300MB", "30ms")
     result = Tuner(model, budget, Workload(prompt_tokens=16, gen_tokens=8, context=256, runs=1, depth=0),
                    TuneOptions(trials=2, timeout_s=30, measure_quality=True, eval_tokens=64, confirm_rounds=0, seed=1),
-                   manager=manager_with(FakeBackend(), builtins=True), hardware=example_hardware(cores=4),
-                   reporter=reporter).run()
+                   manager=manager_with(FakeBackend(measures_here=True), builtins=True),
+                   hardware=probe_here(measure_bandwidth=False), reporter=reporter).run()
     peak = result.profile.study["tuner_peak_tree_bytes"]
     assert peak >= psutil.Process().memory_info().rss + 20 * 2**20  # this process and a Python worker beside it
     assert any("the tuner itself" in w for w in reporter.warnings) == (peak > budget.memory_bytes)
+    # A run only simulating its runtimes (a fake's formulas, another machine's hardware) tunes for a device this
+    # one is not: no warning about this process's memory.
+    simulated = SilentReporter()
+    Tuner(model, budget, Workload(prompt_tokens=16, gen_tokens=8, context=256, runs=1, depth=0),
+          TuneOptions(trials=1, timeout_s=30, measure_quality=False, confirm_rounds=0, seed=1),
+          manager=manager_with(FakeBackend()), hardware=example_hardware(cores=4), reporter=simulated).run()
+    assert not any("the tuner itself" in w for w in simulated.warnings)
 
 
 def test_llama_cpp_keeps_the_context_chunks_share_and_scores_as_from_scratch(tiny: Path) -> None:
