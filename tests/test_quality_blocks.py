@@ -272,13 +272,32 @@ def test_a_screen_compares_only_with_configurations_of_the_same_quality() -> Non
                                                  bits_per_weight=4.5, size_bytes=2**27), measurement=measured)
 
     pipeline = TrialPipeline.__new__(TrialPipeline)
-    pipeline.context = SimpleNamespace(options=SimpleNamespace(screening=True, objective="quality", under_load=False, busy_share=1.0))  # type: ignore[assignment]
+    from autotune.budget import Budget
+
+    pipeline.context = SimpleNamespace(options=SimpleNamespace(screening=True, objective="quality", under_load=False, busy_share=1.0),  # type: ignore[assignment]
+                                       budget=Budget.parse("2GB", "1s"))
     fast_q4_cache, f16_cache = record(1, 90.0, type_kv="q4_0"), record(2, 70.0)
     pipeline.full = [fast_q4_cache, f16_cache]
     backend = LlamaCppBackend()
     # A new f16-cache configuration is screened against the f16-cache one, not the faster one that loses quality.
     assert pipeline._bar(record(3, 1.0, n_threads=1), backend) is f16_cache
     assert pipeline._bar(record(4, 1.0, n_threads=1, type_kv="q4_0"), backend) is fast_q4_cache
+    # The source as it is (no loss at all) bars every configuration under the quality objective: none scores better.
+    from autotune.profile.schema import Interval, Quality
+
+    source = record(5, 80.0, quant="Q4_K_M")
+    source.artifact = ArtifactInfo(path="/m.gguf", format="gguf", precision="Q4_K_M", bits_per_weight=4.8,
+                                   size_bytes=2**27)
+    source.quality = Quality(method="kl-divergence", kl_divergence=Interval(value=0.0, low=0.0, high=0.0))
+    pipeline.full = [fast_q4_cache, source]
+    slow = record(6, 50.0, n_threads=1, type_kv="q8_0")
+    assert pipeline._bar(slow, backend) is source
+    slow.measurement = source.measurement.model_copy(update={"decode_tps": 50.0}) if source.measurement else None
+    assert "no loss" in (pipeline._ruled_out(slow, source) or "")
+    # A configuration faster than every bar is measured in full; under the memory objective the source bars nothing.
+    assert pipeline._ruled_out(record(7, 95.0, type_kv="q8_0"), source) is None
+    pipeline.context.options.objective = "memory"
+    assert pipeline._bar(slow, backend) is None
 
 
 def test_the_reference_scored_against_itself_holds_one_block_at_a_time(tmp_path: Path) -> None:

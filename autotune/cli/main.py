@@ -26,6 +26,7 @@ from autotune.errors import AutotuneError, InputError, one_line
 from autotune.numbers import DURATION_FORMS, SIZE_FORMS, parse_duration, parse_size
 from autotune.options import (
     DEFAULT_BUSY_SHARE,
+    DEFAULT_EVAL_TOKENS,
     DEFAULT_TRIALS,
     MAX_CONFIRM_ROUNDS,
     MAX_SEED,
@@ -147,8 +148,8 @@ def _add_question(parser: argparse.ArgumentParser, *, candidates: bool = False) 
                         help="KV depth where decode latency is also measured, 0 to context - gen tokens "
                         "(default: context - gen tokens; 0: start only)")
     parser.add_argument("--eval-text", type=Path, help="text to measure quality loss on (default: the bundled text)")
-    parser.add_argument("--eval-tokens", type=_typed(run_options.eval_tokens), default=1024,
-                        help=f"tokens of it to use, at least {MIN_EVAL_TOKENS} (default: 1024)")
+    parser.add_argument("--eval-tokens", type=_typed(run_options.eval_tokens), default=DEFAULT_EVAL_TOKENS,
+                        help=f"tokens of it to use, at least {MIN_EVAL_TOKENS} (default: {DEFAULT_EVAL_TOKENS})")
     parser.add_argument("--no-quality", action="store_true", help="skip quality measurement (bits-per-weight proxy)")
     parser.add_argument("--storage", help=STORAGE_HELP)
 

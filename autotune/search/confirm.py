@@ -55,6 +55,8 @@ exceeds this in every round so far: beyond the ±5–10% by which separate runs 
 EARLY_MARGIN = 0.10
 """Before the last round a finalist's latency status is settled only when its p95 interval is this far from the
 budget (below it for "within", above for "over"); an interval near or across the budget gets every round."""
+BASELINE_GEN_TOKENS = 32
+"""Tokens the baselines' measurements and a single one under the competing load generate (the screens' length)."""
 COLLAPSE_SHARE = 0.5
 """Under the competing load, a configuration keeping less than this share of its quiet decode speed collapses."""
 
@@ -164,7 +166,12 @@ def confirm_finalists(context: RunContext, winner: TrialRecord, feasible: Sequen
     round_workload = workload.model_copy(update={"runs": 1})
     # Baselines only lend their decode speed at the start of the context to the ratios: their latency at depth
     # decides nothing, and its long fill (1984 tokens, up to 12 s on one thread here) would dominate the rounds.
-    baseline_workload = round_workload.model_copy(update={"depth": 0})
+    # They decode fewer tokens (``BASELINE_GEN_TOKENS``): a decode speed over 32 tokens is as good a ratio's term as
+    # over 64 (the weights, not the few more cached positions, set a step's time), and the untuned default on one
+    # of two cores took 1.2 s less per round. So does the single measurement with the competing load, which only
+    # tells whether a configuration holds up or collapses (a collapsed one, 9 tok/s here, took 4 s less).
+    baseline_workload = round_workload.model_copy(update={
+        "depth": 0, "gen_tokens": max(1, min(workload.gen_tokens, BASELINE_GEN_TOKENS))})
 
     def measure_into(finalist: Finalist, busy: bool) -> None:
         """One measurement of ``finalist`` in a fresh worker, quiet or under the competing load."""
@@ -284,7 +291,7 @@ def _rounds_key(everyone: Sequence[Finalist], rounds: int, workload: Workload, b
     """The study attribute holding the rounds of exactly these configurations, round limit, workload and load."""
     identity = {"configs": sorted(config_key(f.backend, f.params) for f in everyone), "rounds": rounds,
                 "workload": workload.model_dump(), "busy_share": busy_share, "under_load": under_load,
-                "sequential": 2}  # rounds that stop when settled, with busy figures: not the fixed rounds of before
+                "sequential": 3}  # rounds that stop when settled, with busy figures, baselines on 32 tokens: not those of before
     return "autotune_confirmation_" + key_digest(identity, 16)
 
 

@@ -9,8 +9,8 @@ first *screened*: one short timed run at the start of the context, no deep run, 
 (about a fifth of a full measurement's time, and no quality scoring at all). Only a configuration the
 screen cannot rule out gets the full protocol and its quality score. A screen rules a configuration
 out when it is over a budget beyond the noise, or when it cannot win: slower than the best measured
-configuration with the same quality (same artifact and output settings, ``Backend.output_params``) by more
-than the noise.
+configuration with the same quality (same artifact and output settings, ``Backend.output_params``), or with
+no loss at all, by more than the noise.
 """
 
 from __future__ import annotations
@@ -292,15 +292,20 @@ class TrialPipeline:
 
         The fastest feasible configuration with the same artifact and the same settings that change outputs
         (same quality: a quantized KV cache scores apart; same weights in memory); under the latency objective
-        quality does not decide, so the fastest feasible one of any artifact.
+        quality does not decide, so the fastest feasible one of any artifact. Under the quality objective a
+        configuration measured with no loss at all (the source as it is) is no worse in quality than any other,
+        so it is a bar for every configuration: a slower one cannot win whatever its score, and is neither
+        measured in full nor scored (on 2 cores the deep run and the score cost 30 s; the screen 3 s).
         """
         if not self.context.options.screening:
             return None
         feasible = [r for r in self.full if r.feasible]
-        if self.context.options.objective != "latency":
-            feasible = [r for r in feasible if r.backend == record.backend and r.artifact and record.artifact
+        objective = self.context.options.objective
+        if objective != "latency":
+            feasible = [r for r in feasible if (r.backend == record.backend and r.artifact and record.artifact
                         and r.artifact.path == record.artifact.path
-                        and all(r.params.get(name) == record.params.get(name) for name in backend.output_params)]
+                        and all(r.params.get(name) == record.params.get(name) for name in backend.output_params))
+                        or (objective == "quality" and lossless(r))]
         free = cores_left_free(self.context)
         if free is not None:  # --under-load: what holds up on the free cores is not screened by what does not
             mine = within_cores(backend, record.params, free)
@@ -317,8 +322,9 @@ class TrialPipeline:
         if over is not None:
             return over
         if self.context.options.objective != "memory" and screen.decode_tps < best.decode_tps * (1 - SCREEN_NOISE):
+            quality = "no loss" if lossless(bar) else "same quality"
             return (f"screened out: {screen.decode_tps:.1f} tok/s cannot beat #{bar.number}'s {best.decode_tps:.1f} "
-                    f"tok/s (same quality) beyond the ±{SCREEN_NOISE:.0%} noise")
+                    f"tok/s ({quality}) beyond the ±{SCREEN_NOISE:.0%} noise")
         return None
 
     def _note_crash(self, backend: Backend, signal_name: str) -> None:
@@ -336,6 +342,12 @@ class TrialPipeline:
         why = crash_message(backend, signal_name, self.context.hardware, where)
         self.dropped[backend.name] = why
         self.context.reporter.warn(f"backend {backend.name!r} dropped for this run: {why}")
+
+
+def lossless(record: TrialRecord) -> bool:
+    """Was ``record`` measured with no quality loss at all (KL exactly 0 to its upper bound: the reference)?"""
+    kl = record.quality.kl_divergence if record.quality is not None else None
+    return kl is not None and kl.high == 0
 
 
 def describe(backend: Backend, params: Params) -> str:

@@ -12,6 +12,7 @@ model, its KV cache and a few such blocks, whatever the chunk length.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -43,15 +44,19 @@ def iter_logprobs(model_path: Path, params: Mapping[str, Any], token_ids: list[i
     Rows before ``first_row`` of each chunk are context only: those positions are evaluated without logits
     (the output layer is most of a small model's work with a large vocabulary) and yield nothing. The last
     token of a chunk is only predicted, never evaluated. The configuration's own KV-cache types and flash
-    attention are used (they change the outputs); its batch sizes are replaced by the piece size (they do
-    not), so the context holds ``chunk_tokens`` positions and the buffers one piece.
+    attention are used (they change the outputs); its batch sizes are replaced by the piece size and its thread
+    count by every core this process may use (neither changes them: scores are shared across both, and a score
+    taken on one thread took twice as long), so the context holds ``chunk_tokens`` positions and the buffers one
+    piece.
     """
     llama_cpp = import_llama_cpp()
     chunks = logprob_chunks(token_ids, chunk_tokens)  # raises on a bad chunk size before anything is loaded
     piece = piece_tokens(read_gguf_info(Path(model_path)).vocab_size)
     # swa_full (llama.cpp's default, said here because reuse depends on it): sliding-window layers keep every
     # position, so the context a chunk shares with the one before can stay in the cache.
-    llm = load(model_path, {**params, "n_batch": piece, "n_ubatch": piece}, chunk_tokens, swa_full=True)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    llm = load(model_path, {**params, "n_batch": piece, "n_ubatch": piece, "n_threads": cores}, chunk_tokens,
+               swa_full=True)
     n_vocab = llm.n_vocab()
     batch = llama_cpp.llama_batch_init(piece, 0, 1)
     memory = llama_cpp.llama_get_memory(llm.ctx)
