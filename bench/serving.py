@@ -42,16 +42,16 @@ import json
 import os
 import random
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from autotune.decide.stats import bootstrap_interval, paired_ratio
 from autotune.measure.busy import watching
+from autotune.measure.competing_load import competing_load
 from autotune.model.bundled import model_path
 from autotune.serve.loadgen import LoadPlan, LoadResult, fresh_request, run_load
 from autotune.serve.server import RunningServer, free_port, started
@@ -70,6 +70,8 @@ SAMPLING: dict[str, float | int] = {"seed": 0, "ignore_eos": True}
 """What autotune's served measurement sends with every request (``server_measure.SAMPLING``)."""
 PROMPTS_IN_FILE = 48
 LOAD_DEADLINE_S = 150.0
+BUSY_MAX_S = 3600.0
+"""The busy scenario's competing load ends by itself after this long at the latest."""
 
 TOPICS = ["a lighthouse keeper", "a lost umbrella", "the first day of spring", "a city under snow", "an old radio",
           "a market at dawn", "a train that is always late", "a garden on a roof", "the last bookshop", "a river"]
@@ -157,17 +159,6 @@ class HeldOut:
         batch = [fresh_request(self.requests, self.used + index) for index in range(count)]
         self.used += count
         return batch
-
-
-@contextlib.contextmanager
-def busy_loop(core: int) -> Iterator[None]:
-    """A competing process spinning on ``core`` for as long as the block runs."""
-    spinner = subprocess.Popen([sys.executable, "-c", f"import os; os.sched_setaffinity(0, {{{core}}})\nwhile True: pass"])
-    try:
-        yield
-    finally:
-        spinner.kill()
-        spinner.wait()
 
 
 def tuned_pick(model: Path, scenario_name: str, scenario: Scenario, prompts_file: Path | None,
@@ -329,7 +320,9 @@ def main() -> int:
                 for label, command in commands.items():
                     port = free_port()
                     servers[label] = stack.enter_context(started(command(port), port, Path(scratch) / f"{port}.log"))
-                with busy_loop(0) if scenario.busy_core else contextlib.nullcontext():
+                # One core kept busy by autotune's own competing load (a loop pinned to the first core, ended with
+                # the block, or by itself if this script is killed), as a tune with --under-load measures.
+                with competing_load(1.0, max_s=BUSY_MAX_S, cores=[0]) if scenario.busy_core else contextlib.nullcontext():
                     for _ in range(args.rounds):
                         batch = source.take(count)  # the same fresh prompts for every candidate
                         for label in order.sample(list(commands), len(commands)):
