@@ -56,6 +56,7 @@ from autotune.plugins.backend import (
     Params,
     Prediction,
     SearchSpace,
+    ServedRound,
     precision_label,
 )
 from autotune.plugins.conversion import Conversion
@@ -92,7 +93,7 @@ __all__ = [
     "Accelerator", "Artifact", "AutotuneError", "Availability", "Backend", "Budget", "CacheLevel",
     "Categorical", "Conversion", "CpuInfo", "DecodeSession", "DeploymentProfile", "Exporter", "Hardware",
     "IntRange", "Measurement", "MemoryBandwidth", "MemoryInfo", "ModelSource", "Params", "Prediction",
-    "RunTimings", "SPREAD_LIMIT", "SearchSpace", "Workload", "decode_latency_lower_bound_ms", "hookimpl",
+    "RunTimings", "SPREAD_LIMIT", "SearchSpace", "ServedRound", "Workload", "decode_latency_lower_bound_ms", "hookimpl",
     "hookspec", "kv_cache_bytes", "load_profile", "logprob_chunks", "measure_session", "parse_duration",
     "parse_size", "prompt_text_tokens", "summarize", "precision_label", "__version__",
     "bundled_model", "HardwareFact", "IntChoice", "MAX_THREADS", "PROMPT_TEXT", "cached_content_hash", "detect_format",

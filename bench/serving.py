@@ -53,10 +53,10 @@ from autotune.decide.stats import bootstrap_interval, paired_ratio
 from autotune.measure.busy import watching
 from autotune.measure.competing_load import competing_load
 from autotune.model.bundled import model_path
-from autotune.serve.loadgen import LoadPlan, LoadResult, fresh_request, run_load
+from autotune.serve.loadgen import LoadPlan, LoadResult, run_load
 from autotune.serve.server import RunningServer, free_port, started
 from autotune.serve.speculation import copy_requests
-from autotune.serve.traffic import Request, describe_prompts, workload_traffic
+from autotune.serve.traffic import Request, describe_prompts, fresh_request, workload_traffic
 from autotune.testing.llama_server import llama_server_binary
 
 EVAL_TEXT = (Path(__file__).parents[1] / "autotune" / "data" / "eval.txt").read_text()

@@ -21,9 +21,9 @@ import pytest
 
 from autotune.errors import AutotuneError
 from autotune.files import UnreadableFile
-from autotune.serve.loadgen import LoadPlan, fresh_request, run_load
+from autotune.serve.loadgen import LoadPlan, run_load
 from autotune.serve.server import ServerError, free_port, started
-from autotune.serve.traffic import Request, TrafficError, parse_prompts, read_traffic, split_held_out
+from autotune.serve.traffic import Request, TrafficError, fresh_request, parse_prompts, read_traffic, split_held_out
 from autotune.testing.llama_server import llama_server_binary
 
 FIRST_S = 0.15

@@ -14,6 +14,8 @@ parameters, so ``autotune validate`` and every exporter check a profile the same
 ``serves`` is True for a backend that measures a served workload (several clients, the user's prompts) by
 starting a server and loading it over HTTP; the others measure one stream in-process, so a run with
 ``--clients``/``--prompts`` leaves them out, and a default single-stream run leaves out the serving ones.
+A serving backend may also offer ``resident(artifact, params, workload)``: its server started once and kept
+running while the confirmation rounds load it with the same requests as the other finalists'.
 
 **Can it run here?** ``availability()`` imports the runtime and says why not when it cannot (the
 module itself must import without the runtime). ``version()`` and ``runtime_identity()`` name the
@@ -72,10 +74,11 @@ from __future__ import annotations
 
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 from pydantic import BaseModel
@@ -85,7 +88,12 @@ from autotune.measurement import Measurement
 from autotune.model.source import ModelSource
 from autotune.workload import Workload
 
+if TYPE_CHECKING:
+    from autotune.serve.traffic import Request
+
 Params = dict[str, Any]
+ServedRound = Callable[[Sequence["Request"]], Measurement]
+"""One load of a resident server with the requests given: what ``Backend.resident`` yields."""
 
 
 @dataclass(frozen=True)
@@ -185,11 +193,11 @@ class Backend(ABC):
     """A pydantic model of this backend's parameters (types and bounds). Profiles are validated with it and
     exporters render from it, so a profile that validates always exports. None: parameters are unchecked."""
     measures_this_machine: ClassVar[bool] = True
+    """False only for backends that answer from recorded figures (replay tables, test fakes) instead of running
+    here: those may tune under another machine's hardware description; real runtimes may not."""
     serves: ClassVar[bool] = False
     """True for a backend whose ``measure`` serves the workload (``workload.concurrency`` clients, its prompts) through
     a server; False: it measures one stream in-process, and is left out of a served workload's run."""
-    """False only for backends that answer from recorded figures (replay tables, test fakes) instead of running
-    here: those may tune under another machine's hardware description; real runtimes may not."""
 
     @abstractmethod
     def availability(self) -> Availability:
@@ -304,6 +312,19 @@ class Backend(ABC):
         the loaded model (``autotune.plugins.protocol``), and the protocol does the timing, so every backend
         is measured alike. Leave ``peak_rss_bytes`` unset: the worker fills it from the operating system.
         """
+
+    def resident(self, artifact: Artifact, params: Params, workload: Workload) -> AbstractContextManager[ServedRound] | None:
+        """The deployment started once and kept running while the confirmation rounds load it; None (the default):
+        every round is a fresh worker's ``measure``.
+
+        For a backend that ``serves``. The context manager starts the server (and warms it up as ``measure`` does)
+        and yields a ``ServedRound``: called with one round's requests (the same for every finalist of the round,
+        so rounds compare like with like; never sent to this server before, so its prompt cache cannot help), it
+        loads the server once with ``workload.concurrency`` clients and returns that load's ``Measurement``. The
+        server is stopped when the block ends, however it ends. It runs in the tuner's process: the runtime is the
+        server process, so its crash fails the round, not the tuner.
+        """
+        return None
 
     def load_profile(self, profile: Any) -> Any:
         """The runtime object ``profile`` (a ``DeploymentProfile`` of this backend) describes, ready to generate.

@@ -12,6 +12,10 @@ win against another whatever the remaining rounds measure (``can_still_win``); a
 needs a stricter effect (``EARLY_EFFECT``, beyond the run-to-run noise in every round) than one at the last,
 because looking after every round gives chance more occasions to look like a win.
 
+A served workload's finalists and baselines are kept running through the rounds when they fit the memory budget
+together (``autotune.search.resident``): each round loads every server once, in the round's order, all with the
+same requests (the workload's held-out prompts, marked anew each round), as ``bench/serving.py`` measures.
+
 The machine as it will be: the chosen configuration and the rule of thumb are also measured once with a
 synthetic competing load (``--busy-share`` cores kept busy by ``autotune.measure.competing_load``); with
 ``--under-load`` every configuration is measured both ways in every round and the choice is made on the busy
@@ -23,6 +27,7 @@ from __future__ import annotations
 import itertools
 import random
 from collections.abc import Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 
 from autotune.budget import Budget
@@ -39,6 +44,7 @@ from autotune.measurement import Measurement
 from autotune.plugins.backend import Artifact, Params, within_cores
 from autotune.profile.schema import Confirmation, ConfirmedFigures
 from autotune.record import TrialRecord, config_key, quality_loss
+from autotune.search.resident import Candidate, ResidentRounds
 from autotune.search.sources import ResolvedBackend, cores_left_free
 from autotune.store.cache import key_digest
 from autotune.store.memo import RoundsMemo
@@ -173,13 +179,31 @@ def confirm_finalists(context: RunContext, winner: TrialRecord, feasible: Sequen
     baseline_workload = round_workload.model_copy(update={
         "depth": 0, "gen_tokens": max(1, min(workload.gen_tokens, BASELINE_GEN_TOKENS))})
 
-    def measure_into(finalist: Finalist, busy: bool) -> None:
-        """One measurement of ``finalist`` in a fresh worker, quiet or under the competing load."""
+    resident = ResidentRounds(workload, reporter)
+
+    def resident_candidate(finalist: Finalist) -> Candidate:
+        """What keeping ``finalist`` running takes: its measured peak memory, else its backend's prediction."""
+        backend = by_name[finalist.backend]
+        measured = finalist.record.measurement if finalist.record is not None else None
+        memory = measured.peak_rss_bytes if measured is not None and measured.peak_rss_bytes else None
+        if memory is None:
+            try:
+                memory = backend.backend.predict(backend.source, finalist.params, workload, hardware).memory_bytes
+            except Exception:  # noqa: BLE001 - unknown: count it as large as the winner's
+                memory = (winner.measurement.peak_rss_bytes if winner.measurement else None) or budget.memory_bytes
+        return Candidate(key=id(finalist), backend=backend.backend, artifact=finalist.artifact,
+                         params=finalist.params, memory_bytes=int(memory))
+
+    def measure_into(finalist: Finalist, busy: bool, slot: int) -> None:
+        """One measurement of ``finalist``, quiet or under the competing load: a load of its resident server with
+        the requests of ``slot`` when the rounds keep servers running, else a fresh worker's."""
         # A single busy measurement is taken at the start of the context: a configuration that collapses under the
         # load would spend minutes in the deep fill, and its decode speed and p95 there already tell. Under
         # --under-load the budget applies to the busy figures, so they are measured as the quiet ones are.
         deep = finalist.record is not None and (not busy or under_load)
         def run() -> WorkerResult:
+            if id(finalist) in resident:
+                return resident.measure(id(finalist), slot)
             return measure(by_name[finalist.backend].backend, finalist.artifact, finalist.params,
                            round_workload if deep else baseline_workload,
                            timeout_s=options.timeout_s, memory_limit_bytes=memory_guard(budget, hardware), quiet=quiet)
@@ -221,40 +245,43 @@ def confirm_finalists(context: RunContext, winner: TrialRecord, feasible: Sequen
                   f"interleaved rounds{both} (they stop once the decision is settled)")
     memo_key = _rounds_key(everyone, most, workload, share, under_load)
     stored = memo.get(memo_key) if memo is not None else None
-    if _restore(stored, everyone):
-        assert isinstance(stored, dict)
-        done, stopped = int(stored["rounds"]), str(stored["stopped"])
-        reporter.info(f"reusing the {done} confirmation rounds already stored for these finalists")
-    else:
-        rng = random.Random(options.seed)
-        offset = rng.randrange(len(everyone))
-        done, stopped = 0, f"all {most} rounds ran: the decision was not settled earlier"
-        for index in range(most):
-            order = everyone[(index + offset) % len(everyone):] + everyone[:(index + offset) % len(everyone)]
-            for finalist in order:
-                measure_into(finalist, busy=False)
-                if under_load and load is not None:
-                    measure_into(finalist, busy=True)
-            done = index + 1
-            reporter.info(f"round {done}/{most}: " + ", ".join(
-                f"{f.label} {f.decode_tps[-1]:.1f} tok/s" + (f" ({f.busy_decode_tps[-1]:.1f} busy)"
-                                                            if under_load and f.busy_decode_tps else "")
-                for f in order if f.decode_tps))
-            views = {id(f): v for f, v in zip(everyone, judged(everyone), strict=True)}
-            why = stop_reason([views[id(f)] for f in finalists], views[id(baseline)], budget, options.strict, done,
-                              most, views[id(thumb)] if thumb is not None else None) if done < most else None
-            if why is not None:
-                stopped = f"{done} of at most {most} rounds: {why}"
-                reporter.info(f"confirmation stopped after {stopped}")
-                break
-    record, confirmation, notes = verdict(done, stopped)
-    if load is not None and not under_load:
-        # The machine as it will be, by default for what is presented only: the answer and the rule of thumb.
-        chosen = next(f for f in finalists if f.record is record)
-        for finalist in [chosen] if thumb is None or thumb is chosen else [chosen, thumb]:
-            if not finalist.busy_decode_tps and not finalist.busy_failures:
-                reporter.info(f"measuring {finalist.label} with {load.describe()}")
-                measure_into(finalist, busy=True)
+    with ExitStack() as stack:  # the resident servers, if any, run while the rounds and busy measurements do
+        if _restore(stored, everyone):
+            assert isinstance(stored, dict)
+            done, stopped = int(stored["rounds"]), str(stored["stopped"])
+            reporter.info(f"reusing the {done} confirmation rounds already stored for these finalists")
+        else:
+            rng = random.Random(options.seed)
+            offset = rng.randrange(len(everyone))
+            done, stopped = 0, f"all {most} rounds ran: the decision was not settled earlier"
+            stack.enter_context(resident)
+            resident.start([resident_candidate(f) for f in everyone], budget)
+            for index in range(most):
+                order = everyone[(index + offset) % len(everyone):] + everyone[:(index + offset) % len(everyone)]
+                for finalist in order:
+                    measure_into(finalist, busy=False, slot=2 * index)
+                    if under_load and load is not None:
+                        measure_into(finalist, busy=True, slot=2 * index + 1)
+                done = index + 1
+                reporter.info(f"round {done}/{most}: " + ", ".join(
+                    f"{f.label} {f.decode_tps[-1]:.1f} tok/s" + (f" ({f.busy_decode_tps[-1]:.1f} busy)"
+                                                                if under_load and f.busy_decode_tps else "")
+                    for f in order if f.decode_tps))
+                views = {id(f): v for f, v in zip(everyone, judged(everyone), strict=True)}
+                why = stop_reason([views[id(f)] for f in finalists], views[id(baseline)], budget, options.strict, done,
+                                  most, views[id(thumb)] if thumb is not None else None) if done < most else None
+                if why is not None:
+                    stopped = f"{done} of at most {most} rounds: {why}"
+                    reporter.info(f"confirmation stopped after {stopped}")
+                    break
+        record, confirmation, notes = verdict(done, stopped)
+        if load is not None and not under_load:
+            # The machine as it will be, by default for what is presented only: the answer and the rule of thumb.
+            chosen = next(f for f in finalists if f.record is record)
+            for finalist in [chosen] if thumb is None or thumb is chosen else [chosen, thumb]:
+                if not finalist.busy_decode_tps and not finalist.busy_failures:
+                    reporter.info(f"measuring {finalist.label} with {load.describe()}")
+                    measure_into(finalist, busy=True, slot=2 * most + 1)
     if memo is not None:
         memo.put(memo_key, {"rounds": done, "stopped": stopped, "finalists": {f.label: {
             "decode_tps": f.decode_tps, "itl_p95_ms": f.itl_p95_ms, "failures": f.failures,

@@ -27,7 +27,7 @@ from typing import Any
 
 from autotune.errors import AutotuneError
 from autotune.measurement import percentile
-from autotune.serve.traffic import Request
+from autotune.serve.traffic import Request, fresh_request
 
 
 @dataclass(frozen=True)
@@ -148,17 +148,14 @@ class LoadResult:
         return accepted / drafted if drafted else None
 
 
-def fresh_request(requests: Sequence[Request], index: int) -> Request:
-    """The ``index``-th request: the traffic's prompts in turn, marked unique once they repeat."""
-    base = requests[index % len(requests)]
-    cycle = index // len(requests)
-    if cycle == 0:
-        return base
-    mark = f"[request {index}]\n"  # a new first line: no cached prefix to reuse
-    if base.is_chat:
-        (role, content), *rest = base.messages
-        return Request(messages=((role, mark + content), *rest), max_tokens=base.max_tokens)
-    return Request(prompt=mark + (base.prompt or ""), max_tokens=base.max_tokens)
+MIN_REQUESTS_PER_LOAD = 4
+"""Requests in one load at the least; with more clients, two per client."""
+
+
+def requests_per_load(clients: int) -> int:
+    """Requests in one load of ``clients`` closed-loop clients: two per client, at least ``MIN_REQUESTS_PER_LOAD``
+    (each client's second request queues behind the others' first, as under steady traffic)."""
+    return max(MIN_REQUESTS_PER_LOAD, 2 * clients)
 
 
 @dataclass

@@ -21,13 +21,14 @@ import hashlib
 import json
 import random
 import statistics
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from autotune.errors import AutotuneError, one_line
 from autotune.files import read_bounded, shown_path
-from autotune.workload import PromptsFile
+from autotune.workload import PromptsFile, Workload
 
 MAX_PROMPTS_BYTES = 32 * 2**20
 """Largest prompts file read: tens of thousands of prompts; a larger file is a corpus, not a workload sample."""
@@ -189,3 +190,47 @@ def text_requests(text: str, prompt_tokens: int, count: int) -> list[Request]:
     step = max(1, len(words) // max(count, 1))
     doubled = words + words[:length]  # a cut near the end wraps around to the beginning
     return [Request(prompt=" ".join(doubled[(i * step) % len(words):][:length])) for i in range(count)]
+
+
+def fresh_request(requests: Sequence[Request], index: int) -> Request:
+    """The ``index``-th request: the traffic's prompts in turn, marked unique once they repeat."""
+    base = requests[index % len(requests)]
+    cycle = index // len(requests)
+    if cycle == 0:
+        return base
+    mark = f"[request {index}]\n"  # a new first line: no cached prefix to reuse
+    if base.is_chat:
+        (role, content), *rest = base.messages
+        return Request(messages=((role, mark + content), *rest), max_tokens=base.max_tokens)
+    return Request(prompt=mark + (base.prompt or ""), max_tokens=base.max_tokens)
+
+
+def round_requests(requests: Sequence[Request], round_number: int, count: int) -> list[Request]:
+    """Round ``round_number``'s ``count`` requests: the prompts in turn, each with a mark no earlier round sent,
+    so a server kept running between rounds cannot make a replayed prompt's prefill free through its prompt cache."""
+    first = round_number * count + len(requests)  # past the unmarked first cycle of round 0
+    return [fresh_request(requests, first + index) if round_number else fresh_request(requests, index)
+            for index in range(count)]
+
+
+def confirmation_requests(workload: Workload) -> tuple[list[Request], str]:
+    """The prompts that confirm a served workload and verify it later, never tuned on, and what they are: the
+    held-out prompts of its prompts file (a gone or edited file is one ``TrafficError``), else slices of the
+    evaluation text cut at other places than the tuning's."""
+    if workload.prompts is None:
+        return eval_text_requests(workload.prompt_tokens, 32, seed=2019), "fresh slices of the evaluation text"
+    traffic = workload_traffic(workload.prompts)
+    return list(traffic.held_out), f"the {len(traffic.held_out)} held-out prompts of {traffic.source}"
+
+
+EVAL_TEXT = Path(__file__).parents[1] / "data" / "eval.txt"
+
+
+def eval_text_requests(prompt_tokens: int, count: int, seed: int) -> list[Request]:
+    """``count`` prompts of about ``prompt_tokens`` tokens cut from the evaluation text at seeded places."""
+    text = EVAL_TEXT.read_text()
+    chars = max(16, round(prompt_tokens * CHARS_PER_TOKEN))
+    if len(text) <= chars:
+        text = text * (chars // max(1, len(text)) + 2)
+    starts = random.Random(seed).sample(range(len(text) - chars), min(count, len(text) - chars))
+    return [Request(prompt=text[start:start + chars]) for start in starts]

@@ -18,7 +18,6 @@ runs its backend's own measurement again, in a worker, as the tuner did.
 from __future__ import annotations
 
 import math
-import random
 import statistics
 import tempfile
 from collections.abc import Callable, Sequence
@@ -29,9 +28,9 @@ from typing import TYPE_CHECKING
 from autotune.errors import AutotuneError, InputError
 from autotune.files import shown_path
 from autotune.serve import speculation
-from autotune.serve.loadgen import LoadPlan, LoadResult, fresh_request, run_load
+from autotune.serve.loadgen import LoadPlan, LoadResult, requests_per_load, run_load
 from autotune.serve.server import free_port, started
-from autotune.serve.traffic import CHARS_PER_TOKEN, Request, workload_traffic
+from autotune.serve.traffic import EVAL_TEXT, Request, confirmation_requests, round_requests
 
 if TYPE_CHECKING:
     from autotune.plugins.backend import Backend
@@ -40,13 +39,8 @@ if TYPE_CHECKING:
 UNCONFIRMED_SLACK = 0.10
 """How far a figure known only from one search trial may move before it counts as not holding: separate runs of
 one configuration differ by ±5–10% on the 2-core machines autotune was measured on (DESIGN, Measuring honestly)."""
-EVAL_TEXT = Path(__file__).parents[1] / "data" / "eval.txt"
 DEFAULT_ROUNDS = 3
 """Rounds of a verification: the timed loads of one served measurement (``Workload.runs``)."""
-MIN_REQUESTS = 4
-"""Requests a round at the least; with more clients two per client: the load shape of the served measurement
-(``server_measure.requests_per_load``), since a closed loop's throughput depends on it (its tail, when fewer
-clients are left than started)."""
 ROUND_DEADLINE_S = 180.0
 SAMPLING: dict[str, float | int] = {"seed": 0, "ignore_eos": True}
 """Sent with every request, as the llamacpp-server backend's measurement sends it (``server_measure.SAMPLING``):
@@ -192,31 +186,8 @@ def judge(claimed: Sequence[Claim], observed: dict[str, tuple[float, ...]],
 
 
 def held_out_requests(profile: DeploymentProfile) -> tuple[list[Request], str]:
-    """The held-out prompts of the profile's prompts file, and what they are; a gone or edited file is one
-    ``TrafficError`` saying so. Without a prompts file: slices of the evaluation text the search did not cut."""
-    prompts = profile.workload.prompts
-    if prompts is None:
-        return eval_text_requests(profile.workload.prompt_tokens, 32, seed=2019), "fresh slices of the evaluation text"
-    traffic = workload_traffic(prompts)
-    return list(traffic.held_out), f"the {len(traffic.held_out)} held-out prompts of {traffic.source}"
-
-
-def eval_text_requests(prompt_tokens: int, count: int, seed: int) -> list[Request]:
-    """``count`` prompts of about ``prompt_tokens`` tokens cut from the evaluation text at seeded places."""
-    text = EVAL_TEXT.read_text()
-    chars = max(16, round(prompt_tokens * CHARS_PER_TOKEN))
-    if len(text) <= chars:
-        text = text * (chars // max(1, len(text)) + 2)
-    starts = random.Random(seed).sample(range(len(text) - chars), min(count, len(text) - chars))
-    return [Request(prompt=text[start:start + chars]) for start in starts]
-
-
-def round_requests(requests: Sequence[Request], round_number: int, count: int) -> list[Request]:
-    """Round ``round_number``'s ``count`` requests: the prompts in turn, each with a mark no earlier round sent,
-    so a server's prompt cache cannot make a replayed prompt's prefill free."""
-    first = round_number * count + len(requests)  # past the unmarked first cycle of round 0
-    return [fresh_request(requests, first + index) if round_number else fresh_request(requests, index)
-            for index in range(count)]
+    """The prompts the profile's confirmation sent (``confirmation_requests``): never tuned on."""
+    return confirmation_requests(profile.workload)
 
 
 # -- measuring the served deployment ----------------------------------------------------------------------
@@ -241,7 +212,9 @@ def serve(profile: DeploymentProfile, command: Callable[[int], Sequence[str]], s
 
     workload = profile.workload
     requests, what = held_out_requests(profile)
-    count = settings.requests or max(MIN_REQUESTS, 2 * workload.concurrency)
+    # The served measurement's load shape: a closed loop's throughput depends on it (its tail, when fewer clients
+    # are left than started).
+    count = settings.requests or requests_per_load(workload.concurrency)
     plan = LoadPlan(clients=workload.concurrency, requests=count, max_tokens=workload.gen_tokens,
                     deadline_s=ROUND_DEADLINE_S, sampling=SAMPLING)
     results: list[LoadResult] = []

@@ -23,6 +23,7 @@ Search space (``server_args.ServerParams`` types them; ``None`` leaves a flag to
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -40,6 +41,7 @@ from autotune import (
     Params,
     Prediction,
     SearchSpace,
+    ServedRound,
     Workload,
 )
 from autotune.errors import BackendUnavailable
@@ -57,7 +59,7 @@ from .server_binary import (
     missing_build_tools,
     named_binary,
 )
-from .server_measure import measure_server
+from .server_measure import measure_server, resident_server
 from .tensor_plan import as_is, plan_tensors
 
 SPEC_TYPES_SEARCHED = ("none", "ngram-mod", "ngram-simple", "ngram-map-k")
@@ -233,6 +235,14 @@ class LlamaCppServerBackend(LlamaCppBackend):
         except NoServerBinary as missing:
             raise BackendUnavailable(str(missing)) from None
         return measure_server(binary, artifact.path, params, workload)
+
+    def resident(self, artifact: Artifact, params: Params, workload: Workload) -> AbstractContextManager[ServedRound]:
+        """llama-server started once for the confirmation rounds, each round one load (``resident_server``)."""
+        try:
+            binary = find_binary()
+        except NoServerBinary as missing:
+            raise BackendUnavailable(str(missing)) from None
+        return resident_server(binary, artifact.path, params, workload)
 
     def logprobs(self, artifact: Artifact, params: Params, token_ids: list[int], chunk_tokens: int,
                  first_row: int = 0) -> Iterator[np.ndarray]:

@@ -26,7 +26,8 @@ from __future__ import annotations
 import statistics
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -34,23 +35,22 @@ from autotune import (
     SPREAD_LIMIT,
     Measurement,
     ServedFigures,
+    ServedRound,
     Workload,
     load_eval_text,
     percentile,
     relative_spread,
 )
 from autotune.errors import AutotuneError
-from autotune.serve.loadgen import LoadPlan, LoadResult, fresh_request, run_load
-from autotune.serve.server import free_port, started
-from autotune.serve.traffic import Request, text_requests, workload_traffic
+from autotune.serve.loadgen import LoadPlan, LoadResult, requests_per_load, run_load
+from autotune.serve.server import RunningServer, free_port, started
+from autotune.serve.traffic import Request, fresh_request, text_requests, workload_traffic
 
 from .server_args import server_argv
 
 WARMUP_TOKENS = 8
 """Tokens each warm-up request generates."""
 WARMUP_PROMPT_TOKENS = 32
-MIN_REQUESTS_PER_LOAD = 4
-"""Requests in one timed load at the least; with more clients, two per client."""
 LOADS_BUDGET_S = 150.0
 """Seconds all timed loads of one measurement may take together, so it ends well within the default --timeout
 (300 s) with the server's start and the warm-up: a load's deadline is its share of what is left, a request still
@@ -61,11 +61,6 @@ WARMUP_DEADLINE_S = 60.0
 READY_TIMEOUT_S = 120.0
 SAMPLING: dict[str, float | int] = {"seed": 0, "ignore_eos": True}
 """Sent with every request: a fixed seed over llama-server's default sampling, and always ``gen_tokens`` tokens."""
-
-
-def requests_per_load(workload: Workload) -> int:
-    """Requests in one timed load: two per client, at least ``MIN_REQUESTS_PER_LOAD``."""
-    return max(MIN_REQUESTS_PER_LOAD, 2 * workload.concurrency)
 
 
 def tuning_requests(workload: Workload, count: int) -> list[Request]:
@@ -79,52 +74,83 @@ def tuning_requests(workload: Workload, count: int) -> list[Request]:
 def measure_server(binary: Path, model_path: Path, params: Mapping[str, Any], workload: Workload,
                    log_dir: Path | None = None) -> Measurement:
     """Start llama-server with ``params``, load it as the module docstring says, stop it; its Measurement."""
-    per_load = requests_per_load(workload)
+    per_load = requests_per_load(workload.concurrency)
     most = per_load * workload.runs * 2  # room for the spread check's loads
     prompts = tuning_requests(workload, most)
     # A prompt file shorter than the loads is sent again behind a unique first line (no cached prefix to reuse).
     fresh = [fresh_request(prompts, index) for index in range(most)]
-    warmup = [Request(prompt="[warm-up] " + (r.prompt or ""))
-              for r in text_requests(load_eval_text(), WARMUP_PROMPT_TOKENS, workload.concurrency)]
-    with tempfile.TemporaryDirectory(prefix="autotune-server-") as scratch:
-        port = free_port()
-        log = (log_dir or Path(scratch)) / f"llama-server-{port}.log"
-        argv = server_argv(binary, model_path, params, workload, port)
-        started_at = time.perf_counter()
-        with started(argv, port, log, ready_timeout_s=READY_TIMEOUT_S) as server:
-            load_s = time.perf_counter() - started_at
-            _checked(run_load(server.base_url, warmup, LoadPlan(
-                clients=workload.concurrency, requests=len(warmup), max_tokens=WARMUP_TOKENS,
-                deadline_s=WARMUP_DEADLINE_S, grace_s=LOAD_GRACE_S, sampling=SAMPLING)), "warm-up", server.log_tail())
-            loads: list[LoadResult] = []
-            budget_ends = time.perf_counter() + LOADS_BUDGET_S
+    with _warm_server(binary, model_path, params, workload, log_dir) as (server, load_s):
+        loads: list[LoadResult] = []
+        budget_ends = time.perf_counter() + LOADS_BUDGET_S
 
-            def timed_load(left: int) -> None:
-                # Each load sends the next slice of the fresh requests: no prompt is sent twice in one measurement.
-                start = len(loads) * per_load
-                share = max(1.0, (budget_ends - time.perf_counter()) / left - LOAD_GRACE_S)
-                plan = LoadPlan(clients=workload.concurrency, requests=per_load, max_tokens=workload.gen_tokens,
-                                deadline_s=share, grace_s=LOAD_GRACE_S, sampling=SAMPLING)
-                loads.append(_checked(run_load(server.base_url, fresh[start:start + per_load], plan), "timed load",
-                                      server.log_tail()))
+        def timed_load(left: int) -> None:
+            # Each load sends the next slice of the fresh requests: no prompt is sent twice in one measurement.
+            start = len(loads) * per_load
+            share = max(1.0, (budget_ends - time.perf_counter()) / left - LOAD_GRACE_S)
+            plan = LoadPlan(clients=workload.concurrency, requests=per_load, max_tokens=workload.gen_tokens,
+                            deadline_s=share, grace_s=LOAD_GRACE_S, sampling=SAMPLING)
+            loads.append(_checked(run_load(server.base_url, fresh[start:start + per_load], plan), "timed load",
+                                  server.log_tail()))
 
+        for done in range(workload.runs):
+            timed_load(workload.runs - done)
+        speeds = [load.throughput_tok_s for load in loads]
+        added = 0
+        if relative_spread(speeds) > SPREAD_LIMIT:
             for done in range(workload.runs):
+                if time.perf_counter() + 2 * LOAD_GRACE_S > budget_ends:
+                    break  # no time left for a meaningful load: the spread stays on record as it is
                 timed_load(workload.runs - done)
-            speeds = [load.throughput_tok_s for load in loads]
-            added = 0
-            if relative_spread(speeds) > SPREAD_LIMIT:
-                for done in range(workload.runs):
-                    if time.perf_counter() + 2 * LOAD_GRACE_S > budget_ends:
-                        break  # no time left for a meaningful load: the spread stays on record as it is
-                    timed_load(workload.runs - done)
-                    added += 1
-            server.sample_rss()
-            peak = server.peak_rss_bytes
+                added += 1
+        server.sample_rss()
+        peak = server.peak_rss_bytes
     measurement = summarize_loads(load_s, loads, workload.concurrency)
     measurement.extra_runs = added
     measurement.peak_rss_bytes = peak
     measurement.context["llama_server"] = str(binary)
     return measurement
+
+
+@contextmanager
+def _warm_server(binary: Path, model_path: Path, params: Mapping[str, Any], workload: Workload,
+                 log_dir: Path | None = None) -> Iterator[tuple[RunningServer, float]]:
+    """llama-server started with ``server_argv`` on a free loopback port and warmed up (one short request per
+    client, not recorded), with the seconds it took to answer ``/health``; stopped when the block ends."""
+    warmup = [Request(prompt="[warm-up] " + (r.prompt or ""))
+              for r in text_requests(load_eval_text(), WARMUP_PROMPT_TOKENS, workload.concurrency)]
+    with tempfile.TemporaryDirectory(prefix="autotune-server-") as scratch:
+        port = free_port()
+        log = (log_dir or Path(scratch)) / f"llama-server-{port}.log"
+        started_at = time.perf_counter()
+        with started(server_argv(binary, model_path, params, workload, port), port, log,
+                     ready_timeout_s=READY_TIMEOUT_S) as server:
+            load_s = time.perf_counter() - started_at
+            _checked(run_load(server.base_url, warmup, LoadPlan(
+                clients=workload.concurrency, requests=len(warmup), max_tokens=WARMUP_TOKENS,
+                deadline_s=WARMUP_DEADLINE_S, grace_s=LOAD_GRACE_S, sampling=SAMPLING)), "warm-up", server.log_tail())
+            yield server, load_s
+
+
+@contextmanager
+def resident_server(binary: Path, model_path: Path, params: Mapping[str, Any],
+                    workload: Workload) -> Iterator[ServedRound]:
+    """llama-server started once and warmed up, for the confirmation rounds (``Backend.resident``): each call of
+    what it yields sends one round's requests as one load of ``workload.concurrency`` clients (bounded by
+    ``LOADS_BUDGET_S``) and returns that load's Measurement, the server's peak memory so far included."""
+    with _warm_server(binary, model_path, params, workload) as (server, load_s):
+
+        def measure_round(requests: Sequence[Request]) -> Measurement:
+            plan = LoadPlan(clients=workload.concurrency, requests=len(requests), max_tokens=workload.gen_tokens,
+                            deadline_s=LOADS_BUDGET_S, grace_s=LOAD_GRACE_S, sampling=SAMPLING)
+            load = _checked(run_load(server.base_url, list(requests), plan), "timed load", server.log_tail())
+            server.sample_rss()
+            measurement = summarize_loads(load_s, [load], workload.concurrency)
+            measurement.peak_rss_bytes = server.peak_rss_bytes
+            measurement.context["llama_server"] = str(binary)
+            measurement.context["resident"] = True
+            return measurement
+
+        yield measure_round
 
 
 def _checked(result: LoadResult, what: str, log_tail: str) -> LoadResult:

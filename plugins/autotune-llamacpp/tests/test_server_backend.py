@@ -198,3 +198,24 @@ def test_tunes_a_served_workload_through_llama_server(tmp_path: Path) -> None:
     assert served["clients"] == 2 and served["requests"] >= 4 and served["itl_samples"] >= 4 * 7
     assert profile["params"]["n_parallel"] in (None, 1, 2)
     assert not _servers_of(tmp_path), "a llama-server outlived the run"
+
+
+@pytest.mark.slow
+def test_confirmation_rounds_keep_the_servers_running_and_load_them_in_turn(tmp_path: Path) -> None:
+    """The rounds of a served tune start each finalist's llama-server once, load them in turn with the same
+    requests each round, and stop them all: none outlives the run."""
+    _server_or_skip()
+    model = make_tiny_gguf(tmp_path / "tiny.gguf", hidden=256)
+    env = {**os.environ, "AUTOTUNE_CACHE": str(tmp_path / "cache")}
+    result = subprocess.run(
+        [sys.executable, "-m", "autotune", "run", "--model", str(model), "--budget", "2GB", "--latency", "2s",
+         "--clients", "2", "--trials", "2", "--context", "256", "--prompt-tokens", "32", "--gen-tokens", "8",
+         "--eval-tokens", "256", "--confirm-rounds", "5", "--out", str(tmp_path / "out"), "--json"],
+        capture_output=True, text=True, env=env, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "servers kept running for the rounds" in result.stderr, result.stderr[-3000:]
+    profile = json.loads(result.stdout)
+    confirmation = profile["confirmation"]
+    assert 3 <= confirmation["rounds"] <= 5
+    assert all(f["rounds"] == confirmation["rounds"] for f in confirmation["figures"] if f["decode_tps"] is not None)
+    assert not _servers_of(tmp_path), "a llama-server outlived the run"

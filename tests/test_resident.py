@@ -1,0 +1,102 @@
+"""Served finalists kept running through the confirmation rounds (``autotune.search.resident``)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from autotune import SilentReporter
+from autotune.budget import Budget
+from autotune.measurement import Measurement
+from autotune.plugins.backend import Artifact, Params, ServedRound
+from autotune.search.resident import Candidate, ResidentRounds
+from autotune.serve.traffic import Request
+from autotune.testing import FakeBackend
+from autotune.workload import Workload
+
+SERVED = Workload(prompt_tokens=32, gen_tokens=8, context=256, concurrency=2)
+
+
+class ResidentFake(FakeBackend):
+    """A fake that keeps a "server" per configuration: it records starts, stops and the requests of every load."""
+
+    serves = True
+
+    def __init__(self, fail_to_start: bool = False) -> None:
+        super().__init__()
+        self.fail_to_start = fail_to_start
+        self.running: set[str] = set()
+        self.started: list[str] = []
+        self.loads: list[tuple[str, list[str]]] = []
+
+    def resident(self, artifact: Artifact, params: Params, workload: Workload) -> Any:
+        name = str(params["quant"])
+
+        @contextmanager
+        def server() -> Iterator[ServedRound]:
+            if self.fail_to_start:
+                raise RuntimeError("port in use")
+            self.started.append(name)
+            self.running.add(name)
+            try:
+                def load(requests: Sequence[Request]) -> Measurement:
+                    self.loads.append((name, [r.text for r in requests]))
+                    return Measurement(load_s=0.1, ttft_ms=20, itl_p50_ms=10, itl_p95_ms=12, decode_tps=100,
+                                       prefill_tps=1000, peak_rss_bytes=2**27, runs=1, spread=0.0)
+                yield load
+            finally:
+                self.running.discard(name)
+
+        return server()
+
+
+def candidates(backend: ResidentFake, memory: int = 2**28) -> list[Candidate]:
+    artifact = Artifact(path=Path("/m.gguf"), format="gguf", precision="f16", bits_per_weight=16.0, size_bytes=2**20)
+    return [Candidate(key=quant, backend=backend, artifact=artifact, params={"quant": quant}, memory_bytes=memory)
+            for quant in ("f16", "Q8_0")]
+
+
+def test_every_round_sends_the_same_new_requests_to_every_server_and_stops_them() -> None:
+    backend = ResidentFake()
+    with ResidentRounds(SERVED, SilentReporter()) as rounds:
+        assert rounds.start(candidates(backend), Budget.parse("2GB", "1s"))
+        assert backend.running == {"f16", "Q8_0"}
+        for slot in (0, 1, 2):
+            for key in ("Q8_0", "f16"):
+                result = rounds.measure(key, slot)
+                assert result.ok and result.value.context["busy"]["cores"]
+    assert backend.running == set(), "a resident server outlived the rounds"
+    by_slot = [[texts for _, texts in backend.loads[i:i + 2]] for i in range(0, 6, 2)]
+    for first, second in by_slot:
+        assert first == second and len(first) == 4  # paired: the same requests; two a client, at least four
+    sent = [text for texts in (pair[0] for pair in by_slot) for text in texts]
+    assert len(set(sent)) == len(sent)  # no request repeated to a server across rounds: its prompt cache cannot help
+    assert backend.started == ["f16", "Q8_0"]  # started once each, not once a round
+
+
+def test_servers_that_do_not_fit_the_budget_together_are_not_kept_running() -> None:
+    backend = ResidentFake()
+    reporter = SilentReporter()
+    with ResidentRounds(SERVED, reporter) as rounds:
+        assert not rounds.start(candidates(backend, memory=2**30), Budget.parse("1.5GB", "1s"))
+        assert "f16" not in rounds and not backend.started
+    assert any("afresh" in m and "budget" in m for m in reporter.messages)
+
+
+def test_a_server_that_will_not_start_costs_residence_only() -> None:
+    reporter = SilentReporter()
+    with ResidentRounds(SERVED, reporter) as rounds:
+        assert not rounds.start(candidates(ResidentFake(fail_to_start=True)), Budget.parse("2GB", "1s"))
+    assert any("port in use" in w and "afresh" in w for w in reporter.warnings)
+
+
+def test_a_single_stream_or_a_backend_without_residence_keeps_fresh_workers() -> None:
+    backend = ResidentFake()
+    with ResidentRounds(Workload(prompt_tokens=32, gen_tokens=8, context=256), SilentReporter()) as rounds:
+        assert not rounds.start(candidates(backend), Budget.parse("2GB", "1s"))
+    plain = FakeBackend()
+    artifact = Artifact(path=Path("/m.gguf"), format="gguf", precision="f16", bits_per_weight=16.0, size_bytes=2**20)
+    with ResidentRounds(SERVED, SilentReporter()) as rounds:
+        assert not rounds.start([Candidate("f16", plain, artifact, {"quant": "f16"}, 2**20)], Budget.parse("2GB", "1s"))
