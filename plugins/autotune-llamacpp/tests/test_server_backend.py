@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
@@ -177,21 +178,26 @@ def _servers_of(folder: Path) -> list[int]:
     return found
 
 
-@pytest.mark.slow
-def test_tunes_a_served_workload_through_llama_server(tmp_path: Path) -> None:
-    """``autotune run --clients 2`` on a tiny model: the server backend is chosen, measures two clients over HTTP,
-    and leaves no server running."""
+def _served_tune(tmp_path: Path, trials: int, confirm_rounds: int) -> tuple[str, dict[str, Any]]:
+    """``autotune run --clients 2`` on a tiny model, as a user runs it: its console and its profile."""
     _server_or_skip()
     model = make_tiny_gguf(tmp_path / "tiny.gguf", hidden=256)
     env = {**os.environ, "AUTOTUNE_CACHE": str(tmp_path / "cache")}
     result = subprocess.run(
         [sys.executable, "-m", "autotune", "run", "--model", str(model), "--budget", "2GB", "--latency", "2s",
-         "--clients", "2", "--trials", "3", "--context", "256", "--prompt-tokens", "32", "--gen-tokens", "8",
-         "--eval-tokens", "256", "--confirm-rounds", "0", "--out", str(tmp_path / "out"), "--json"],
+         "--clients", "2", "--trials", str(trials), "--context", "256", "--prompt-tokens", "32", "--gen-tokens", "8",
+         "--eval-tokens", "256", "--confirm-rounds", str(confirm_rounds), "--out", str(tmp_path / "out"), "--json"],
         capture_output=True, text=True, env=env, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "backend 'llamacpp' skipped" in result.stderr  # the in-process backend says why it cannot serve two
-    profile = json.loads(result.stdout)
+    return result.stderr, json.loads(result.stdout)
+
+
+@pytest.mark.slow
+def test_tunes_a_served_workload_through_llama_server(tmp_path: Path) -> None:
+    """``autotune run --clients 2`` on a tiny model: the server backend is chosen, measures two clients over HTTP,
+    and leaves no server running."""
+    console, profile = _served_tune(tmp_path, trials=3, confirm_rounds=0)
+    assert "backend 'llamacpp' skipped" in console  # the in-process backend says why it cannot serve two
     assert profile["backend"]["name"] == "llamacpp-server"
     assert profile["workload"]["concurrency"] == 2
     served = profile["measured"]["served"]
@@ -204,17 +210,8 @@ def test_tunes_a_served_workload_through_llama_server(tmp_path: Path) -> None:
 def test_confirmation_rounds_keep_the_servers_running_and_load_them_in_turn(tmp_path: Path) -> None:
     """The rounds of a served tune start each finalist's llama-server once, load them in turn with the same
     requests each round, and stop them all: none outlives the run."""
-    _server_or_skip()
-    model = make_tiny_gguf(tmp_path / "tiny.gguf", hidden=256)
-    env = {**os.environ, "AUTOTUNE_CACHE": str(tmp_path / "cache")}
-    result = subprocess.run(
-        [sys.executable, "-m", "autotune", "run", "--model", str(model), "--budget", "2GB", "--latency", "2s",
-         "--clients", "2", "--trials", "2", "--context", "256", "--prompt-tokens", "32", "--gen-tokens", "8",
-         "--eval-tokens", "256", "--confirm-rounds", "5", "--out", str(tmp_path / "out"), "--json"],
-        capture_output=True, text=True, env=env, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "servers kept running for the rounds" in result.stderr, result.stderr[-3000:]
-    profile = json.loads(result.stdout)
+    console, profile = _served_tune(tmp_path, trials=2, confirm_rounds=5)
+    assert "servers kept running for the rounds" in console, console[-3000:]
     confirmation = profile["confirmation"]
     assert 3 <= confirmation["rounds"] <= 5
     assert all(f["rounds"] == confirmation["rounds"] for f in confirmation["figures"] if f["decode_tps"] is not None)
