@@ -6,6 +6,7 @@ Its artifact comes from ``measure.artifacts``; what surrounded the measurement, 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 from autotune.measure.busy import (
     MAX_WAIT_PER_MEASUREMENT_S,
@@ -65,9 +66,15 @@ def measure(backend: Backend, artifact: Artifact, params: Params, workload: Work
 
 def _measure_watched(backend: Backend, artifact: Artifact, params: Params, workload: Workload, timeout_s: float,
                      memory_limit_bytes: int | None) -> tuple[WorkerResult, Disturbance]:
-    """One worker run inside a ``watching`` window; the disturbance also goes into the measurement or the error."""
+    """One worker run inside a ``watching`` window (``watched``)."""
+    return watched(lambda: _measure_in_worker(backend, artifact, params, workload, timeout_s, memory_limit_bytes))
+
+
+def watched(run: Callable[[], WorkerResult]) -> tuple[WorkerResult, Disturbance]:
+    """``run()`` (one measurement) inside a ``watching`` window: what other processes took of the cores meanwhile,
+    also kept in the measurement's ``context["busy"]`` or said in its error."""
     with watching() as watch:
-        result = _measure_in_worker(backend, artifact, params, workload, timeout_s, memory_limit_bytes)
+        result = run()
     found = watch.result
     assert found is not None
     if result.ok and isinstance(result.value, Measurement):

@@ -27,7 +27,6 @@ from __future__ import annotations
 import itertools
 import random
 from collections.abc import Sequence
-from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 
 from autotune.budget import Budget
@@ -245,7 +244,7 @@ def confirm_finalists(context: RunContext, winner: TrialRecord, feasible: Sequen
                   f"interleaved rounds{both} (they stop once the decision is settled)")
     memo_key = _rounds_key(everyone, most, workload, share, under_load)
     stored = memo.get(memo_key) if memo is not None else None
-    with ExitStack() as stack:  # the resident servers, if any, run while the rounds and busy measurements do
+    with resident:  # the resident servers, if the rounds start any, run while the rounds and busy measurements do
         if _restore(stored, everyone):
             assert isinstance(stored, dict)
             done, stopped = int(stored["rounds"]), str(stored["stopped"])
@@ -254,7 +253,6 @@ def confirm_finalists(context: RunContext, winner: TrialRecord, feasible: Sequen
             rng = random.Random(options.seed)
             offset = rng.randrange(len(everyone))
             done, stopped = 0, f"all {most} rounds ran: the decision was not settled earlier"
-            stack.enter_context(resident)
             resident.start([resident_candidate(f) for f in everyone], budget)
             for index in range(most):
                 order = everyone[(index + offset) % len(everyone):] + everyone[:(index + offset) % len(everyone)]

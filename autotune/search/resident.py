@@ -20,7 +20,8 @@ from dataclasses import dataclass
 
 from autotune.budget import Budget, format_bytes
 from autotune.measure import tree_peak
-from autotune.measure.busy import host_measurement_lock, watching
+from autotune.measure.busy import host_measurement_lock
+from autotune.measure.trial import watched
 from autotune.measure.worker import WorkerResult
 from autotune.measurement import Measurement
 from autotune.plugins.backend import Artifact, Backend, Params, ServedRound
@@ -62,8 +63,7 @@ class ResidentRounds:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._stack.close()
-        self.rounds.clear()
+        self._stop()
         if self.peaks:  # the servers ran at once, beside this process: their peaks count together in the tuner's
             tree_peak.note_worker(sum(self.peaks.values()))
 
@@ -101,16 +101,18 @@ class ResidentRounds:
         """One load of ``key``'s deployment with the requests of ``slot``, alone on this host, knowing whether
         other processes were busy (as ``autotune.measure.trial.measure`` measures)."""
         requests = round_requests(self.requests, slot, requests_per_load(self.workload.concurrency))
-        with host_measurement_lock(), watching() as watch:
+
+        def load() -> WorkerResult:
             try:
                 measurement: Measurement = self.rounds[key](requests)
             except Exception as error:  # noqa: BLE001 - the round fails, the rounds go on
                 return WorkerResult(ok=False, error=str(error) or type(error).__name__)
-        if watch.result is not None:
-            measurement.context = {**measurement.context, "busy": watch.result.as_context()}
-        peak = measurement.peak_rss_bytes or 0
-        self.peaks[key] = max(self.peaks.get(key, 0), peak)
-        return WorkerResult(ok=True, value=measurement, peak_rss_bytes=peak)
+            peak = measurement.peak_rss_bytes or 0
+            self.peaks[key] = max(self.peaks.get(key, 0), peak)
+            return WorkerResult(ok=True, value=measurement, peak_rss_bytes=peak)
+
+        with host_measurement_lock():
+            return watched(load)[0]
 
     def _stop(self) -> None:
         self._stack.close()

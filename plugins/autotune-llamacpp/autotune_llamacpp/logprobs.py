@@ -12,14 +12,13 @@ model, its KV cache and a few such blocks, whatever the chunk length.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from autotune import log_softmax_rows, logprob_chunks
+from autotune import log_softmax_rows, logprob_chunks, usable_cores_here
 from autotune.errors import BackendUnavailable
 
 from .gguf_info import read_gguf_info
@@ -54,9 +53,8 @@ def iter_logprobs(model_path: Path, params: Mapping[str, Any], token_ids: list[i
     piece = piece_tokens(read_gguf_info(Path(model_path)).vocab_size)
     # swa_full (llama.cpp's default, said here because reuse depends on it): sliding-window layers keep every
     # position, so the context a chunk shares with the one before can stay in the cache.
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    llm = load(model_path, {**params, "n_batch": piece, "n_ubatch": piece, "n_threads": cores}, chunk_tokens,
-               swa_full=True)
+    llm = load(model_path, {**params, "n_batch": piece, "n_ubatch": piece, "n_threads": usable_cores_here()},
+               chunk_tokens, swa_full=True)
     n_vocab = llm.n_vocab()
     batch = llama_cpp.llama_batch_init(piece, 0, 1)
     memory = llama_cpp.llama_get_memory(llm.ctx)
