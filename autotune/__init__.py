@@ -68,6 +68,7 @@ from autotune.profile.params import MAX_THREADS, IntChoice, validate_params
 from autotune.profile.reading import load_profile
 from autotune.profile.schema import DeploymentProfile
 from autotune.reporting import Reporter, SilentReporter
+from autotune.store.snapshots import KeptFill, kept_fill
 from autotune.workload import PROMPT_TEXT, Workload
 
 if TYPE_CHECKING:  # type checkers see the lazily loaded names below
@@ -100,5 +101,5 @@ __all__ = [
     "load_eval_text", "log_softmax_rows", "validate_params", "ServedFigures", "percentile", "relative_spread",
     "CONVERSION_RECORD", "inspect_hf_folder", "model_shape", "safetensors_header",
     "Objective", "Reporter", "SilentReporter", "TuneOptions", "TuneResult", "Tuner", "load", "tune",
-    "decode_claim", "evidence", "evidence_comment", "usable_cores_here", "UnreadableFile", "read_bounded", "read_json",
+    "decode_claim", "evidence", "evidence_comment", "usable_cores_here", "KeptFill", "kept_fill", "UnreadableFile", "read_bounded", "read_json",
 ]

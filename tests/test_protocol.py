@@ -5,10 +5,14 @@ A scripted session advances a fake clock by set amounts, so every figure is know
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
 
 from autotune import DecodeSession, Measurement, Workload, logprob_chunks, measure_session, prompt_text_tokens
 from autotune.plugins.protocol import SPREAD_LIMIT
+from autotune.store.snapshots import kept_fill, prune
 from autotune.workload import PROMPT_TEXT
 
 PREFILL_S_PER_TOKEN = 0.001
@@ -142,3 +146,63 @@ def test_logprob_chunks_cover_every_prediction_once() -> None:
     assert logprob_chunks(list(range(9)), 4) == [[0, 1, 2, 3], [4, 5, 6, 7]]  # a last lone token predicts nothing
     with pytest.raises(ValueError, match="at least 2"):
         logprob_chunks([1, 2, 3], 1)
+
+
+class KeepingSession(ScriptedSession):
+    """A scripted session that can save its cache to a file and load it back (as the file's token list)."""
+
+    cached: list[int]
+
+    def reset(self) -> None:
+        super().reset()
+        self.cached = []
+
+    def prefill(self, tokens: list[int]) -> None:
+        super().prefill(tokens)
+        self.cached += tokens
+
+    def save_context(self, path: Path) -> bool:
+        path.write_text(",".join(map(str, self.cached)))
+        return True
+
+    def load_context(self, path: Path, tokens: list[int]) -> bool:
+        if not path.is_file() or path.read_text() != ",".join(map(str, tokens)):
+            return False
+        self.cached = list(tokens)
+        return True
+
+
+def test_the_deep_fill_is_prefilled_once_then_loaded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AUTOTUNE_CACHE", str(tmp_path))
+    workload = Workload(prompt_tokens=16, gen_tokens=4, context=64, runs=1)  # deep run from position 60
+    kept = kept_fill({"config": "a"}, tail=8)
+    measured = []
+    for _ in range(2):
+        clock = Clock()
+        session = KeepingSession(clock, [0.01, 0.02, 0.03])
+        measured.append((measure_session(lambda session=session: session, workload, clock=clock, kept=kept),
+                         session))
+    (first, prefilled), (second, loaded) = measured
+    assert prefilled.fills == [16, 16, 52, 8]  # warm-up, timed run, the fill but its tail (saved), the tail
+    assert loaded.fills == [16, 16, 8]  # the fill loaded but its tail, which is prefilled
+    assert prefilled.cached == loaded.cached == [7] * 60
+    assert first.deep_depth == second.deep_depth == 60
+    assert first.deep_itl_p95_ms == pytest.approx(30.0) and second.deep_itl_p95_ms == pytest.approx(30.0)
+    assert [p.name for p in kept.path.parent.iterdir()] == [kept.path.name]  # whole files only, no temporary left
+
+    clock = Clock()
+    other = KeepingSession(clock, [0.01, 0.02, 0.03])
+    measure_session(lambda: other, workload.model_copy(update={"context": 80}), clock=clock, kept=kept)
+    assert other.fills[-2:] == [68, 8]  # a snapshot of another fill is not used, and is replaced
+    assert kept.path.read_text() == ",".join(["7"] * 68)
+
+
+def test_saved_contexts_are_pruned_oldest_first_and_left_temporaries_go(tmp_path: Path) -> None:
+    for age, name in enumerate(["c.ctx", "b.ctx", "a.ctx"]):
+        (tmp_path / name).write_bytes(b"x" * 100)
+        os.utime(tmp_path / name, (1_000_000 + age, 1_000_000 + age))
+    (tmp_path / "d.ctx.123.tmp").write_bytes(b"half")
+    os.utime(tmp_path / "d.ctx.123.tmp", (1_000_000, 1_000_000))
+    (tmp_path / "e.ctx.456.tmp").write_bytes(b"being written")  # another process's, just now: kept
+    prune(tmp_path, keep_bytes=250)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.ctx", "b.ctx", "e.ctx.456.tmp"]

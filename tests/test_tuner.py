@@ -140,6 +140,21 @@ def test_objective_picks_the_expected_winner(model: Path, objective: str, expect
         assert result.profile.quality.kl_divergence.value == pytest.approx(0.0, abs=1e-9)
 
 
+def test_a_lossy_configuration_is_scored_not_measured_in_full_once_the_source_fits(model: Path) -> None:
+    # The source (f16, no loss) is measured first; under the quality objective nothing with a loss above zero can
+    # beat it, so faster quantizations are screened and scored, and never measured in full. Under the latency
+    # objective quality does not decide, and they are measured in full.
+    budget = Budget.parse("400MB", "40ms")
+    quality = tune(model, FakeBackend(), budget, trials=8, objective="quality", measure_quality=True)
+    lossy = [r for r in quality.records if r.params["quant"] != "f16" and r.quality is not None]
+    assert lossy and all(r.status == "screened-out" and (r.reason or "").startswith("scored out: KL") for r in lossy)
+    assert all(r.quality.kl_divergence.low > 0 and r.measurement.runs == 1 for r in lossy)  # the screen's figures
+    assert quality.profile.params["quant"] == "f16"
+    latency = tune(model, FakeBackend(), budget, trials=8, objective="latency", measure_quality=True)
+    assert any(r.params["quant"] != "f16" and r.status == "measured" for r in latency.records)
+    assert not any((r.reason or "").startswith("scored out") for r in latency.records)
+
+
 class CannotRunThisModel(FakeBackend):
     """A backend whose converter refuses the model's architecture."""
 

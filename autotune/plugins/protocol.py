@@ -14,7 +14,9 @@ backend, the way a chat loop drives a model:
 4. the spread check: when decode speed differs across those runs by more than
    ``SPREAD_LIMIT`` (relative), as many runs again are timed and all of them summarised;
 5. one deep run (when ``workload.deep_start`` > 0): the cache filled to that depth like a long
-   prompt, then the same decode steps; only those steps are used.
+   prompt, then the same decode steps; only those steps are used. A backend whose session can save and
+   load its cache passes a ``KeptFill`` (``autotune.store.snapshots``): the fill is then prefilled once, and
+   later measurements whose cache would hold the same values load it but for its last micro-batch.
 
 EOS is ignored: decode speed does not depend on which token comes out, and stopping early
 would make runs incomparable. Log-probabilities are cut into chunks by ``logprob_chunks``.
@@ -24,9 +26,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Protocol
 
 from autotune.measurement import Measurement, RunTimings, relative_spread, summarize
+from autotune.store.snapshots import KeptFill, mark_used, writing
 from autotune.workload import PROMPT_TEXT, Workload
 
 WARMUP_TOKENS = 8
@@ -56,7 +60,8 @@ class DecodeSession(Protocol):
         return None  # a body, so subclasses may inherit this default
 
     def prefill(self, tokens: list[int]) -> None:
-        """Evaluate ``tokens`` on the empty cache, in pieces the runtime chooses for a long fill."""
+        """Evaluate ``tokens`` on the empty cache (after the loaded positions, if ``load_context`` loaded any), in
+        pieces the runtime chooses for a long fill."""
         ...
 
     def first_token(self) -> int:
@@ -72,13 +77,31 @@ class DecodeSession(Protocol):
         its own peak memory) for ``Measurement.context``; by default nothing."""
         return {}
 
+    def save_context(self, path: Path) -> bool:
+        """Write the positions in the KV cache, with the tokens they hold, to ``path``; False when the runtime
+        cannot (the default). Only the deep run calls it, during its fill, when the backend passed
+        ``measure_session`` a ``KeptFill``."""
+        return False
+
+    def load_context(self, path: Path, tokens: list[int]) -> bool:
+        """Fill the empty cache from ``path`` if it holds exactly ``tokens`` (as ``save_context`` wrote them), so the
+        next ``prefill`` continues after them; else leave the cache empty and return False (the default)."""
+        return False
+
 
 def timed_run(session: DecodeSession, prompt: list[int], gen_tokens: int,
-              clock: Clock = time.perf_counter) -> RunTimings:
-    """Prefill ``prompt`` on an empty cache, pick a token, then decode ``gen_tokens`` tokens one at a time."""
+              clock: Clock = time.perf_counter, kept: KeptFill | None = None) -> RunTimings:
+    """Prefill ``prompt`` on an empty cache, pick a token, then decode ``gen_tokens`` tokens one at a time.
+
+    With ``kept`` the prompt's cache is loaded from it when it holds that prompt (``kept_prefill``): the prefill's
+    time then means nothing, and only the decode steps may be used (the deep run's case).
+    """
     session.reset()
     started = clock()
-    session.prefill(prompt)
+    if kept is None:
+        session.prefill(prompt)
+    else:
+        kept_prefill(session, prompt, kept)
     prefill_s = clock() - started
     token = session.first_token()
     ttft_s = clock() - started
@@ -88,6 +111,24 @@ def timed_run(session: DecodeSession, prompt: list[int], gen_tokens: int,
         token = session.step(token)
         token_s.append(clock() - step)
     return RunTimings(prompt_tokens=len(prompt), prefill_s=prefill_s, ttft_s=ttft_s, token_s=token_s)
+
+
+def kept_prefill(session: DecodeSession, tokens: list[int], kept: KeptFill) -> None:
+    """Prefill ``tokens`` on the empty cache: all but the last ``kept.tail`` loaded from ``kept.path`` when it holds
+    them, else prefilled and saved there for the next measurement; the tail is always prefilled (it leaves the
+    memory caches as a prefill does, and gives the logits a saved cache does not hold)."""
+    cut = len(tokens) - min(kept.tail, len(tokens) - 1)
+    if cut < 1:
+        session.prefill(tokens)
+        return
+    context, tail = tokens[:cut], tokens[cut:]
+    if session.load_context(kept.path, context):
+        mark_used(kept.path)
+    else:
+        session.prefill(context)
+        with writing(kept.path) as temporary:
+            session.save_context(temporary)
+    session.prefill(tail)
 
 
 def extra_runs(runs: list[RunTimings], planned: int) -> int:
@@ -102,11 +143,14 @@ def extra_runs(runs: list[RunTimings], planned: int) -> int:
 
 
 def measure_session(load: Callable[[], DecodeSession], workload: Workload, *,
-                    clock: Clock = time.perf_counter) -> Measurement:
+                    clock: Clock = time.perf_counter, kept: KeptFill | None = None) -> Measurement:
     """Load a session and measure it by the protocol in this module's docstring.
 
     ``clock`` is the timer (tests pass a fake one). ``Measurement.extra_runs`` says how many timed
     runs the spread check added; ``peak_rss_bytes`` is left to the worker (VmHWM of its process).
+    ``kept`` is where the deep run's fill is kept (``autotune.kept_fill`` of what sets the cache's contents), for a
+    session that implements ``save_context`` and ``load_context`` and whose ``prefill`` continues after cached
+    positions; None: the fill is prefilled every time.
     """
     started = clock()
     session = load()
@@ -119,7 +163,7 @@ def measure_session(load: Callable[[], DecodeSession], workload: Workload, *,
         runs += [timed_run(session, prompt, workload.gen_tokens, clock) for _ in range(added)]
         deep = None
         if workload.deep_start > 0:
-            deep = timed_run(session, session.prompt_tokens(workload.deep_start), workload.gen_tokens, clock)
+            deep = timed_run(session, session.prompt_tokens(workload.deep_start), workload.gen_tokens, clock, kept)
     finally:
         context = session.close()
     measurement = summarize(load_s, runs, deep, workload.deep_start or None)

@@ -61,7 +61,10 @@ EARLY_MARGIN = 0.10
 """Before the last round a finalist's latency status is settled only when its p95 interval is this far from the
 budget (below it for "within", above for "over"); an interval near or across the budget gets every round."""
 BASELINE_GEN_TOKENS = 32
-"""Tokens the baselines' measurements and a single one under the competing load generate (the screens' length)."""
+"""Tokens the baselines' measurements generate (the screens' length)."""
+BUSY_GEN_TOKENS = 16
+"""Tokens a single measurement under the competing load generates: it tells whether a configuration holds up or
+collapses, and a collapsed one decodes at 1.5-9 tok/s here (16 fewer tokens: up to 11 s less)."""
 COLLAPSE_SHARE = 0.5
 """Under the competing load, a configuration keeping less than this share of its quiet decode speed collapses."""
 
@@ -173,10 +176,11 @@ def confirm_finalists(context: RunContext, winner: TrialRecord, feasible: Sequen
     # decides nothing, and its long fill (1984 tokens, up to 12 s on one thread here) would dominate the rounds.
     # They decode fewer tokens (``BASELINE_GEN_TOKENS``): a decode speed over 32 tokens is as good a ratio's term as
     # over 64 (the weights, not the few more cached positions, set a step's time), and the untuned default on one
-    # of two cores took 1.2 s less per round. So does the single measurement with the competing load, which only
-    # tells whether a configuration holds up or collapses (a collapsed one, 9 tok/s here, took 4 s less).
+    # of two cores took 1.2 s less per round. The single measurement with the competing load, which only tells
+    # whether a configuration holds up or collapses, decodes fewer still (``BUSY_GEN_TOKENS``).
     baseline_workload = round_workload.model_copy(update={
-        "depth": 0, "gen_tokens": max(1, min(workload.gen_tokens, BASELINE_GEN_TOKENS))})
+        "depth": 0, "gen_tokens": max(2, min(workload.gen_tokens, BASELINE_GEN_TOKENS))})
+    busy_workload = baseline_workload.model_copy(update={"gen_tokens": max(2, min(workload.gen_tokens, BUSY_GEN_TOKENS))})
 
     resident = ResidentRounds(workload, reporter)
 
@@ -200,11 +204,11 @@ def confirm_finalists(context: RunContext, winner: TrialRecord, feasible: Sequen
         # load would spend minutes in the deep fill, and its decode speed and p95 there already tell. Under
         # --under-load the budget applies to the busy figures, so they are measured as the quiet ones are.
         deep = finalist.record is not None and (not busy or under_load)
+        measured = round_workload if deep else busy_workload if busy and not under_load else baseline_workload
         def run() -> WorkerResult:
             if id(finalist) in resident:
                 return resident.measure(id(finalist), slot)
-            return measure(by_name[finalist.backend].backend, finalist.artifact, finalist.params,
-                           round_workload if deep else baseline_workload,
+            return measure(by_name[finalist.backend].backend, finalist.artifact, finalist.params, measured,
                            timeout_s=options.timeout_s, memory_limit_bytes=memory_guard(budget, hardware), quiet=quiet)
         if busy and by_name[finalist.backend].backend.measures_this_machine:  # a replay's figures are not this machine's
             # The load outlives no measurement: stopped when it ends; at worst a measurement, a wait and another.
@@ -316,7 +320,7 @@ def _rounds_key(everyone: Sequence[Finalist], rounds: int, workload: Workload, b
     """The study attribute holding the rounds of exactly these configurations, round limit, workload and load."""
     identity = {"configs": sorted(config_key(f.backend, f.params) for f in everyone), "rounds": rounds,
                 "workload": workload.model_dump(), "busy_share": busy_share, "under_load": under_load,
-                "sequential": 3}  # rounds that stop when settled, with busy figures, baselines on 32 tokens: not those of before
+                "sequential": 4}  # rounds that stop when settled, with busy figures, baselines on 32 tokens, busy ones on 16
     return "autotune_confirmation_" + key_digest(identity, 16)
 
 

@@ -6,6 +6,8 @@
 
 from __future__ import annotations
 
+import ctypes
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -38,3 +40,24 @@ class LlamaSession(DecodeSession):
     def step(self, token: int) -> int:
         self.llm.eval([token])
         return greedy(self.llama_cpp, self.llm, self.n_vocab)
+
+    def save_context(self, path: Path) -> bool:
+        count = self.llm.n_tokens
+        tokens = (self.llama_cpp.llama_token * count)(*self.llm.input_ids[:count].tolist())
+        return bool(self.llama_cpp.llama_state_seq_save_file(self.llm.ctx, os.fsencode(path), 0, tokens, count))
+
+    def load_context(self, path: Path, tokens: list[int]) -> bool:
+        if not path.is_file():
+            return False
+        saved = (self.llama_cpp.llama_token * len(tokens))()
+        count = ctypes.c_size_t(0)
+        # llama.cpp refuses a file of another model, cache layout or runtime version, or with more tokens than asked.
+        read = self.llama_cpp.llama_state_seq_load_file(self.llm.ctx, os.fsencode(path), 0, saved, len(tokens),
+                                                        ctypes.byref(count))
+        if not read or count.value != len(tokens) or list(saved) != tokens:
+            self.llama_cpp.llama_memory_clear(self.llama_cpp.llama_get_memory(self.llm.ctx), True)
+            self.llm.reset()
+            return False
+        self.llm.input_ids[:len(tokens)] = tokens
+        self.llm.n_tokens = len(tokens)  # Llama.eval continues at this position
+        return True

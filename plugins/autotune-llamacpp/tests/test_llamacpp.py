@@ -9,6 +9,8 @@ import pytest
 
 from autotune.errors import AutotuneError, BackendUnavailable
 from autotune.plugins.backend import Categorical, IntRange
+from autotune.plugins.protocol import kept_prefill
+from autotune.store.snapshots import KeptFill
 from autotune.testing import BackendConformance, measure, prepare_artifact, skip_unless_runs_here
 from autotune.testing.conformance import example_hardware
 from autotune.testing.tiny_gguf import make_tiny_gguf
@@ -18,6 +20,7 @@ from autotune_llamacpp.gguf_info import read_gguf_info, tensor_bytes
 from autotune_llamacpp.logprobs import iter_logprobs
 from autotune_llamacpp.memory_model import decode_read_bytes
 from autotune_llamacpp.quant_types import CANDIDATES, reachable_types
+from autotune_llamacpp.runner import LlamaSession
 from autotune_llamacpp.tensor_plan import plan_tensors
 
 pytest.importorskip("llama_cpp")
@@ -238,3 +241,57 @@ def test_a_truncated_gguf_says_what_llama_cpp_found(backend: LlamaCppBackend, ti
         tokenize_text(truncated, "hello")
     message = str(raised.value)
     assert "not within the file bounds, model is corrupted or incomplete" in message and "see llama.cpp" not in message
+
+
+@pytest.mark.usefixtures("runs_here")
+@pytest.mark.parametrize("flash_attn", [False, True])
+def test_a_loaded_deep_fill_decodes_as_the_prefilled_one(tiny_256: Path, tmp_path: Path, flash_attn: bool) -> None:
+    """The deep run's fill, saved once and loaded by the next measurement, gives the same greedy continuation
+    (the same cache); a file that holds other tokens or is not a context is refused and leaves the cache empty."""
+    params = {"n_threads": 2, "n_batch": 64, "n_ubatch": 32, "flash_attn": flash_attn, "type_kv": "q8_0"}
+    snapshot = tmp_path / "fill.ctx"
+
+    def continuation(session: LlamaSession, tokens: list[int]) -> list[int]:
+        session.prefill(tokens)
+        picked = [session.first_token()]
+        for _ in range(8):
+            picked.append(session.step(picked[-1]))
+        return picked
+
+    fresh = LlamaSession(tiny_256, params, 256)
+    fill = fresh.prompt_tokens(200)
+    fresh.reset()
+    kept_prefill(fresh, fill, KeptFill(snapshot, tail=1))  # prefilled, then saved but the last token
+    assert snapshot.stat().st_size > 0
+    expected = [fresh.first_token()]
+    for _ in range(8):
+        expected.append(fresh.step(expected[-1]))
+    fresh.reset()
+    assert continuation(fresh, fill) == expected  # the saved cache is the one a plain prefill makes
+
+    loaded = LlamaSession(tiny_256, params, 256)
+    assert not loaded.load_context(snapshot, fill[:-2])  # other tokens: refused
+    assert not loaded.load_context(tmp_path / "missing.ctx", fill[:-1])
+    (tmp_path / "junk.ctx").write_bytes(b"not a context")
+    assert not loaded.load_context(tmp_path / "junk.ctx", fill[:-1])
+    assert continuation(loaded, fill) == expected  # a refused load left the cache empty
+    loaded.reset()
+    assert loaded.load_context(snapshot, fill[:-1])
+    assert loaded.llm.n_tokens == len(fill) - 1
+    assert continuation(loaded, fill[-1:]) == expected
+
+
+def test_fills_are_kept_per_cache_contents_and_never_for_a_sliding_window(backend: LlamaCppBackend, tiny_256: Path,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    artifact = prepare_artifact(backend, backend.inspect(tiny_256), {"quant": "F16"})[0]
+    workload = Workload(context=256)
+    params = {"quant": "F16", "n_threads": 2, "n_batch": 256, "n_ubatch": 128, "type_kv": "f16", "flash_attn": False}
+    kept = backend.kept_fill(artifact, params, workload)
+    assert kept is not None and kept.tail == 128
+    # Threads and batch size leave the cache's contents alone; KV types and the depth do not.
+    assert backend.kept_fill(artifact, {**params, "n_threads": 1, "n_batch": 512}, workload).path == kept.path
+    assert backend.kept_fill(artifact, {**params, "type_kv": "q8_0"}, workload).path != kept.path
+    assert backend.kept_fill(artifact, params, workload.model_copy(update={"depth": 100})).path != kept.path
+    # llama.cpp saves only the window of a sliding-window cache: a loaded one would decode faster than the deployment.
+    monkeypatch.setattr(type(backend.header(tiny_256)), "sliding_window", property(lambda self: 512))
+    assert backend.kept_fill(artifact, params, workload) is None
