@@ -12,6 +12,7 @@ from autotune.model.source import ModelSource
 from autotune.plugins.backend import Artifact, Backend, Params, runtime_version
 from autotune.plugins.boundary import checked
 from autotune.store.cache import artifact_dir, building
+from autotune.store.page_cache import drop_cached_pages
 
 ARTIFACT_RECORD = "artifact.json"
 
@@ -61,6 +62,7 @@ def prepare_artifact(backend: Backend, source: ModelSource, params: Params) -> t
         else:  # the backend chose a file of its own outside the cache
             stored["path"], stored["location"] = str(resolved), "absolute"
         (workdir / ARTIFACT_RECORD).write_text(json.dumps(stored, indent=2, default=str))
+    drop_cached_pages(final)  # measured as read from the disk, not from the pages its writing left
     return _read_artifact(final, source), True
 
 

@@ -24,6 +24,7 @@ from autotune.record import config_key
 from autotune.reporting import Reporter
 from autotune.search.refusals import recall, remember
 from autotune.store.cache import artifact_dir, building
+from autotune.store.page_cache import drop_cached_pages
 from autotune.workload import Workload
 
 
@@ -116,6 +117,7 @@ def resolve(path: Path, backends: Sequence[Backend], conversions: Sequence[Conve
                 if time.perf_counter() - started > 2:
                     reporter.info(f"converted with {conversion.name} in {time.perf_counter() - started:.0f} s")
             source = checked(backend.inspect(current), ModelSource, f"{backend.name}.inspect()")
+            drop_cached_pages(Path(source.path))  # every candidate is first read from the disk, the source too
             resolved.append(ResolvedBackend(backend, source, [c.name for c in chain]))
         except BackendUnavailable as error:
             remember(backend, cached_content_hash(path), str(error))
