@@ -21,7 +21,9 @@ round cancels), throughput, TTFT p95 and ITL p95 as medians over rounds with boo
 requests (TTFT) and inter-token gaps (ITL) one round's percentile rests on.
 
 Scenarios: ``quiet`` (4 clients, fresh ~128-token slices of the evaluation text), ``busy`` (the same with a busy
-loop pinned to the first core; the pick is tuned with ``under_load``), ``copy`` (1 client, a prompts file asking
+loop pinned to the first core; the pick is tuned with ``under_load`` and the ITL budget only: when nothing holds it,
+the tune's answer is said and the fixed configurations are measured), ``busy1`` (one client, a core busy),
+``copy`` (1 client, a prompts file asking
 to repeat passages: n-gram speculation's case) and ``sampled`` (1 client, a prompts file asking for new stories:
 speculation's worst case). The prompts-file scenarios measure with the file's held-out prompts, which the tune
 never saw.
@@ -50,6 +52,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from autotune.decide.stats import bootstrap_interval, paired_ratio
+from autotune.errors import NothingFits
 from autotune.measure.busy import watching
 from autotune.measure.competing_load import competing_load
 from autotune.model.bundled import model_path
@@ -90,6 +93,7 @@ class Scenario:
 SCENARIOS = {
     "quiet": Scenario(clients=4, prompts="fresh"),
     "busy": Scenario(clients=4, prompts="fresh", busy_core=True),
+    "busy1": Scenario(clients=1, prompts="fresh", busy_core=True),
     "copy": Scenario(clients=1, prompts="copy"),
     "sampled": Scenario(clients=1, prompts="sampled"),
 }
@@ -171,7 +175,11 @@ def tuned_pick(model: Path, scenario_name: str, scenario: Scenario, prompts_file
     options = TuneOptions(backends=("llamacpp-server",), trials=trials,
                           **({"under_load": True} if scenario.busy_core else {}))
     started_at = time.monotonic()
-    result = tune(model, Budget.parse("2GB", f"{ITL_SLO_MS:.0f}ms", f"{TTFT_SLO_MS:.0f}ms"), workload, options)
+    # With a core busy no configuration answers 4 clients within a 1 s TTFT p95 here (issue 19: -np 4 -t 1 came
+    # closest at 1.6 s), so the busy tune holds the ITL budget only, the one its target names; goodput still
+    # applies both objectives to every candidate alike.
+    ttft = None if scenario.busy_core else f"{TTFT_SLO_MS:.0f}ms"
+    result = tune(model, Budget.parse("2GB", f"{ITL_SLO_MS:.0f}ms", ttft), workload, options)
     return served_command(result.profile), (f"tuned for {scenario_name} in {time.monotonic() - started_at:.0f} s "
                                             f"({trials} trials)")
 
@@ -307,10 +315,14 @@ def main() -> int:
                                                    "127.0.0.1", "--port", str(port), "--no-webui"])
                 for label, flags in fixed.items()}
             if not args.no_pick:
-                command, how = (profile_pick(Path(picks[name])) if name in picks
-                                else tuned_pick(model, name, scenario, prompts_file, args.trials))
-                commands[PICK] = command
-                print(f"\n{name}: autotune's pick {how}: {' '.join(command(8080)[1:])}")
+                try:
+                    command, how = (profile_pick(Path(picks[name])) if name in picks
+                                    else tuned_pick(model, name, scenario, prompts_file, args.trials))
+                except NothingFits as error:  # an answer too: the fixed configurations show what it means
+                    print(f"\n{name}: autotune's answer: nothing fits — {error}")
+                else:
+                    commands[PICK] = command
+                    print(f"\n{name}: autotune's pick {how}: {' '.join(command(8080)[1:])}")
             source: FreshSlices | HeldOut = fresh if prompts_file is None else \
                 HeldOut(workload_traffic(describe_prompts(prompts_file)).held_out)
             count = args.requests if scenario.clients > 1 else max(2, args.requests // 2)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 from pathlib import Path
 
 import pytest
@@ -210,3 +211,32 @@ def test_the_command_line_and_the_library_share_defaults_and_bounds() -> None:
     objective = next(a for a in build_parser()._subparsers._group_actions[0].choices["run"]._actions  # type: ignore[union-attr]
                      if a.dest == "objective")
     assert tuple(objective.choices) == OBJECTIVES == ("quality", "latency", "memory")
+
+
+@pytest.mark.parametrize("named, expected", [("/no/such/llama-server", "does not exist"),
+                                             ("plain.txt", "not an executable file"),
+                                             ("/tmp", "not an executable file")])
+def test_a_llama_server_that_cannot_run_is_one_line(capsys: pytest.CaptureFixture[str], tmp_path: Path, named: str,
+                                                    expected: str) -> None:
+    (tmp_path / "plain.txt").write_text("not a program\n")  # mode 644: not executable
+    named = str(tmp_path / named) if named == "plain.txt" else named
+    line = error_line(capsys, ["run", *BUDGETS, "--clients", "4", "--llama-server", named])
+    assert "--llama-server" in line and expected in line
+
+
+def test_a_named_llama_server_reaches_the_plugin_through_the_environment(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    from autotune_llamacpp.server_binary import find_binary
+
+    binary = tmp_path / "llama-server"
+    binary.write_text("#!/bin/sh\n")
+    binary.chmod(0o755)
+    monkeypatch.delenv("AUTOTUNE_LLAMA_SERVER", raising=False)
+    seen: list[str | None] = []
+    cli = importlib.import_module("autotune.cli.main")  # the package exports its main() under the module's name
+    monkeypatch.setattr(cli, "COMMANDS", {"run": lambda args: seen.append(str(find_binary())) or 0})
+    assert main(["run", *BUDGETS, "--clients", "4", "--llama-server", str(binary)]) == 0
+    assert seen == [str(binary.resolve())] and os.environ["AUTOTUNE_LLAMA_SERVER"] == str(binary.resolve())
+    monkeypatch.delenv("AUTOTUNE_LLAMA_SERVER")

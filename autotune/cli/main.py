@@ -200,6 +200,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="measure every configuration in full (default: one short screening run first)")
     run.add_argument("--seed", type=_typed(run_options.seed), default=0,
                      help=f"search seed, 0 to {MAX_SEED} (default: 0)")
+    run.add_argument("--llama-server", type=_typed(run_options.llama_server), metavar="PATH",
+                     help="the llama-server a served tune (--clients/--prompts) starts and its profile exports "
+                     f"(default: ${run_options.LLAMA_SERVER_ENV}, else one built for this CPU on first need)")
     run.add_argument("--out", type=Path, default=Path("profiles"), help="folder for the profile (default: ./profiles)")
     run.add_argument("--json", action="store_true", help="print the profile JSON on stdout")
 
@@ -255,6 +258,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parse_args(sys.argv[1:] if argv is None else argv)
     except SystemExit as exit:  # argparse has printed its one line (or the help): return its status like any other
         return exit.code if isinstance(exit.code, int) else 2
+    if getattr(args, "llama_server", None) is not None:  # the plugin and the workers read it from the environment
+        os.environ[run_options.LLAMA_SERVER_ENV] = str(args.llama_server)
     try:
         with interrupted_by_termination():
             status = COMMANDS[args.command](args)

@@ -39,6 +39,8 @@ MAX_CLIENTS = 256
 """More concurrent clients than a CPU server has slots for (llama-server's -np is bounded alike)."""
 DEFAULT_PROMPT_TOKENS = 128
 DEFAULT_GEN_TOKENS = 64
+LLAMA_SERVER_ENV = "AUTOTUNE_LLAMA_SERVER"
+"""What ``--llama-server`` sets for this process and its workers: the variable the llama.cpp plugin reads."""
 
 
 def trials(text: str) -> int:
@@ -120,6 +122,16 @@ def busy_share(text: str) -> float:
 def timeout(text: str) -> float:
     """``--timeout``: seconds one measurement may take."""
     return parse_duration(text, at_least=MIN_TIMEOUT_S, at_most=MAX_TIMEOUT_S)
+
+
+def llama_server(text: str) -> Path:
+    """``--llama-server``: an executable file, the llama-server a served tune or a verification starts."""
+    path = Path(text).expanduser()
+    if not (path.is_file() and os.access(path, os.X_OK)):
+        what = "does not exist" if not path.exists() else "is not an executable file"
+        raise InputError(f"{_shown(text)} {what}; name a llama-server binary (or leave the option out: autotune "
+                         "builds one for this CPU on first need)")
+    return path.resolve()
 
 
 def quality_loss(text: str) -> float:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from contextlib import suppress
 from pathlib import Path
 from typing import Protocol
 
@@ -117,16 +118,16 @@ def kept_prefill(session: DecodeSession, tokens: list[int], kept: KeptFill) -> N
     """Prefill ``tokens`` on the empty cache: all but the last ``kept.tail`` loaded from ``kept.path`` when it holds
     them, else prefilled and saved there for the next measurement; the tail is always prefilled (it leaves the
     memory caches as a prefill does, and gives the logits a saved cache does not hold)."""
-    cut = len(tokens) - min(kept.tail, len(tokens) - 1)
-    if cut < 1:
+    if len(tokens) < 2:  # nothing to keep: the one token is the tail
         session.prefill(tokens)
         return
+    cut = len(tokens) - min(kept.tail, len(tokens) - 1)  # at least one token kept, at least one prefilled
     context, tail = tokens[:cut], tokens[cut:]
     if session.load_context(kept.path, context):
         mark_used(kept.path)
     else:
         session.prefill(context)
-        with writing(kept.path) as temporary:
+        with suppress(OSError), writing(kept.path) as temporary:  # a full disk costs the next fill, not this one
             session.save_context(temporary)
     session.prefill(tail)
 
