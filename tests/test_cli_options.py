@@ -233,10 +233,11 @@ def test_a_named_llama_server_reaches_the_plugin_through_the_environment(tmp_pat
     binary = tmp_path / "llama-server"
     binary.write_text("#!/bin/sh\n")
     binary.chmod(0o755)
-    monkeypatch.delenv("AUTOTUNE_LLAMA_SERVER", raising=False)
+    # Recorded here, so the teardown restores what was there: main() sets the variable outside monkeypatch, and
+    # a fake binary left in it made every later test's llama-server "exit 0 before it was ready".
+    monkeypatch.setenv("AUTOTUNE_LLAMA_SERVER", "")
     seen: list[str | None] = []
     cli = importlib.import_module("autotune.cli.main")  # the package exports its main() under the module's name
     monkeypatch.setattr(cli, "COMMANDS", {"run": lambda args: seen.append(str(find_binary())) or 0})
     assert main(["run", *BUDGETS, "--clients", "4", "--llama-server", str(binary)]) == 0
     assert seen == [str(binary.resolve())] and os.environ["AUTOTUNE_LLAMA_SERVER"] == str(binary.resolve())
-    monkeypatch.delenv("AUTOTUNE_LLAMA_SERVER")
