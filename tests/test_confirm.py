@@ -295,6 +295,17 @@ def test_a_configuration_that_collapses_under_load_is_never_shown_without_a_warn
                         "the rule of thumb collapses with 1 core busy (core 1): 20.0 tok/s against 45.0 quiet (44%)"]
 
 
+def test_a_collapse_measured_on_loads_stopped_over_the_budget_says_so() -> None:
+    chosen = finalist("#1", [40] * 3, [30] * 3)
+    chosen.busy_decode_tps, chosen.busy_itl_p95_ms = [40.0] * 3, [32.0] * 3
+    thumb = finalist("rule of thumb", [60] * 3, [25] * 3)
+    thumb.busy_decode_tps, thumb.busy_itl_p95_ms, thumb.busy_stopped = [1.2, 0.9, 1.0], [1900.0, 2100.0, 2000.0], 3
+    _, warnings = load_figures([chosen, thumb], chosen.record, thumb, thumb, BUDGET, "1 core busy (core 1)", True)
+    assert warnings == ["the rule of thumb collapses with 1 core busy (core 1): 1.0 tok/s against 60.0 quiet (2%); "
+                        "p95 2000.0 ms over the 50 ms budget; 3 of its 3 busy load(s) stopped once certain to be over "
+                        "the budget, their figures from the requests so far"]
+
+
 def measured_in_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, collapses: Callable[[Params], bool],
                         calls: list[tuple[str, int | None, bool]] | None = None) -> Path:
     """The confirmation's measurements taken in-process (the fake's formulas), a configuration ``collapses`` says

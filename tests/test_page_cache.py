@@ -48,3 +48,21 @@ def test_a_written_model_file_leaves_the_page_cache(tmp_path: Path) -> None:
     assert resident_pages(model) == 0
     assert model.read_bytes()[:4]  # still the same file, read from the disk again
     drop_cached_pages(tmp_path / "missing")  # nothing to do, no error
+
+
+def test_a_source_several_backends_read_is_dropped_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import autotune.search.sources as sources
+    from autotune import SilentReporter
+    from autotune.plugins.backend import Availability
+    from autotune.testing import FakeBackend
+
+    class Other(FakeBackend):
+        name = "other-fake"
+
+    dropped: list[Path] = []
+    monkeypatch.setattr(sources, "drop_cached_pages", dropped.append)
+    model = tmp_path / "m.gguf"
+    model.write_bytes(b"GGUF" + bytes(16))
+    resolved = sources.resolve(model, [FakeBackend(), Other()], [], SilentReporter(),
+                               availability_of=lambda backend: Availability(True))
+    assert len(resolved) == 2 and dropped == [Path(resolved[0].source.path)]

@@ -30,6 +30,7 @@ class ResidentFake(FakeBackend):
         self.running: set[str] = set()
         self.started: list[str] = []
         self.loads: list[tuple[str, list[str]]] = []
+        self.bounds: list[dict[str, float]] = []
 
     def resident(self, artifact: Artifact, params: Params, workload: Workload) -> Any:
         name = str(params["quant"])
@@ -41,8 +42,9 @@ class ResidentFake(FakeBackend):
             self.started.append(name)
             self.running.add(name)
             try:
-                def load(requests: Sequence[Request]) -> Measurement:
+                def load(requests: Sequence[Request], **bound: float) -> Measurement:
                     self.loads.append((name, [r.text for r in requests]))
+                    self.bounds.append(bound)
                     return Measurement(load_s=0.1, ttft_ms=20, itl_p50_ms=10, itl_p95_ms=12, decode_tps=100,
                                        prefill_tps=1000, peak_rss_bytes=2**27, runs=1, spread=0.0)
                 yield load
@@ -100,3 +102,13 @@ def test_a_single_stream_or_a_backend_without_residence_keeps_fresh_workers() ->
     artifact = Artifact(path=Path("/m.gguf"), format="gguf", precision="f16", bits_per_weight=16.0, size_bytes=2**20)
     with ResidentRounds(SERVED, SilentReporter()) as rounds:
         assert not rounds.start([Candidate("f16", plain, artifact, {"quant": "f16"}, 2**20)], Budget.parse("2GB", "1s"))
+
+
+def test_a_bound_reaches_the_server_only_when_given() -> None:
+    # A load under the competing load stops once certain to be over the latency budget; a quiet one is called as a
+    # third party's one-argument ServedRound is (the bound is never passed where there is none).
+    backend = ResidentFake()
+    with ResidentRounds(SERVED, SilentReporter()) as rounds:
+        assert rounds.start(candidates(backend), Budget.parse("2GB", "1s"))
+        assert rounds.measure("f16", 0).ok and rounds.measure("f16", 1, stop_over_itl_ms=50.0).ok
+    assert backend.bounds == [{}, {"stop_over_itl_ms": 50.0}]

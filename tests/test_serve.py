@@ -21,7 +21,8 @@ import pytest
 
 from autotune.errors import AutotuneError
 from autotune.files import UnreadableFile
-from autotune.serve.loadgen import LoadPlan, run_load
+from autotune.measurement import percentile
+from autotune.serve.loadgen import LoadPlan, gaps_over_to_settle, run_load
 from autotune.serve.server import ServerError, free_port, started
 from autotune.serve.traffic import Request, TrafficError, fresh_request, parse_prompts, read_traffic, split_held_out
 from autotune.testing.llama_server import llama_server_binary
@@ -143,6 +144,52 @@ def test_a_server_that_never_stops_is_cut_at_the_deadline() -> None:
     assert result.completed == [] and result.throughput_tok_s == 0
 
 
+def test_a_load_over_its_latency_bound_stops_as_soon_as_its_p95_is_certain() -> None:
+    # Every gap (40 ms) is over a 10 ms bound: 14 of at most 4 x 63 gaps settle the p95, about 0.5 s of two
+    # clients' streaming, where the whole load would stream for ever (the server never ends a request).
+    started_at = time.monotonic()
+    with scripted(forever=True) as url:
+        result = run_load(url, [Request(prompt="a")], LoadPlan(clients=2, requests=4, max_tokens=64, deadline_s=30,
+                                                               stop_over_itl_ms=10))
+    assert time.monotonic() - started_at < 5
+    assert result.stopped is not None and "over 10 ms" in result.stopped
+    assert len(result.traces) == 2 and all(t.stopped for t in result.traces)  # no request sent after the stop
+    assert result.errors == [] and len(result.completed) == 2
+    gaps = sum(len(t.gaps_s) for t in result.traces)
+    assert gaps >= gaps_over_to_settle(4 * 63) and gaps <= gaps_over_to_settle(4 * 63) + 2
+    itl = result.itl_ms(95)
+    assert itl is not None and itl.value > 10
+    assert result.tokens == sum(len(t.chunk_s) for t in result.traces) and result.throughput_tok_s > 0
+
+
+def test_a_load_within_its_latency_bound_runs_out() -> None:
+    with scripted() as url:
+        result = run_load(url, [Request(prompt="a")], LoadPlan(clients=2, requests=4, stop_over_itl_ms=GAP_S * 1000 * 5))
+    assert result.stopped is None and len(result.completed) == 4 and result.tokens == 4 * CHUNKS
+    with pytest.raises(AutotuneError, match="bound"):
+        LoadPlan(stop_over_itl_ms=0)
+    with pytest.raises(AutotuneError, match="bound"):
+        LoadPlan(stop_over_itl_ms=float("nan"))
+
+
+def test_the_count_that_settles_a_percentile_is_exact() -> None:
+    import random
+
+    rng = random.Random(0)
+    for total in [1, 2, 3, 4, 19, 20, 21, 100, 252, 504]:
+        needed = gaps_over_to_settle(total)
+        assert 1 <= needed <= total
+        for _ in range(50):
+            # needed values over 1.0 and the rest as high as they may be without being over: the p95 is over...
+            values = [1.0 + rng.random() for _ in range(needed)] + [rng.choice([0.0, 1.0]) for _ in range(total - needed)]
+            assert percentile(values, 95) > 1.0
+        # ...and one fewer is not enough: those just over 1.0 and the rest at 0 leave the p95 within it.
+        values = [1.0 + 1e-9] * (needed - 1) + [0.0] * (total - needed + 1)
+        assert percentile(values, 95) <= 1.0
+    with pytest.raises(ValueError):
+        gaps_over_to_settle(0)
+
+
 def test_errors_are_recorded_per_request_and_bad_plans_refused() -> None:
     with scripted(status=500) as url:
         result = run_load(url, [Request(prompt="a")], LoadPlan(requests=2))
@@ -223,11 +270,19 @@ def test_a_real_llama_server_under_two_clients(tmp_path: Path) -> None:
     port = free_port()
     argv = [str(binary), "-m", str(model), "-c", "512", "-np", "2", "-t", "1", "--host", "127.0.0.1",
             "--port", str(port), "--no-webui"]
+    prompts = [Request(prompt="one two three"), Request(prompt="four five")]
     with started(argv, port, tmp_path / "server.log") as server:
-        result = run_load(server.base_url, [Request(prompt="one two three"), Request(prompt="four five")],
-                          LoadPlan(clients=2, requests=4, max_tokens=8, deadline_s=90))
+        result = run_load(server.base_url, prompts, LoadPlan(clients=2, requests=4, max_tokens=8, deadline_s=90))
+        # A load stopped over its bound (every gap is over 1 µs) cuts its requests mid-stream; the server frees
+        # their slots and serves the next load in full.
+        stopped = run_load(server.base_url, prompts, LoadPlan(clients=2, requests=4, max_tokens=64, deadline_s=90,
+                                                              stop_over_itl_ms=0.001, sampling={"ignore_eos": True}))
+        after = run_load(server.base_url, prompts, LoadPlan(clients=2, requests=2, max_tokens=8, deadline_s=90))
         process = server.process
     assert process.poll() is not None  # stopped on the way out
+    assert stopped.stopped is not None and not stopped.errors and len(stopped.traces) == 2, server.log_tail()
+    assert all(t.stopped and t.tokens < 64 for t in stopped.traces)
+    assert not after.errors and len(after.completed) == 2, (after.errors, server.log_tail())
     assert not result.errors and len(result.completed) == 4, (result.errors, server.log_tail())
     assert all(0 < t.tokens <= 8 for t in result.completed)
     assert all(t.prompt_tokens is not None and t.prompt_tokens > 0 for t in result.completed)

@@ -74,11 +74,11 @@ from __future__ import annotations
 
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import numpy as np
 from pydantic import BaseModel
@@ -92,8 +92,16 @@ if TYPE_CHECKING:
     from autotune.serve.traffic import Request
 
 Params = dict[str, Any]
-ServedRound = Callable[[Sequence["Request"]], Measurement]
-"""One load of a resident server with the requests given: what ``Backend.resident`` yields."""
+
+
+class ServedRound(Protocol):
+    """One load of a resident server with the requests given: what ``Backend.resident`` yields."""
+
+    def __call__(self, requests: Sequence[Request], stop_over_itl_ms: float | None = None) -> Measurement:
+        """Load the server once with ``requests``; with ``stop_over_itl_ms``, stop the load as soon as its p95
+        inter-token latency is certain to end over that bound (``LoadPlan.stop_over_itl_ms``) and say so in the
+        Measurement's ``context["stopped"]``."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -320,7 +328,8 @@ class Backend(ABC):
         For a backend that ``serves``. The context manager starts the server (and warms it up as ``measure`` does)
         and yields a ``ServedRound``: called with one round's requests (the same for every finalist of the round,
         so rounds compare like with like; never sent to this server before, so its prompt cache cannot help), it
-        loads the server once with ``workload.concurrency`` clients and returns that load's ``Measurement``. The
+        loads the server once with ``workload.concurrency`` clients and returns that load's ``Measurement`` (stopped
+        early once over ``stop_over_itl_ms`` where the rounds give one: measurements under a competing load). The
         server is stopped when the block ends, however it ends. It runs in the tuner's process: the runtime is the
         server process, so its crash fails the round, not the tuner.
         """

@@ -87,6 +87,8 @@ class Finalist:
     """The same figures measured under the synthetic competing load (``--busy-share``)."""
     busy_itl_p95_ms: list[float] = field(default_factory=list)
     busy_failures: list[str] = field(default_factory=list)
+    busy_stopped: int = 0
+    """Busy served loads stopped once their p95 was certain to be over the budget (their figures are partial)."""
 
     def under_load(self) -> Finalist:
         """This finalist with its busy figures in place of its quiet ones (and the quiet ones kept as busy)."""
@@ -207,7 +209,10 @@ def confirm_finalists(context: RunContext, winner: TrialRecord, feasible: Sequen
         measured = round_workload if deep else busy_workload if busy and not under_load else baseline_workload
         def run() -> WorkerResult:
             if id(finalist) in resident:
-                return resident.measure(id(finalist), slot)
+                # A load under the competing load stops once its p95 is certain to be over the budget: a collapsing
+                # server streams a token every second or two, and ran its whole 150 s bound to show what its
+                # first dozen gaps over the budget prove (one client: 14 of at most 252). Quiet loads run out.
+                return resident.measure(id(finalist), slot, stop_over_itl_ms=budget.latency_ms if busy else None)
             return measure(by_name[finalist.backend].backend, finalist.artifact, finalist.params, measured,
                            timeout_s=options.timeout_s, memory_limit_bytes=memory_guard(budget, hardware), quiet=quiet)
         if busy and by_name[finalist.backend].backend.measures_this_machine:  # a replay's figures are not this machine's
@@ -222,6 +227,8 @@ def confirm_finalists(context: RunContext, winner: TrialRecord, feasible: Sequen
             m: Measurement = result.value
             tps.append(m.decode_tps)
             p95.append(m.worst_itl_p95_ms)
+            if busy and m.context.get("stopped"):
+                finalist.busy_stopped += 1
             found = Disturbance.from_context(m.context)
             if found is not None and found.disturbed:
                 finalist.disturbed.append(found)
@@ -246,7 +253,7 @@ def confirm_finalists(context: RunContext, winner: TrialRecord, feasible: Sequen
     both = f", each also with {load.describe()}" if under_load and load is not None else ""
     reporter.info(f"confirming {len(finalists)} finalist(s), the untuned default and the rule of thumb in up to {most} "
                   f"interleaved rounds{both} (they stop once the decision is settled)")
-    memo_key = _rounds_key(everyone, most, workload, share, under_load)
+    memo_key = _rounds_key(everyone, most, workload, share, under_load, budget.latency_ms)
     stored = memo.get(memo_key) if memo is not None else None
     with resident:  # the resident servers, if the rounds start any, run while the rounds and busy measurements do
         if _restore(stored, everyone):
@@ -288,7 +295,7 @@ def confirm_finalists(context: RunContext, winner: TrialRecord, feasible: Sequen
         memo.put(memo_key, {"rounds": done, "stopped": stopped, "finalists": {f.label: {
             "decode_tps": f.decode_tps, "itl_p95_ms": f.itl_p95_ms, "failures": f.failures,
             "busy_decode_tps": f.busy_decode_tps, "busy_itl_p95_ms": f.busy_itl_p95_ms, "busy_failures": f.busy_failures,
-            "disturbed": [d.as_context() for d in f.disturbed]} for f in everyone}})
+            "busy_stopped": f.busy_stopped, "disturbed": [d.as_context() for d in f.disturbed]} for f in everyone}})
     figures, warnings = load_figures(everyone, record, thumb, baseline, budget, load.describe() if load else None,
                                      under_load)
     confirmation = confirmation.model_copy(update={
@@ -310,17 +317,22 @@ def _restore(stored: object, everyone: Sequence[Finalist]) -> bool:
             list(figures[k]) for k in ("decode_tps", "itl_p95_ms", "failures"))
         finalist.busy_decode_tps, finalist.busy_itl_p95_ms, finalist.busy_failures = (
             list(figures.get(k, [])) for k in ("busy_decode_tps", "busy_itl_p95_ms", "busy_failures"))
+        finalist.busy_stopped = int(figures.get("busy_stopped", 0))
         finalist.disturbed = [d for d in (Disturbance.from_context({"busy": busy}) for busy in
                                           figures.get("disturbed", [])) if d is not None]
     return True
 
 
 def _rounds_key(everyone: Sequence[Finalist], rounds: int, workload: Workload, busy_share: float,
-                under_load: bool) -> str:
-    """The study attribute holding the rounds of exactly these configurations, round limit, workload and load."""
+                under_load: bool, latency_ms: float) -> str:
+    """The study attribute holding the rounds of exactly these configurations, round limit, workload and load
+    (and the latency budget, where busy served loads stop once over it: their figures depend on it)."""
     identity = {"configs": sorted(config_key(f.backend, f.params) for f in everyone), "rounds": rounds,
                 "workload": workload.model_dump(), "busy_share": busy_share, "under_load": under_load,
-                "sequential": 4}  # rounds that stop when settled, with busy figures, baselines on 32 tokens, busy ones on 16
+                # rounds that stop when settled, with busy figures, baselines on 32 tokens, busy ones on 16
+                "sequential": 4}
+    if workload.served and busy_share > 0:
+        identity["stop_over_itl_ms"] = latency_ms
     return "autotune_confirmation_" + key_digest(identity, 16)
 
 
@@ -399,6 +411,9 @@ def load_figures(everyone: Sequence[Finalist], chosen: TrialRecord, rule_of_thum
                        f"({busy_tps.value / quiet_tps.value:.0%})")
         if busy_p95 is not None and busy_p95.value > budget.latency_ms:
             why.append(f"p95 {busy_p95.value:.1f} ms over the {budget.latency_ms:g} ms budget")
+        if why and f.busy_stopped:
+            why.append(f"{f.busy_stopped} of its {len(f.busy_decode_tps)} busy load(s) stopped once certain to be "
+                       "over the budget, their figures from the requests so far")
         figures.append(ConfirmedFigures(
             label=f.label, params=f.params, chosen=f.record is chosen, rounds=len(f.decode_tps), decode_tps=quiet_tps,
             itl_p95_ms=bootstrap_interval(f.itl_p95_ms) if f.itl_p95_ms else None, busy_rounds=len(f.busy_decode_tps),

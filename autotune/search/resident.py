@@ -97,14 +97,16 @@ class ResidentRounds:
     def __contains__(self, key: object) -> bool:
         return key in self.rounds
 
-    def measure(self, key: object, slot: int) -> WorkerResult:
+    def measure(self, key: object, slot: int, stop_over_itl_ms: float | None = None) -> WorkerResult:
         """One load of ``key``'s deployment with the requests of ``slot``, alone on this host, knowing whether
-        other processes were busy (as ``autotune.measure.trial.measure`` measures)."""
+        other processes were busy (as ``autotune.measure.trial.measure`` measures); with ``stop_over_itl_ms``,
+        stopped as soon as its p95 inter-token latency is certain to end over it (``ServedRound``)."""
         requests = round_requests(self.requests, slot, requests_per_load(self.workload.concurrency))
 
         def load() -> WorkerResult:
             try:
-                measurement: Measurement = self.rounds[key](requests)
+                measurement: Measurement = (self.rounds[key](requests) if stop_over_itl_ms is None else
+                                            self.rounds[key](requests, stop_over_itl_ms=stop_over_itl_ms))
             except Exception as error:  # noqa: BLE001 - the round fails, the rounds go on
                 return WorkerResult(ok=False, error=str(error) or type(error).__name__)
             peak = measurement.peak_rss_bytes or 0

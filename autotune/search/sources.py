@@ -91,6 +91,7 @@ def resolve(path: Path, backends: Sequence[Backend], conversions: Sequence[Conve
 
     source_format = detect_format(path)
     resolved = []
+    dropped: set[Path] = set()  # a source several backends read is flushed and dropped once
     for backend in backends:
         availability = availability_of(backend)
         if not availability.available:
@@ -117,7 +118,9 @@ def resolve(path: Path, backends: Sequence[Backend], conversions: Sequence[Conve
                 if time.perf_counter() - started > 2:
                     reporter.info(f"converted with {conversion.name} in {time.perf_counter() - started:.0f} s")
             source = checked(backend.inspect(current), ModelSource, f"{backend.name}.inspect()")
-            drop_cached_pages(Path(source.path))  # every candidate is first read from the disk, the source too
+            if Path(source.path) not in dropped:  # every candidate is first read from the disk, the source too
+                drop_cached_pages(Path(source.path))
+                dropped.add(Path(source.path))
             resolved.append(ResolvedBackend(backend, source, [c.name for c in chain]))
         except BackendUnavailable as error:
             remember(backend, cached_content_hash(path), str(error))

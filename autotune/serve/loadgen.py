@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import http.client
 import json
+import math
+import socket
 import threading
 import time
 import urllib.parse
@@ -42,12 +44,36 @@ class LoadPlan:
     """How long a request still streaming at the deadline may go on before it is cut."""
     sampling: dict[str, float | int] = field(default_factory=dict)
     """Sampling settings sent with every request (``temperature``, ``top_p``, ``seed``); empty: the server's."""
+    stop_over_itl_ms: float | None = None
+    """Stop once the load's p95 inter-token latency is certain to end above this many milliseconds (the requests in
+    flight are cut there and kept with the gaps they saw); None: run the load out."""
 
     def __post_init__(self) -> None:
         if self.clients < 1 or self.requests < 1 or self.max_tokens < 1:
             raise AutotuneError("a load needs at least one client, one request and one token per request")
         if not (self.deadline_s > 0 and self.grace_s >= 0):
             raise AutotuneError("a load's deadline must be positive and its grace not negative")
+        if self.stop_over_itl_ms is not None and not (self.stop_over_itl_ms > 0 and math.isfinite(self.stop_over_itl_ms)):
+            raise AutotuneError("a load's inter-token latency bound must be a positive number of milliseconds")
+
+    @property
+    def most_gaps(self) -> int:
+        """The most inter-token gaps the load can produce: every request's tokens but its first."""
+        return self.requests * max(0, self.max_tokens - 1)
+
+
+def gaps_over_to_settle(total: int, q: float = 95) -> int:
+    """How many of ``total`` values must lie above a bound for their ``q``-th percentile (``percentile``'s linear
+    interpolation) to lie above it too, whatever the others are.
+
+    With ``k`` values above the bound, the sorted values above it start at index ``total - k``; the percentile
+    interpolates from index ``floor((total - 1) * q / 100)`` upwards, so it is above the bound once that index is
+    one of them. Fewer values in the end (a request cut short) only lower the count needed, so a load that reached
+    it is over the bound however it ends.
+    """
+    if total < 1:
+        raise ValueError("no values to take a percentile of")
+    return total - math.floor((total - 1) * q / 100)
 
 
 @dataclass(frozen=True)
@@ -65,6 +91,8 @@ class RequestTrace:
     draft_n: int | None = None
     draft_accepted: int | None = None
     error: str | None = None
+    stopped: bool = False
+    """Cut when the load stopped over its latency bound (its gaps so far kept, its tokens the chunks it got)."""
 
     @property
     def ok(self) -> bool:
@@ -98,16 +126,18 @@ class LoadResult:
     traces: tuple[RequestTrace, ...]
     wall_s: float
     """From the first request sent to the last one ended."""
+    stopped: str | None = None
+    """Why the load stopped before its requests were done (its p95 ITL certain to end over the plan's bound)."""
 
     @property
     def completed(self) -> list[RequestTrace]:
-        """The requests that completed with tokens."""
+        """The requests that completed with tokens (cut ones included when the load stopped over its bound)."""
         return [t for t in self.traces if t.ok]
 
     @property
     def errors(self) -> list[str]:
-        """What went wrong, a line per failed request."""
-        return [t.error or "no token generated" for t in self.traces if not t.ok]
+        """What went wrong, a line per failed request (a request the stop cut before its first token is none)."""
+        return [t.error or "no token generated" for t in self.traces if not t.ok and not t.stopped]
 
     @property
     def tokens(self) -> int:
@@ -168,13 +198,44 @@ class _Shared:
     lock: threading.Lock = field(default_factory=threading.Lock)
     next_index: int = 0
     traces: list[RequestTrace] = field(default_factory=list)
+    gaps_over: int = 0
+    stopped: str | None = None
+    streams: set[socket.socket] = field(default_factory=set)
+    """The connections of the requests in flight, shut down when the load stops so no client waits on a read."""
 
     def take(self) -> int | None:
         with self.lock:
-            if self.next_index >= self.plan.requests or self.now() >= self.plan.deadline_s:
+            if self.stopped or self.next_index >= self.plan.requests or self.now() >= self.plan.deadline_s:
                 return None
             self.next_index += 1
             return self.next_index - 1
+
+    def gap(self, seconds: float) -> None:
+        """Count an inter-token gap against the plan's bound; stop the load once its p95 is certain to be over."""
+        bound = self.plan.stop_over_itl_ms
+        if bound is None or seconds * 1000 <= bound:
+            return
+        with self.lock:
+            self.gaps_over += 1
+            needed = gaps_over_to_settle(max(1, self.plan.most_gaps))
+            if self.stopped is None and self.gaps_over >= needed:
+                self.stopped = (f"stopped after {self.now():.1f} s: {self.gaps_over} inter-token gaps over "
+                                f"{bound:g} ms of at most {self.plan.most_gaps} put its p95 over it")
+                for stream in self.streams:
+                    try:  # wakes a client blocked reading; the server sees the client gone and frees the slot
+                        stream.shutdown(socket.SHUT_RDWR)
+                    except OSError:
+                        pass
+
+    def follow(self, stream: socket.socket | None, streaming: bool) -> None:
+        """Register (or forget) a request's connection as in flight."""
+        if stream is None:
+            return
+        with self.lock:
+            if streaming:
+                self.streams.add(stream)
+            else:
+                self.streams.discard(stream)
 
     def now(self) -> float:
         return time.monotonic() - self.start
@@ -208,7 +269,15 @@ def _one_request(url: urllib.parse.SplitResult, request: Request, client: int, s
     timings: dict[str, Any] = {}
     connection = http.client.HTTPConnection(url.hostname or "127.0.0.1", url.port or 80,
                                             timeout=max(1.0, hard_deadline - sent))
+
+    def stopped() -> RequestTrace:
+        return RequestTrace(client, sent, tuple(chunks), end_s=shared.now(), tokens=len(chunks), stopped=True)
+
     try:
+        connection.connect()
+        shared.follow(connection.sock, streaming=True)
+        if shared.stopped:
+            return stopped()
         connection.request("POST", path, body=json.dumps({**plan.sampling, **request.body(plan.max_tokens)}),
                            headers={"Content-Type": "application/json", "Accept": "text/event-stream"})
         response = connection.getresponse()
@@ -217,6 +286,8 @@ def _one_request(url: urllib.parse.SplitResult, request: Request, client: int, s
             return RequestTrace(client, sent, error=f"HTTP {response.status}: {detail}")
         while True:
             line = response.readline()
+            if shared.stopped:
+                return stopped()
             if not line:
                 break
             if shared.now() > hard_deadline:
@@ -230,6 +301,10 @@ def _one_request(url: urllib.parse.SplitResult, request: Request, client: int, s
             chunk = json.loads(data)
             if _chunk_text(chunk):
                 chunks.append(shared.now())
+                if len(chunks) > 1:
+                    shared.gap(chunks[-1] - chunks[-2])
+                    if shared.stopped:
+                        return stopped()
             usage = chunk.get("usage")
             if isinstance(usage, dict):
                 usage_tokens = usage.get("completion_tokens", usage_tokens)
@@ -237,8 +312,11 @@ def _one_request(url: urllib.parse.SplitResult, request: Request, client: int, s
             if isinstance(chunk.get("timings"), dict):
                 timings = chunk["timings"]
     except (OSError, http.client.HTTPException, ValueError) as error:
+        if shared.stopped:  # the stop shut this connection down under the read
+            return stopped()
         return RequestTrace(client, sent, tuple(chunks), error=f"{type(error).__name__}: {error}")
     finally:
+        shared.follow(connection.sock, streaming=False)
         connection.close()
     return RequestTrace(client, sent, tuple(chunks), end_s=shared.now(),
                         tokens=usage_tokens if isinstance(usage_tokens, int) else len(chunks),
@@ -267,4 +345,4 @@ def run_load(base_url: str, requests: Sequence[Request], plan: LoadPlan) -> Load
     traces = tuple(sorted(shared.traces, key=lambda t: t.sent_s))
     ends = [t.end_s for t in traces if t.end_s is not None]
     wall = (max(ends) - traces[0].sent_s) if ends else 0.0
-    return LoadResult(plan=plan, traces=traces, wall_s=wall)
+    return LoadResult(plan=plan, traces=traces, wall_s=wall, stopped=shared.stopped)

@@ -16,6 +16,15 @@ from contextlib import suppress
 from pathlib import Path
 
 
+def write_out(file: Path) -> None:
+    """Write ``file``'s data to the disk now (its dirty pages; ``OSError`` when the disk refuses them)."""
+    handle = os.open(file, os.O_RDONLY)
+    try:
+        os.fsync(handle)
+    finally:
+        os.close(handle)
+
+
 def drop_cached_pages(path: Path) -> None:
     """Write ``path`` (a file, or every file in a folder) to the disk and drop it from the page cache; nothing where
     the system cannot (no ``posix_fadvise``: macOS) or the file cannot be opened."""
@@ -24,9 +33,9 @@ def drop_cached_pages(path: Path) -> None:
     files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()] if path.is_dir() else []
     for file in files:
         with suppress(OSError):
+            write_out(file)  # dirty pages are not dropped
             handle = os.open(file, os.O_RDONLY)
             try:
-                os.fsync(handle)  # dirty pages are not dropped
                 os.posix_fadvise(handle, 0, 0, os.POSIX_FADV_DONTNEED)
             finally:
                 os.close(handle)

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from autotune.store.cache import cache_dir, key_digest
+from autotune.store.page_cache import write_out
 
 FOLDER = "contexts"
 KEEP_BYTES = 1 << 30
@@ -64,22 +65,14 @@ def writing(path: Path) -> Iterator[Path]:
     try:
         yield temporary
         if temporary.exists() and temporary.stat().st_size > 0:
-            _flush(temporary)
+            # Written out now: left to the kernel's writeback, tens of MiB of dirty pages were written while the
+            # decode steps after the fill were being timed.
+            write_out(temporary)
             os.replace(temporary, path)
             prune(path.parent)
     finally:
         with suppress(OSError):
             temporary.unlink()
-
-
-def _flush(path: Path) -> None:
-    """Write ``path``'s data to the disk now: left to the kernel's writeback, tens of MiB of dirty pages were
-    written out while the decode steps after the fill were being timed."""
-    handle = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(handle)
-    finally:
-        os.close(handle)
 
 
 def prune(folder: Path, keep_bytes: int = KEEP_BYTES) -> None:

@@ -136,18 +136,22 @@ def resident_server(binary: Path, model_path: Path, params: Mapping[str, Any],
                     workload: Workload) -> Iterator[ServedRound]:
     """llama-server started once and warmed up, for the confirmation rounds (``Backend.resident``): each call of
     what it yields sends one round's requests as one load of ``workload.concurrency`` clients (bounded by
-    ``LOADS_BUDGET_S``) and returns that load's Measurement, the server's peak memory so far included."""
+    ``LOADS_BUDGET_S``, and stopped once its p95 ITL is certain to end over ``stop_over_itl_ms`` when given) and
+    returns that load's Measurement, the server's peak memory so far included."""
     with _warm_server(binary, model_path, params, workload) as (server, load_s):
 
-        def measure_round(requests: Sequence[Request]) -> Measurement:
+        def measure_round(requests: Sequence[Request], stop_over_itl_ms: float | None = None) -> Measurement:
             plan = LoadPlan(clients=workload.concurrency, requests=len(requests), max_tokens=workload.gen_tokens,
-                            deadline_s=LOADS_BUDGET_S, grace_s=LOAD_GRACE_S, sampling=SAMPLING)
+                            deadline_s=LOADS_BUDGET_S, grace_s=LOAD_GRACE_S, sampling=SAMPLING,
+                            stop_over_itl_ms=stop_over_itl_ms)
             load = _checked(run_load(server.base_url, list(requests), plan), "timed load", server.log_tail())
             server.sample_rss()
             measurement = summarize_loads(load_s, [load], workload.concurrency)
             measurement.peak_rss_bytes = server.peak_rss_bytes
             measurement.context["llama_server"] = str(binary)
             measurement.context["resident"] = True
+            if load.stopped:
+                measurement.context["stopped"] = load.stopped
             return measurement
 
         yield measure_round
