@@ -43,6 +43,9 @@ class Workload(BaseModel):
     of the context, ``0``: only at the start). ``concurrency`` is the number of clients sending
     requests at once and ``prompts`` the file they send (``None``: cut from the evaluation text);
     a workload with either is served, so only a server backend measures it (``served``).
+    ``stop_over_itl_ms`` bounds a served measurement's loads: each stops once its p95 inter-token latency is
+    certain to be over it (the tuner sets the latency budget for measurements under a competing load, where a
+    collapsing configuration would stream for minutes to show what its first few dozen gaps prove).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
@@ -57,6 +60,9 @@ class Workload(BaseModel):
     )
 
     prompts: PromptsFile | None = Field(default=None, description="the clients' prompts file (--prompts)")
+    stop_over_itl_ms: float | None = Field(
+        default=None, gt=0, description="served loads stop once their p95 inter-token latency is certain to be over "
+                                        "this many milliseconds; None = every load runs out")
 
     @model_validator(mode="after")
     def _fits_context(self) -> Workload:
@@ -91,7 +97,10 @@ class Workload(BaseModel):
     def key(self) -> dict[str, Any]:
         """What identifies this workload in the measurement store: every field, the prompts by content.
 
-        ``prompts`` is left out while unset, so a single-stream workload keys as it did before served
-        workloads existed; the prompts file's path is left out, so a moved file keeps its figures.
+        ``prompts`` and ``stop_over_itl_ms`` are left out while unset, so a workload keys as it did before they
+        existed; the prompts file's path is left out, so a moved file keeps its figures.
         """
-        return self.model_dump(exclude={"prompts"} if self.prompts is None else {"prompts": {"path"}})
+        exclude: dict[str, Any] = {"prompts": True} if self.prompts is None else {"prompts": {"path"}}
+        if self.stop_over_itl_ms is None:
+            exclude["stop_over_itl_ms"] = True
+        return self.model_dump(exclude=exclude)

@@ -10,7 +10,9 @@ Candidates, each a llama-server (the set-up's build for this CPU) started once p
   attention off, batch 512;
 * ``autotune's pick``: the ``llama-server`` export of a ``llamacpp-server`` profile tuned for the scenario's
   workload (``autotune.tune`` with ``--trials``, or a profile given with ``--pick SCENARIO=PROFILE``); its
-  exporter's ``command``, so the bench runs exactly the measured command.
+  exporter's ``command``, so the bench runs exactly the measured command;
+* ``the pick without speculation``: where the pick speculates, the same command with its ``--spec-*`` flags taken
+  out, so what speculation alone adds is a paired ratio of its own (issue 19's copy-heavy target).
 
 Each round loads every candidate once, in a new random order, with the closed-loop load generator of
 ``autotune.serve`` and prompts no earlier load sent; every request is sampled as autotune's measurement samples
@@ -58,7 +60,7 @@ from autotune.measure.competing_load import competing_load
 from autotune.model.bundled import model_path
 from autotune.serve.loadgen import LoadPlan, LoadResult, run_load
 from autotune.serve.server import RunningServer, free_port, started
-from autotune.serve.speculation import copy_requests
+from autotune.serve.speculation import copy_requests, speculates, without_speculation
 from autotune.serve.traffic import Request, describe_prompts, fresh_request, workload_traffic
 from autotune.testing.llama_server import llama_server_binary
 
@@ -69,6 +71,8 @@ TTFT_SLO_MS = 1000.0
 ITL_SLO_MS = 50.0
 BASELINE = "llama-server defaults"
 PICK = "autotune's pick"
+PLAIN_PICK = "the pick without speculation"
+"""Where the pick speculates, its own command with speculation off: what speculation alone adds, paired."""
 SAMPLING: dict[str, float | int] = {"seed": 0, "ignore_eos": True}
 """What autotune's served measurement sends with every request (``server_measure.SAMPLING``)."""
 PROMPTS_IN_FILE = 48
@@ -265,6 +269,10 @@ def report(name: str, scenario: Scenario, count: int, rounds: dict[str, list[Fig
     print(f"{'configuration':40} {'goodput tok/s':>20} {'vs defaults':>18} {'tok/s':>7} {'TTFT p95 ms':>20} "
           f"{'ITL p95 ms':>16} {'n':>8} {'accept':>6} {'others':>6} {'errors':>6} {'stopped':>7}")
     base = [f.goodput for f in rounds[BASELINE]]
+    if PICK in rounds and PLAIN_PICK in rounds:
+        decode = paired_ratio([f.throughput for f in rounds[PICK]], [f.throughput for f in rounds[PLAIN_PICK]])
+        print(f"speculation alone (the pick against itself without it, tok/s, paired): {decode.value:.2f}× "
+              f"[{decode.low:.2f}, {decode.high:.2f}]")
     for label, figures in rounds.items():
         goodputs = [f.goodput for f in figures]
         ratio = "1 (baseline)" if label == BASELINE else ratio_to(goodputs, base)
@@ -330,6 +338,8 @@ def main() -> int:
                 else:
                     commands[PICK] = command
                     print(f"\n{name}: autotune's pick {how}: {' '.join(command(8080)[1:])}")
+                    if speculates(command(8080)):
+                        commands[PLAIN_PICK] = lambda port, command=command: without_speculation(command(port))
             source: FreshSlices | HeldOut = fresh if prompts_file is None else \
                 HeldOut(workload_traffic(describe_prompts(prompts_file)).held_out)
             count = args.requests if scenario.clients > 1 else max(2, args.requests // 2)

@@ -207,12 +207,14 @@ def confirm_finalists(context: RunContext, winner: TrialRecord, feasible: Sequen
         # --under-load the budget applies to the busy figures, so they are measured as the quiet ones are.
         deep = finalist.record is not None and (not busy or under_load)
         measured = round_workload if deep else busy_workload if busy and not under_load else baseline_workload
+        if busy and measured.served:  # stopped once certain to be over the budget, as a resident server's load is
+            measured = measured.model_copy(update={"stop_over_itl_ms": budget.latency_ms})
         def run() -> WorkerResult:
             if id(finalist) in resident:
                 # A load under the competing load stops once its p95 is certain to be over the budget: a collapsing
                 # server streams a token every second or two, and ran its whole 150 s bound to show what its
                 # first dozen gaps over the budget prove (one client: 14 of at most 252). Quiet loads run out.
-                return resident.measure(id(finalist), slot, stop_over_itl_ms=budget.latency_ms if busy else None)
+                return resident.measure(id(finalist), slot, stop_over_itl_ms=measured.stop_over_itl_ms)
             return measure(by_name[finalist.backend].backend, finalist.artifact, finalist.params, measured,
                            timeout_s=options.timeout_s, memory_limit_bytes=memory_guard(budget, hardware), quiet=quiet)
         if busy and by_name[finalist.backend].backend.measures_this_machine:  # a replay's figures are not this machine's

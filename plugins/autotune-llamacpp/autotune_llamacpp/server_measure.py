@@ -12,6 +12,10 @@ It runs in the tuner's worker process, like every measurement, and follows the s
 4. the spread check: when the loads' throughputs differ by more than ``SPREAD_LIMIT``, as many loads again
    (while ``LOADS_BUDGET_S``, the time all loads may take, lasts).
 
+With ``workload.stop_over_itl_ms`` (measurements under a competing load), a load stops as soon as its p95
+inter-token latency is certain to be over it, and no load follows: the Measurement says so in
+``context["stopped"]``, its figures from the requests so far.
+
 Sampling is llama-server's own (temperature 0.8) with a fixed seed, never greedy: small models loop under greedy
 decoding, which makes n-gram speculation look far better than it is on real traffic. ``ignore_eos`` keeps every
 request at ``gen_tokens``, so configurations are compared on the same work. Figures: ``decode_tps`` is the
@@ -88,15 +92,19 @@ def measure_server(binary: Path, model_path: Path, params: Mapping[str, Any], wo
             start = len(loads) * per_load
             share = max(1.0, (budget_ends - time.perf_counter()) / left - LOAD_GRACE_S)
             plan = LoadPlan(clients=workload.concurrency, requests=per_load, max_tokens=workload.gen_tokens,
-                            deadline_s=share, grace_s=LOAD_GRACE_S, sampling=SAMPLING)
+                            deadline_s=share, grace_s=LOAD_GRACE_S, sampling=SAMPLING,
+                            stop_over_itl_ms=workload.stop_over_itl_ms)
             loads.append(_checked(run_load(server.base_url, fresh[start:start + per_load], plan), "timed load",
                                   server.log_tail()))
 
         for done in range(workload.runs):
             timed_load(workload.runs - done)
+            if loads[-1].stopped:
+                break  # certain to be over the bound: more loads would only say it again
         speeds = [load.throughput_tok_s for load in loads]
         added = 0
-        if relative_spread(speeds) > SPREAD_LIMIT:
+        stopped = next((load.stopped for load in loads if load.stopped), None)
+        if relative_spread(speeds) > SPREAD_LIMIT and stopped is None:
             for done in range(workload.runs):
                 if time.perf_counter() + 2 * LOAD_GRACE_S > budget_ends:
                     break  # no time left for a meaningful load: the spread stays on record as it is
@@ -108,6 +116,8 @@ def measure_server(binary: Path, model_path: Path, params: Mapping[str, Any], wo
     measurement.extra_runs = added
     measurement.peak_rss_bytes = peak
     measurement.context["llama_server"] = str(binary)
+    if stopped:
+        measurement.context["stopped"] = stopped
     return measurement
 
 

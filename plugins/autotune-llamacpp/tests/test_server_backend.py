@@ -216,3 +216,24 @@ def test_confirmation_rounds_keep_the_servers_running_and_load_them_in_turn(tmp_
     assert 3 <= confirmation["rounds"] <= 5
     assert all(f["rounds"] == confirmation["rounds"] for f in confirmation["figures"] if f["decode_tps"] is not None)
     assert not _servers_of(tmp_path), "a llama-server outlived the run"
+
+
+@pytest.mark.slow
+def test_a_measurement_bounded_over_its_latency_stops_after_one_load(tmp_path: Path) -> None:
+    """A fresh worker's served measurement under a bound it is certain to miss (1 µs: every gap is over) stops
+    its first load mid-stream, adds no other, and says so; the same workload unbounded runs every load out."""
+    from autotune_llamacpp.server_measure import measure_server
+
+    binary = _server_or_skip()
+    model = make_tiny_gguf(tmp_path / "tiny.gguf", hidden=256)
+    workload = Workload(prompt_tokens=16, gen_tokens=64, context=256, runs=2, concurrency=2)
+    bounded = measure_server(binary, model, {"n_parallel": 2, "n_threads": 1}, workload.model_copy(
+        update={"stop_over_itl_ms": 0.001}), log_dir=tmp_path)
+    assert "inter-token gaps over 0.001 ms" in bounded.context["stopped"] and bounded.runs == 1
+    assert bounded.served is not None and bounded.served.failed == 0 and 0 < sum(bounded.served.request_tokens) < 4 * 64
+    full = measure_server(binary, model, {"n_parallel": 2, "n_threads": 1}, workload, log_dir=tmp_path)
+    assert "stopped" not in full.context and full.runs >= 2 and full.served is not None
+    assert full.served.requests == full.runs * 4 and all(t == 64 for t in full.served.request_tokens)
+    assert workload.key() == Workload(prompt_tokens=16, gen_tokens=64, context=256, runs=2, concurrency=2).key()
+    assert "stop_over_itl_ms" not in workload.key()
+    assert workload.model_copy(update={"stop_over_itl_ms": 50.0}).key() != workload.key()  # figures never mix
