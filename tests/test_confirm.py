@@ -376,6 +376,39 @@ def test_the_stage_measures_the_answer_and_the_rule_of_thumb_under_load(tmp_path
         run(busy_share=0.5, under_load=True)
 
 
+class ServingFake(FakeBackend):
+    """A server backend without residence: each round is a fresh worker's measurement."""
+
+    serves = True
+
+
+def test_a_servers_busy_measurements_stop_once_over_the_budget_and_quiet_ones_run_out(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import psutil
+
+    import autotune.search.confirm as confirm
+    from autotune.measure.worker import WorkerResult
+    from autotune.probe.machine import probe_here
+
+    bounds: list[tuple[float | None, bool]] = []
+
+    def in_process(backend, artifact, params, workload, **kwargs):  # type: ignore[no-untyped-def]
+        bounds.append((workload.stop_over_itl_ms, any("-S" in p.cmdline() for p in psutil.Process().children())))
+        return WorkerResult(ok=True, value=backend.measure(artifact, params, workload))
+
+    monkeypatch.setattr(confirm, "measure", in_process)
+    monkeypatch.setenv("AUTOTUNE_CACHE", str(tmp_path / "cache"))
+    model = tmp_path / "m.gguf"
+    model.write_bytes(b"GGUF" + bytes(16))
+    options = TuneOptions(trials=1, timeout_s=30, measure_quality=False, confirm_rounds=5, seed=3, under_load=True,
+                          backends=("fake",))  # named: a server is left out of a single stream by default
+    Tuner(model, Budget.parse("400MB", "40ms"), Workload(prompt_tokens=8, gen_tokens=4, context=64), options,
+          manager=manager_with(ServingFake(noise=0.05, measures_here=True)), hardware=probe_here(measure_bandwidth=False),
+          reporter=SilentReporter()).run()
+    assert bounds and {bound for bound, loaded in bounds if loaded} == {40.0}
+    assert {bound for bound, loaded in bounds if not loaded} == {None}
+
+
 def test_the_report_page_shows_a_collapse_under_load_as_a_warning() -> None:
     from autotune.profile.schema import Interval
     from autotune.report.page import _confirmation

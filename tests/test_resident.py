@@ -94,10 +94,11 @@ def test_a_server_that_will_not_start_costs_residence_only() -> None:
     assert any("port in use" in w and "afresh" in w for w in reporter.warnings)
 
 
-def test_a_single_stream_or_a_backend_without_residence_keeps_fresh_workers() -> None:
-    backend = ResidentFake()
+def test_a_backend_without_residence_keeps_fresh_workers_and_a_server_stays_resident_for_one_client() -> None:
+    backend = ResidentFake()  # one client through a server backend: the deployment is still a server
     with ResidentRounds(Workload(prompt_tokens=32, gen_tokens=8, context=256), SilentReporter()) as rounds:
-        assert not rounds.start(candidates(backend), Budget.parse("2GB", "1s"))
+        assert rounds.start(candidates(backend), Budget.parse("2GB", "1s"))
+        assert rounds.measure("f16", 0).ok and len(backend.loads[0][1]) == 4
     plain = FakeBackend()
     artifact = Artifact(path=Path("/m.gguf"), format="gguf", precision="f16", bits_per_weight=16.0, size_bytes=2**20)
     with ResidentRounds(SERVED, SilentReporter()) as rounds:

@@ -12,7 +12,7 @@ win against another whatever the remaining rounds measure (``can_still_win``); a
 needs a stricter effect (``EARLY_EFFECT``, beyond the run-to-run noise in every round) than one at the last,
 because looking after every round gives chance more occasions to look like a win.
 
-A served workload's finalists and baselines are kept running through the rounds when they fit the memory budget
+A server backend's finalists and baselines are kept running through the rounds when they fit the memory budget
 together (``autotune.search.resident``): each round loads every server once, in the round's order, all with the
 same requests (the workload's held-out prompts, marked anew each round), as ``bench/serving.py`` measures.
 
@@ -207,7 +207,7 @@ def confirm_finalists(context: RunContext, winner: TrialRecord, feasible: Sequen
         # --under-load the budget applies to the busy figures, so they are measured as the quiet ones are.
         deep = finalist.record is not None and (not busy or under_load)
         measured = round_workload if deep else busy_workload if busy and not under_load else baseline_workload
-        if busy and measured.served:  # stopped once certain to be over the budget, as a resident server's load is
+        if busy and by_name[finalist.backend].backend.serves:  # stopped once certain to be over the budget
             measured = measured.model_copy(update={"stop_over_itl_ms": budget.latency_ms})
         def run() -> WorkerResult:
             if id(finalist) in resident:
@@ -255,7 +255,8 @@ def confirm_finalists(context: RunContext, winner: TrialRecord, feasible: Sequen
     both = f", each also with {load.describe()}" if under_load and load is not None else ""
     reporter.info(f"confirming {len(finalists)} finalist(s), the untuned default and the rule of thumb in up to {most} "
                   f"interleaved rounds{both} (they stop once the decision is settled)")
-    memo_key = _rounds_key(everyone, most, workload, share, under_load, budget.latency_ms)
+    served = any(by_name[f.backend].backend.serves for f in everyone)
+    memo_key = _rounds_key(everyone, most, workload, share, under_load, budget.latency_ms if served else None)
     stored = memo.get(memo_key) if memo is not None else None
     with resident:  # the resident servers, if the rounds start any, run while the rounds and busy measurements do
         if _restore(stored, everyone):
@@ -326,15 +327,15 @@ def _restore(stored: object, everyone: Sequence[Finalist]) -> bool:
 
 
 def _rounds_key(everyone: Sequence[Finalist], rounds: int, workload: Workload, busy_share: float,
-                under_load: bool, latency_ms: float) -> str:
+                under_load: bool, stop_over_itl_ms: float | None) -> str:
     """The study attribute holding the rounds of exactly these configurations, round limit, workload and load
-    (and the latency budget, where busy served loads stop once over it: their figures depend on it)."""
+    (and the bound busy served loads stop at, where there are any: their figures depend on it)."""
     identity = {"configs": sorted(config_key(f.backend, f.params) for f in everyone), "rounds": rounds,
                 "workload": workload.model_dump(), "busy_share": busy_share, "under_load": under_load,
                 # rounds that stop when settled, with busy figures, baselines on 32 tokens, busy ones on 16
                 "sequential": 4}
-    if workload.served and busy_share > 0:
-        identity["stop_over_itl_ms"] = latency_ms
+    if stop_over_itl_ms is not None and busy_share > 0:
+        identity["stop_over_itl_ms"] = stop_over_itl_ms
     return "autotune_confirmation_" + key_digest(identity, 16)
 
 

@@ -1,6 +1,7 @@
 """Served finalists kept running through the confirmation rounds, loaded in turn with the same requests.
 
-A served workload's rounds compare deployments under load. Started afresh for every measurement, each round
+A server backend's rounds compare deployments under load (one client's too: a served deployment is what the
+user will run, whether or not the workload is served). Started afresh for every measurement, each round
 would also measure a server's start and first requests; kept running (``Backend.resident``), each round is one
 load of each deployment, in the rounds' rotating order, every deployment of a round sent the same requests
 (the workload's held-out prompts, or slices of the evaluation text the search did not cut: never tuned on),
@@ -68,9 +69,9 @@ class ResidentRounds:
             tree_peak.note_worker(sum(self.peaks.values()))
 
     def start(self, candidates: Sequence[Candidate], budget: Budget) -> bool:
-        """Start every candidate's deployment when the workload is served, every backend keeps one resident and
-        together they fit ``budget``; False (nothing started) otherwise, with the reason on the console."""
-        if not self.workload.served or not candidates:
+        """Start every candidate's deployment when every backend serves and keeps one resident, and together they
+        fit ``budget``; False (nothing started) otherwise, with the reason on the console."""
+        if not candidates or not all(c.backend.serves for c in candidates):
             return False
         together = sum(c.memory_bytes for c in candidates)
         if together > budget.memory_bytes:
