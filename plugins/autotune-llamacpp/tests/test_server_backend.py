@@ -101,8 +101,10 @@ def test_space_and_baselines(backend: LlamaCppServerBackend, tiny: Path) -> None
     space = backend.search_space(source, hardware, WORKLOAD)
     assert space["n_parallel"] == Categorical((None, 1, 2, 4))
     points = backend.starting_points(source, hardware, WORKLOAD)
-    assert [(p["n_parallel"], p["n_threads"], p["spec_type"]) for p in points[:3]] == [
-        (4, 2, "none"), (4, 1, "none"), (4, 2, "ngram-mod")]
+    assert [(p["n_parallel"], p["n_threads"], p["n_threads_batch"], p["spec_type"]) for p in points[:4]] == [
+        (4, 2, 2, "none"), (4, 1, 2, "none"), (1, 1, 1, "none"), (4, 2, 2, "ngram-mod")]
+    single = backend.starting_points(source, hardware, WORKLOAD.model_copy(update={"concurrency": 1}))
+    assert len(single) == len(points) - 1 and {p["n_parallel"] for p in single} == {1}  # one client: no slot fewer
     untuned = backend.untuned_params(source, hardware, WORKLOAD)
     thumb = backend.rule_of_thumb(source, hardware, WORKLOAD)
     for params in (*points, untuned, thumb):
@@ -110,7 +112,7 @@ def test_space_and_baselines(backend: LlamaCppServerBackend, tiny: Path) -> None
     assert untuned["n_parallel"] is None and untuned["flash_attn"] is None  # left to llama-server
     assert (thumb["n_parallel"], thumb["n_threads"]) == (1, 2)
     assert backend.describe(untuned) == "F16 np=auto t=2/2 b=2048/512 fa=auto kv=f16"
-    assert backend.describe(points[2]).endswith("spec=ngram-mod:12")
+    assert backend.describe(points[3]).endswith("spec=ngram-mod:12")
 
 
 def test_for_cores_caps_both_thread_counts_and_within_cores_tells_who_fits() -> None:
