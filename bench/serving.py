@@ -179,13 +179,16 @@ def tuned_pick(model: Path, scenario_name: str, scenario: Scenario, prompts_file
     options = TuneOptions(backends=("llamacpp-server",), trials=trials,
                           **({"under_load": True} if scenario.busy_core else {}))
     started_at = time.monotonic()
+    how = f"({trials} trials)"
     # With a core busy no configuration answers 4 clients within a 1 s TTFT p95 here (issue 19: -np 4 -t 1 came
     # closest at 1.6 s), so the busy tune holds the ITL budget only, the one its target names; goodput still
     # applies both objectives to every candidate alike.
     ttft = None if scenario.busy_core else f"{TTFT_SLO_MS:.0f}ms"
-    result = tune(model, Budget.parse("2GB", f"{ITL_SLO_MS:.0f}ms", ttft), workload, options)
-    return served_command(result.profile), (f"tuned for {scenario_name} in {time.monotonic() - started_at:.0f} s "
-                                            f"({trials} trials)")
+    try:
+        result = tune(model, Budget.parse("2GB", f"{ITL_SLO_MS:.0f}ms", ttft), workload, options)
+    except NothingFits as error:  # an answer too, and the time it took is part of it
+        raise NothingFits(f"{error} (tuned in {time.monotonic() - started_at:.0f} s, {how})") from None
+    return served_command(result.profile), f"tuned for {scenario_name} in {time.monotonic() - started_at:.0f} s {how}"
 
 
 def profile_pick(path: Path) -> tuple[Callable[[int], list[str]], str]:
