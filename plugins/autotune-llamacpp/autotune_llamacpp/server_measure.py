@@ -103,8 +103,7 @@ def measure_server(binary: Path, model_path: Path, params: Mapping[str, Any], wo
                 break  # certain to be over the bound: more loads would only say it again
         speeds = [load.throughput_tok_s for load in loads]
         added = 0
-        stopped = next((load.stopped for load in loads if load.stopped), None)
-        if relative_spread(speeds) > SPREAD_LIMIT and stopped is None:
+        if relative_spread(speeds) > SPREAD_LIMIT and not loads[-1].stopped:
             for done in range(workload.runs):
                 if time.perf_counter() + 2 * LOAD_GRACE_S > budget_ends:
                     break  # no time left for a meaningful load: the spread stays on record as it is
@@ -116,8 +115,6 @@ def measure_server(binary: Path, model_path: Path, params: Mapping[str, Any], wo
     measurement.extra_runs = added
     measurement.peak_rss_bytes = peak
     measurement.context["llama_server"] = str(binary)
-    if stopped:
-        measurement.context["stopped"] = stopped
     return measurement
 
 
@@ -160,8 +157,6 @@ def resident_server(binary: Path, model_path: Path, params: Mapping[str, Any],
             measurement.peak_rss_bytes = server.peak_rss_bytes
             measurement.context["llama_server"] = str(binary)
             measurement.context["resident"] = True
-            if load.stopped:
-                measurement.context["stopped"] = load.stopped
             return measurement
 
         yield measure_round
@@ -197,7 +192,7 @@ def summarize_loads(load_s: float, loads: Sequence[LoadResult], clients: int) ->
         request_tokens=[t.tokens for t in traces],
         drafted=sum(drafted) if drafted else None, accepted=sum(accepted) if accepted else None,
     )
-    return Measurement(
+    measurement = Measurement(
         load_s=load_s,
         ttft_ms=percentile(ttfts, 95),
         itl_p50_ms=percentile(gaps, 50),
@@ -211,3 +206,7 @@ def summarize_loads(load_s: float, loads: Sequence[LoadResult], clients: int) ->
         decode_tps_runs=speeds,
         served=served,
     )
+    stopped = next((load.stopped for load in loads if load.stopped), None)
+    if stopped:  # figures of the requests so far: the load stopped once certain to be over its bound
+        measurement.context["stopped"] = stopped
+    return measurement
