@@ -112,6 +112,11 @@ def test_figures_match_a_server_of_known_timing() -> None:
     assert handler.max_in_flight == 2  # two clients, closed loop: never more, and both at once
     assert result.acceptance == pytest.approx(0.4)
     assert 0 < result.throughput_tok_s <= 4 * CHUNKS / (FIRST_S + (CHUNKS - 1) * GAP_S)
+    # a stream decodes its CHUNKS - 1 tokens after the first in CHUNKS - 1 gaps, about 1 / GAP_S a second: faster
+    # than each client's share of the throughput, which also waits FIRST_S for every first token
+    decode = result.stream_decode_tok_s
+    assert decode is not None and 0.5 / GAP_S <= decode <= 1.05 / GAP_S
+    assert decode > result.throughput_tok_s / 2
     # every request asked for the plan's tokens, streaming, on the completions endpoint
     assert all(b["max_tokens"] == 64 and b["stream"] is True and b["temperature"] == 0.8 for b in handler.bodies)
     assert set(handler.paths) == {"/v1/completions"}
@@ -141,7 +146,7 @@ def test_a_server_that_never_stops_is_cut_at_the_deadline() -> None:
         result = run_load(url, [Request(prompt="a")], LoadPlan(clients=2, requests=100, deadline_s=0.5, grace_s=0.5))
     assert time.monotonic() - started_at < 5
     assert len(result.traces) == 2 and all(t.error == "cut at the load's deadline" for t in result.traces)
-    assert result.completed == [] and result.throughput_tok_s == 0
+    assert result.completed == [] and result.throughput_tok_s == 0 and result.stream_decode_tok_s is None
 
 
 def test_a_load_over_its_latency_bound_stops_as_soon_as_its_p95_is_certain() -> None:

@@ -8,7 +8,7 @@ cannot turn a replayed prompt into a free prefill.
 
 Every request keeps its own trace (when it was sent, when each streamed chunk arrived, how many tokens the
 server says it generated); ``LoadResult`` reduces the traces to the figures a deployment is judged by:
-aggregate decode throughput, time to first token (TTFT) and inter-token latency (ITL) percentiles — each with
+aggregate throughput, one stream's decode speed (after its first token), time to first token (TTFT) and inter-token latency (ITL) percentiles — each with
 the number of samples behind it, since a p95 of 8 requests is their maximum — and goodput under a
 service-level objective. llama-server's speculative decoding statistics (``timings.draft_n`` and
 ``draft_n_accepted``) are summed where the server reports them.
@@ -148,6 +148,15 @@ class LoadResult:
     def throughput_tok_s(self) -> float:
         """Aggregate decode throughput: every completed request's tokens over the wall time."""
         return self.tokens / self.wall_s if self.wall_s > 0 else 0.0
+
+    @property
+    def stream_decode_tok_s(self) -> float | None:
+        """Decode speed of one stream: the completed requests' tokens after their first over the time from their
+        first token to their last, summed (time to first token left out, so prefill and queueing for a slot do not
+        count: what speculative decoding speeds up). None when no request streamed two tokens."""
+        streamed = [t for t in self.completed if len(t.chunk_s) > 1 and t.tokens > 1]
+        seconds = sum(t.chunk_s[-1] - t.chunk_s[0] for t in streamed)
+        return sum(t.tokens - 1 for t in streamed) / seconds if seconds > 0 else None
 
     def ttft_ms(self, q: float = 95) -> Percentile | None:
         """The ``q``-th percentile of time to first token over completed requests (milliseconds)."""
