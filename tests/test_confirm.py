@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -12,7 +15,8 @@ from autotune import SilentReporter, TuneOptions, Tuner
 from autotune.budget import Budget
 from autotune.decide.judgment import memory_guard
 from autotune.errors import NothingFits
-from autotune.plugins.backend import Artifact, Params
+from autotune.measurement import Measurement
+from autotune.plugins.backend import Artifact, Params, ServedRound
 from autotune.profile.schema import ArtifactInfo
 from autotune.record import TrialRecord
 from autotune.search.confirm import (
@@ -22,6 +26,7 @@ from autotune.search.confirm import (
     load_figures,
     stop_reason,
 )
+from autotune.serve.traffic import Request
 from autotune.testing import FakeBackend
 from autotune.testing.conformance import example_hardware
 from autotune.testing.inline_plugin import manager_with
@@ -407,6 +412,60 @@ def test_a_servers_busy_measurements_stop_once_over_the_budget_and_quiet_ones_ru
           reporter=SilentReporter()).run()
     assert bounds and {bound for bound, loaded in bounds if loaded} == {40.0}
     assert {bound for bound, loaded in bounds if not loaded} == {None}
+
+
+class InTurnServingFake(ServingFake):
+    """A server backend that keeps its servers running: each start and each load notes whether a competing load
+    (a ``python -S`` child of the tuner) was running at that moment, and with what latency bound the load ran."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.starts: list[tuple[str, bool]] = []
+        self.loads: list[tuple[str, float | None, bool]] = []
+
+    def resident(self, artifact: Artifact, params: Params, workload: Workload) -> Any:
+        import psutil
+
+        def loaded() -> bool:
+            return any("-S" in child.cmdline() for child in psutil.Process().children())
+
+        @contextmanager
+        def server() -> Iterator[ServedRound]:
+            name = json.dumps(params, sort_keys=True)
+            self.starts.append((name, loaded()))
+
+            def load(requests: Sequence[Request], stop_over_itl_ms: float | None = None) -> Measurement:
+                self.loads.append((name, stop_over_itl_ms, loaded()))
+                return self.measure(artifact, params, workload)
+            yield load
+
+        return server()
+
+
+def test_servers_that_fit_only_one_at_a_time_are_started_before_the_competing_load_once_a_round(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Issue 19's 4-client tune under a busy core: five deployments of 2.4 GiB together did not fit a 1.9 GiB budget,
+    # so every round started each of them twice, once under the competing load, where a server that collapses
+    # spent 12 s on its warm-up. Run in turn, a deployment starts once a round, quietly, and serves both loads.
+    from autotune.probe.machine import probe_here
+
+    monkeypatch.setenv("AUTOTUNE_CACHE", str(tmp_path / "cache"))
+    model = tmp_path / "m.gguf"
+    model.write_bytes(b"GGUF" + bytes(16))
+    backend = InTurnServingFake(noise=0.05, measures_here=True)
+    options = TuneOptions(trials=3, timeout_s=30, measure_quality=False, confirm_rounds=5, seed=3, under_load=True,
+                          backends=("fake",))
+    reporter = SilentReporter()
+    Tuner(model, Budget.parse("400MB", "40ms"), Workload(prompt_tokens=8, gen_tokens=4, context=64), options,
+          manager=manager_with(backend), hardware=probe_here(measure_bandwidth=False), reporter=reporter).run()
+    assert any("started and warmed up before its loads" in m for m in reporter.messages)
+    names = {name for name, _ in backend.starts}
+    assert len(names) >= 2 and not any(loaded for _, loaded in backend.starts)  # every start on a quiet machine
+    rounds = len(backend.loads) // (2 * len(names))
+    for name in names:  # each round: a quiet load, then one under the competing load, stopped over the budget
+        assert [(bound, loaded) for n, bound, loaded in backend.loads if n == name] == [(None, False), (40.0, True)] * rounds
+        # at most once a round (the last of a round, first of the next in the rotating order, is not restarted)
+        assert 1 <= sum(1 for n, _ in backend.starts if n == name) <= rounds
 
 
 def test_the_report_page_shows_a_collapse_under_load_as_a_warning() -> None:

@@ -24,9 +24,12 @@ class ResidentFake(FakeBackend):
 
     serves = True
 
-    def __init__(self, fail_to_start: bool = False) -> None:
+    def __init__(self, fail_to_start: bool = False, broken: frozenset[str] = frozenset()) -> None:
         super().__init__()
         self.fail_to_start = fail_to_start
+        self.broken = broken
+        """Configurations whose server will not start (each attempt still counted in ``attempts``)."""
+        self.attempts: list[str] = []
         self.running: set[str] = set()
         self.started: list[str] = []
         self.loads: list[tuple[str, list[str]]] = []
@@ -37,7 +40,8 @@ class ResidentFake(FakeBackend):
 
         @contextmanager
         def server() -> Iterator[ServedRound]:
-            if self.fail_to_start:
+            self.attempts.append(name)
+            if self.fail_to_start or name in self.broken:
                 raise RuntimeError("port in use")
             self.started.append(name)
             self.running.add(name)
@@ -78,13 +82,43 @@ def test_every_round_sends_the_same_new_requests_to_every_server_and_stops_them(
     assert backend.started == ["f16", "Q8_0"]  # started once each, not once a round
 
 
-def test_servers_that_do_not_fit_the_budget_together_are_not_kept_running() -> None:
+def test_servers_that_fit_the_budget_only_alone_run_in_turn_with_the_same_requests() -> None:
     backend = ResidentFake()
     reporter = SilentReporter()
     with ResidentRounds(SERVED, reporter) as rounds:
-        assert not rounds.start(candidates(backend, memory=2**30), Budget.parse("1.5GB", "1s"))
+        assert rounds.start(candidates(backend, memory=2**30), Budget.parse("1.5GB", "1s"))
+        assert "f16" in rounds and not backend.started  # nothing runs before its first load
+        for slot in (0, 1):
+            for key in ("Q8_0", "f16"):
+                assert rounds.ready(key) is None and backend.running == {key}  # one at a time, started before
+                assert rounds.measure(key, 2 * slot).ok and rounds.measure(key, 2 * slot + 1).ok  # its loads
+                assert backend.running == {key}
+    assert backend.running == set(), "a server kept running in turn outlived the rounds"
+    assert backend.started == ["Q8_0", "f16", "Q8_0", "f16"]  # once a round each: both loads on one start
+    loads = {(name, index): texts for index, (name, texts) in enumerate(backend.loads)}
+    assert [texts for (name, _), texts in loads.items() if name == "Q8_0"] == \
+        [texts for (name, _), texts in loads.items() if name == "f16"]  # paired: the same requests, slot by slot
+    assert any("started and warmed up before its loads" in m for m in reporter.messages)
+
+
+def test_a_server_larger_than_the_budget_alone_is_not_kept_running() -> None:
+    backend = ResidentFake()
+    reporter = SilentReporter()
+    with ResidentRounds(SERVED, reporter) as rounds:
+        assert not rounds.start(candidates(backend, memory=2**31), Budget.parse("1.5GB", "1s"))
         assert "f16" not in rounds and not backend.started
-    assert any("afresh" in m and "budget" in m for m in reporter.messages)
+    assert any("afresh" in m and "largest alone" in m for m in reporter.messages)
+
+
+def test_a_server_run_in_turn_that_will_not_start_fails_its_own_loads_only() -> None:
+    backend = ResidentFake(broken=frozenset({"f16"}))
+    with ResidentRounds(SERVED, SilentReporter()) as rounds:
+        assert rounds.start(candidates(backend, memory=2**30), Budget.parse("1.5GB", "1s"))
+        assert rounds.ready("f16") == "the server did not start: port in use"
+        failed = rounds.measure("f16", 0)
+        assert not failed.ok and "port in use" in (failed.error or "")
+        assert backend.attempts == ["f16"]  # the measurement after a failed start does not try again under its load
+        assert rounds.measure("Q8_0", 0).ok and backend.running == {"Q8_0"}
 
 
 def test_a_server_that_will_not_start_costs_residence_only() -> None:

@@ -14,7 +14,8 @@ because looking after every round gives chance more occasions to look like a win
 
 A server backend's finalists and baselines are kept running through the rounds when they fit the memory budget
 together (``autotune.search.resident``): each round loads every server once, in the round's order, all with the
-same requests (the workload's held-out prompts, marked anew each round), as ``bench/serving.py`` measures.
+same requests (the workload's held-out prompts, marked anew each round), as ``bench/serving.py`` measures. When
+only each alone fits, each runs in turn: started and warmed up before its loads of a round, stopped after them.
 
 The machine as it will be: the chosen configuration and the rule of thumb are also measured once with a
 synthetic competing load (``--busy-share`` cores kept busy by ``autotune.measure.competing_load``); with
@@ -217,6 +218,8 @@ def confirm_finalists(context: RunContext, winner: TrialRecord, feasible: Sequen
                 return resident.measure(id(finalist), slot, stop_over_itl_ms=measured.stop_over_itl_ms)
             return measure(by_name[finalist.backend].backend, finalist.artifact, finalist.params, measured,
                            timeout_s=options.timeout_s, memory_limit_bytes=memory_guard(budget, hardware), quiet=quiet)
+        if id(finalist) in resident:  # a server kept running in turn starts now, before any competing load
+            resident.ready(id(finalist))
         if busy and by_name[finalist.backend].backend.measures_this_machine:  # a replay's figures are not this machine's
             # The load outlives no measurement: stopped when it ends; at worst a measurement, a wait and another.
             with competing_load(share, max_s=2 * options.timeout_s + MAX_WAIT_PER_MEASUREMENT_S):

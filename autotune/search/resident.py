@@ -8,9 +8,15 @@ load of each deployment, in the rounds' rotating order, every deployment of a ro
 each round's requests marked anew so no server's prompt cache can serve a prompt it saw in an earlier round.
 That is how the serving figures of issue 19 were measured, and what ``autotune verify`` measures later.
 
-They stay resident only when they fit: the candidates' peak memories (measured, else predicted) together
-within the memory budget, since the tuner is meant to run on the device it tunes for. Otherwise, and for a
-backend without ``resident``, every round is a fresh worker's measurement, as for in-process backends.
+They all stay resident only when they fit: the candidates' peak memories (measured, else predicted) together
+within the memory budget, since the tuner is meant to run on the device it tunes for. When only each alone fits,
+they are kept running in turn: each deployment is started and warmed up before its loads of a round (the quiet one
+and the one under the competing load) and stopped before the next deployment starts, one running at a time. Every
+deployment of a round is then measured the same way, and a load under the competing load still finds its server
+started and warmed up on a quiet machine, as a deployment that has run for a while is (started under the load, a
+server that collapses spent 12 s of a 4-client round on its warm-up alone here). For a backend without
+``resident``, or a deployment larger than the budget, every round is a fresh worker's measurement, as for
+in-process backends.
 """
 
 from __future__ import annotations
@@ -58,6 +64,10 @@ class ResidentRounds:
         self.peaks: dict[object, int] = {}
         self.requests: list[Request] = []
         self.what = ""
+        self.in_turn: dict[object, Candidate] = {}
+        """The candidates kept running one at a time (empty when they all run at once, or none does)."""
+        self._running: tuple[object, str | None] | None = None
+        """In turn: the candidate started last, and why it could not start (None: it runs)."""
         self._stack = ExitStack()
 
     def __enter__(self) -> ResidentRounds:
@@ -65,20 +75,18 @@ class ResidentRounds:
 
     def __exit__(self, *exc: object) -> None:
         self._stop()
-        if self.peaks:  # the servers ran at once, beside this process: their peaks count together in the tuner's
-            tree_peak.note_worker(sum(self.peaks.values()))
+        if self.peaks:  # the servers ran beside this process: at once their peaks count together in the tuner's
+            tree_peak.note_worker(max(self.peaks.values()) if self.in_turn else sum(self.peaks.values()))
 
     def start(self, candidates: Sequence[Candidate], budget: Budget) -> bool:
-        """Start every candidate's deployment when every backend serves and keeps one resident, and together they
-        fit ``budget``; False (nothing started) otherwise, with the reason on the console."""
+        """Keep the candidates' deployments running for the rounds when every backend serves and keeps one
+        resident: all started now when together they fit ``budget``, else each in turn (``ready``) when each alone
+        does; False (nothing kept) otherwise, with the reason on the console."""
         if not candidates or not all(c.backend.serves for c in candidates):
             return False
         together = sum(c.memory_bytes for c in candidates)
         if together > budget.memory_bytes:
-            self.reporter.info(f"each round starts its servers afresh: the {len(candidates)} deployments need "
-                               f"{format_bytes(together)} together, more than the {format_bytes(budget.memory_bytes)} "
-                               "budget this machine is tuned for")
-            return False
+            return self._start_in_turn(candidates, budget, together)
         try:
             self.requests, self.what = confirmation_requests(self.workload)
             for candidate in candidates:
@@ -95,13 +103,59 @@ class ResidentRounds:
                            f"{requests_per_load(self.workload.concurrency)} requests a round ({self.what})")
         return True
 
+    def _start_in_turn(self, candidates: Sequence[Candidate], budget: Budget, together: int) -> bool:
+        """Keep the candidates running one at a time, when each fits ``budget`` alone and its backend keeps one."""
+        largest = max(c.memory_bytes for c in candidates)
+        try:  # not entered: a backend says here whether it keeps a server running (None: it does not)
+            keeps = all(c.backend.resident(c.artifact, c.params, self.workload) is not None for c in candidates)
+        except Exception:  # noqa: BLE001 - a backend that cannot say keeps none
+            keeps = False
+        if largest > budget.memory_bytes or not keeps:
+            alone = f", {format_bytes(largest)} the largest alone" if largest > budget.memory_bytes else ""
+            self.reporter.info(f"each round starts its servers afresh: the {len(candidates)} deployments need "
+                               f"{format_bytes(together)} together{alone}, more than the "
+                               f"{format_bytes(budget.memory_bytes)} budget this machine is tuned for")
+            return False
+        self.requests, self.what = confirmation_requests(self.workload)
+        self.in_turn = {c.key: c for c in candidates}
+        self.reporter.info(f"the {len(candidates)} deployments need {format_bytes(together)} together, more than the "
+                           f"{format_bytes(budget.memory_bytes)} budget this machine is tuned for: each is started and "
+                           "warmed up before its loads of a round and stopped before the next one starts, loaded with "
+                           f"the same {requests_per_load(self.workload.concurrency)} requests a round ({self.what})")
+        return True
+
     def __contains__(self, key: object) -> bool:
-        return key in self.rounds
+        return key in self.rounds or key in self.in_turn
+
+    def ready(self, key: object) -> str | None:
+        """Make sure ``key``'s deployment is running, started and warmed up now if it runs in turn (the one before
+        it stopped first); why it could not start, or None. Called before a competing load starts, so that the load
+        meets a warm server."""
+        if key in self.rounds or key not in self.in_turn:
+            return None if key in self.rounds else f"{key!r} is not kept running"
+        if self._running is not None and self._running[0] == key:
+            return self._running[1]
+        self._stop()
+        candidate = self.in_turn[key]
+        try:
+            started = candidate.backend.resident(candidate.artifact, candidate.params, self.workload)
+            if started is None:
+                raise RuntimeError(f"backend {candidate.backend.name!r} keeps no server running this time")
+            self.rounds[key] = self._stack.enter_context(started)
+            self._running = (key, None)
+        except Exception as error:  # noqa: BLE001 - a server that will not start fails this measurement only
+            self._stop()
+            self._running = (key, f"the server did not start: {error}")
+        return self._running[1]
 
     def measure(self, key: object, slot: int, stop_over_itl_ms: float | None = None) -> WorkerResult:
         """One load of ``key``'s deployment with the requests of ``slot``, alone on this host, knowing whether
         other processes were busy (as ``autotune.measure.trial.measure`` measures); with ``stop_over_itl_ms``,
-        stopped as soon as its p95 inter-token latency is certain to end over it (``ServedRound``)."""
+        stopped as soon as its p95 inter-token latency is certain to end over it (``ServedRound``). A deployment
+        kept running in turn is started first unless it runs already (``ready``)."""
+        why = self.ready(key)
+        if why is not None:
+            return WorkerResult(ok=False, error=why)
         requests = round_requests(self.requests, slot, requests_per_load(self.workload.concurrency))
 
         def load() -> WorkerResult:
@@ -121,3 +175,4 @@ class ResidentRounds:
         self._stack.close()
         self._stack = ExitStack()
         self.rounds.clear()
+        self._running = None
