@@ -19,8 +19,10 @@ Each round loads every candidate once, in a new random order, with the closed-lo
 (the server's own sampling, a fixed seed, always the asked number of tokens: greedy text flatters speculation).
 Per scenario: goodput under the SLO (tokens/s of the requests whose TTFT and own p95 inter-token latency met it),
 its paired ratio to the defaults' (median of per-round ratios, bootstrap interval: what the machine did in one
-round cancels), throughput, TTFT p95 and ITL p95 as medians over rounds with bootstrap intervals, and how many
-requests (TTFT) and inter-token gaps (ITL) one round's percentile rests on.
+round cancels), throughput, TTFT p95 and ITL p95 as medians over rounds with bootstrap intervals, one stream's
+decode speed after its first token (what speculation speeds up; prefill and queueing left out), and how many
+requests (TTFT) and inter-token gaps (ITL) one round's percentile rests on. Where the pick speculates, speculation
+alone is a paired ratio on throughput and on that decode speed.
 
 Scenarios: ``quiet`` (4 clients, fresh ~128-token slices of the evaluation text), ``busy`` (the same with a busy
 loop pinned to the first core; the pick is tuned with ``under_load`` and the ITL budget only: when nothing holds it,
