@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -9,10 +10,12 @@ from typing import Any
 
 from autotune import SilentReporter
 from autotune.budget import Budget
+from autotune.measure.busy import LOCK_NAME
 from autotune.measurement import Measurement
 from autotune.plugins.backend import Artifact, Params, ServedRound
 from autotune.search.resident import Candidate, ResidentRounds
 from autotune.serve.traffic import Request
+from autotune.store.cache import cache_dir
 from autotune.testing import FakeBackend
 from autotune.workload import Workload
 
@@ -30,6 +33,8 @@ class ResidentFake(FakeBackend):
         self.broken = broken
         """Configurations whose server will not start (each attempt still counted in ``attempts``)."""
         self.attempts: list[str] = []
+        self.locked_at_start: list[bool] = []
+        """Whether the host's measurement lock was held while each server started (another tuner measuring)."""
         self.running: set[str] = set()
         self.started: list[str] = []
         self.loads: list[tuple[str, list[str]]] = []
@@ -41,6 +46,7 @@ class ResidentFake(FakeBackend):
         @contextmanager
         def server() -> Iterator[ServedRound]:
             self.attempts.append(name)
+            self.locked_at_start.append(measurement_lock_held())
             if self.fail_to_start or name in self.broken:
                 raise RuntimeError("port in use")
             self.started.append(name)
@@ -56,6 +62,19 @@ class ResidentFake(FakeBackend):
                 self.running.discard(name)
 
         return server()
+
+
+def measurement_lock_held() -> bool:
+    """Whether someone holds the host's measurement lock (a second holder would have to wait)."""
+    folder = cache_dir() / "locks"
+    folder.mkdir(parents=True, exist_ok=True)
+    with (folder / LOCK_NAME).open("a") as handle:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+        return False
 
 
 def candidates(backend: ResidentFake, memory: int = 2**28) -> list[Candidate]:
@@ -80,6 +99,7 @@ def test_every_round_sends_the_same_new_requests_to_every_server_and_stops_them(
     sent = [text for texts in (pair[0] for pair in by_slot) for text in texts]
     assert len(set(sent)) == len(sent)  # no request repeated to a server across rounds: its prompt cache cannot help
     assert backend.started == ["f16", "Q8_0"]  # started once each, not once a round
+    assert backend.locked_at_start == [True, True]  # no start disturbs another tuner's measurement
 
 
 def test_servers_that_fit_the_budget_only_alone_run_in_turn_with_the_same_requests() -> None:
@@ -95,6 +115,7 @@ def test_servers_that_fit_the_budget_only_alone_run_in_turn_with_the_same_reques
                 assert backend.running == {key}
     assert backend.running == set(), "a server kept running in turn outlived the rounds"
     assert backend.started == ["Q8_0", "f16", "Q8_0", "f16"]  # once a round each: both loads on one start
+    assert all(backend.locked_at_start)
     loads = {(name, index): texts for index, (name, texts) in enumerate(backend.loads)}
     assert [texts for (name, _), texts in loads.items() if name == "Q8_0"] == \
         [texts for (name, _), texts in loads.items() if name == "f16"]  # paired: the same requests, slot by slot

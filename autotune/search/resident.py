@@ -94,7 +94,8 @@ class ResidentRounds:
                 if started is None:
                     self._stop()
                     return False
-                self.rounds[candidate.key] = self._stack.enter_context(started)
+                with host_measurement_lock():  # a start and warm-up would disturb another tuner's measurement
+                    self.rounds[candidate.key] = self._stack.enter_context(started)
         except Exception as error:  # noqa: BLE001 - a server that will not start costs residence, not the run
             self.reporter.warn(f"servers could not be kept running for the rounds ({error}); each round starts them afresh")
             self._stop()
@@ -141,7 +142,8 @@ class ResidentRounds:
             started = candidate.backend.resident(candidate.artifact, candidate.params, self.workload)
             if started is None:
                 raise RuntimeError(f"backend {candidate.backend.name!r} keeps no server running this time")
-            self.rounds[key] = self._stack.enter_context(started)
+            with host_measurement_lock():  # a start and warm-up would disturb another tuner's measurement
+                self.rounds[key] = self._stack.enter_context(started)
             self._running = (key, None)
         except Exception as error:  # noqa: BLE001 - a server that will not start fails this measurement only
             self._stop()
