@@ -8,10 +8,10 @@ cannot turn a replayed prompt into a free prefill.
 
 Every request keeps its own trace (when it was sent, when each streamed chunk arrived, how many tokens the
 server says it generated); ``LoadResult`` reduces the traces to the figures a deployment is judged by:
-aggregate throughput, one stream's decode speed (after its first token), time to first token (TTFT) and inter-token latency (ITL) percentiles — each with
-the number of samples behind it, since a p95 of 8 requests is their maximum — and goodput under a
-service-level objective. llama-server's speculative decoding statistics (``timings.draft_n`` and
-``draft_n_accepted``) are summed where the server reports them.
+aggregate throughput, one stream's decode speed after its first token, time to first token (TTFT) and
+inter-token latency (ITL) percentiles — each with the number of samples behind it, since a p95 of 8 requests is
+their maximum — and goodput under a service-level objective. llama-server's speculative decoding statistics
+(``timings.draft_n`` and ``draft_n_accepted``) are summed where the server reports them.
 """
 
 from __future__ import annotations
@@ -146,7 +146,8 @@ class LoadResult:
 
     @property
     def throughput_tok_s(self) -> float:
-        """Aggregate decode throughput: every completed request's tokens over the wall time."""
+        """Aggregate throughput: every completed request's tokens over the wall time (their waits for a first token
+        included)."""
         return self.tokens / self.wall_s if self.wall_s > 0 else 0.0
 
     @property
