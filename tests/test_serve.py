@@ -291,6 +291,10 @@ def test_a_real_llama_server_under_two_clients(tmp_path: Path) -> None:
     assert not result.errors and len(result.completed) == 4, (result.errors, server.log_tail())
     assert all(0 < t.tokens <= 8 for t in result.completed)
     assert all(t.prompt_tokens is not None and t.prompt_tokens > 0 for t in result.completed)
+    # The tiny model's random weights may spend a request's 8 tokens on byte tokens that never complete a UTF-8
+    # character (llama-server streams no text for them) or on control tokens: such a request has no first token
+    # to time, and TTFT rests on the others (clean-clone CI once saw 3 of 4).
+    streamed = [t for t in result.completed if t.chunk_s]
     ttft = result.ttft_ms()
-    assert ttft is not None and ttft.samples == 4 and ttft.value > 0
+    assert streamed and ttft is not None and ttft.samples == len(streamed) and ttft.value > 0
     assert server.peak_rss_bytes > 5 * 2**20
