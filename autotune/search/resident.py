@@ -90,12 +90,9 @@ class ResidentRounds:
         try:
             self.requests, self.what = confirmation_requests(self.workload)
             for candidate in candidates:
-                started = candidate.backend.resident(candidate.artifact, candidate.params, self.workload)
-                if started is None:
+                if not self._enter(candidate):
                     self._stop()
                     return False
-                with host_measurement_lock():  # a start and warm-up would disturb another tuner's measurement
-                    self.rounds[candidate.key] = self._stack.enter_context(started)
         except Exception as error:  # noqa: BLE001 - a server that will not start costs residence, not the run
             self.reporter.warn(f"servers could not be kept running for the rounds ({error}); each round starts them afresh")
             self._stop()
@@ -132,23 +129,31 @@ class ResidentRounds:
         """Make sure ``key``'s deployment is running, started and warmed up now if it runs in turn (the one before
         it stopped first); why it could not start, or None. Called before a competing load starts, so that the load
         meets a warm server."""
-        if key in self.rounds or key not in self.in_turn:
-            return None if key in self.rounds else f"{key!r} is not kept running"
+        if key in self.rounds:
+            return None
+        if key not in self.in_turn:
+            return f"{key!r} is not kept running"
         if self._running is not None and self._running[0] == key:
-            return self._running[1]
+            return self._running[1]  # it failed to start just now: not again, under a load
         self._stop()
         candidate = self.in_turn[key]
         try:
-            started = candidate.backend.resident(candidate.artifact, candidate.params, self.workload)
-            if started is None:
+            if not self._enter(candidate):
                 raise RuntimeError(f"backend {candidate.backend.name!r} keeps no server running this time")
-            with host_measurement_lock():  # a start and warm-up would disturb another tuner's measurement
-                self.rounds[key] = self._stack.enter_context(started)
             self._running = (key, None)
         except Exception as error:  # noqa: BLE001 - a server that will not start fails this measurement only
             self._stop()
             self._running = (key, f"the server did not start: {error}")
         return self._running[1]
+
+    def _enter(self, candidate: Candidate) -> bool:
+        """Start ``candidate``'s deployment and keep it until ``_stop``; False when its backend keeps none."""
+        started = candidate.backend.resident(candidate.artifact, candidate.params, self.workload)
+        if started is None:
+            return False
+        with host_measurement_lock():  # a start and warm-up would disturb another tuner's measurement
+            self.rounds[candidate.key] = self._stack.enter_context(started)
+        return True
 
     def measure(self, key: object, slot: int, stop_over_itl_ms: float | None = None) -> WorkerResult:
         """One load of ``key``'s deployment with the requests of ``slot``, alone on this host, knowing whether
