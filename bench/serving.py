@@ -378,8 +378,9 @@ def main() -> int:
             print("server peak RSS: " + ", ".join(f"{label[:24]}: {peak / 2**20:.0f} MiB"
                                                  for label, peak in peaks.items()))
     print(f"\ngoodput = tok/s of the requests that met both objectives; n = requests behind one round's TTFT p95 / "
-          "inter-token gaps behind its ITL p95; decode = one stream's tok/s after its first token (median over rounds); accept = share of drafted tokens accepted; others = share of the cores "
-          "other processes took during the loads (median over rounds); stopped = busy loads stopped once their p95 ITL "
+          "inter-token gaps behind its ITL p95; decode = one stream's tok/s after its first token (median over "
+          "rounds); accept = share of drafted tokens accepted; others = share of the cores other processes took "
+          "during the loads (median over rounds); stopped = busy loads stopped once their p95 ITL "
           f"was certain to be over {ITL_SLO_MS:.0f} ms (their figures from the requests so far). "
           f"{time.monotonic() - began:.0f} s in all.")
     return 0
