@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fcntl
+import json
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -168,3 +169,20 @@ def test_a_bound_reaches_the_server_only_when_given() -> None:
         assert rounds.start(candidates(backend), Budget.parse("2GB", "1s"))
         assert rounds.measure("f16", 0).ok and rounds.measure("f16", 1, stop_over_itl_ms=50.0).ok
     assert backend.bounds == [{}, {"stop_over_itl_ms": 50.0}]
+
+
+def test_a_prompts_file_edited_before_the_rounds_costs_residence_in_either_mode(tmp_path: Path) -> None:
+    # Its held-out prompts are what the rounds send: read at the start, a gone or edited file is one warning and
+    # fresh workers, whether the deployments would run all at once or in turn.
+    from autotune.serve.traffic import describe_prompts
+
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text("".join(json.dumps({"prompt": f"prompt {i}"}) + "\n" for i in range(8)))
+    workload = Workload(prompt_tokens=32, gen_tokens=8, context=256, concurrency=2, prompts=describe_prompts(prompts))
+    prompts.write_text(prompts.read_text() + json.dumps({"prompt": "one more"}) + "\n")
+    for memory in (2**28, 2**30):  # together within 1.5 GB, then only each alone
+        backend, reporter = ResidentFake(), SilentReporter()
+        with ResidentRounds(workload, reporter) as rounds:
+            assert not rounds.start(candidates(backend, memory=memory), Budget.parse("1.5GB", "1s"))
+            assert "f16" not in rounds and not backend.started
+        assert any("changed" in w and "afresh" in w for w in reporter.warnings), reporter.warnings

@@ -84,16 +84,17 @@ class ResidentRounds:
         does; False (nothing kept) otherwise, with the reason on the console."""
         if not candidates or not all(c.backend.serves for c in candidates):
             return False
-        together = sum(c.memory_bytes for c in candidates)
-        if together > budget.memory_bytes:
-            return self._start_in_turn(candidates, budget, together)
         try:
             self.requests, self.what = confirmation_requests(self.workload)
+            together = sum(c.memory_bytes for c in candidates)
+            if together > budget.memory_bytes:
+                return self._start_in_turn(candidates, budget, together)
             for candidate in candidates:
                 if not self._enter(candidate):
                     self._stop()
                     return False
-        except Exception as error:  # noqa: BLE001 - a server that will not start costs residence, not the run
+        except Exception as error:  # noqa: BLE001 - a server that will not start, or a prompts file gone or edited,
+            # costs residence, not the run
             self.reporter.warn(f"servers could not be kept running for the rounds ({error}); each round starts them afresh")
             self._stop()
             return False
@@ -114,7 +115,6 @@ class ResidentRounds:
                                f"{format_bytes(together)} together{alone}, more than the "
                                f"{format_bytes(budget.memory_bytes)} budget this machine is tuned for")
             return False
-        self.requests, self.what = confirmation_requests(self.workload)
         self.in_turn = {c.key: c for c in candidates}
         self.reporter.info(f"the {len(candidates)} deployments need {format_bytes(together)} together, more than the "
                            f"{format_bytes(budget.memory_bytes)} budget this machine is tuned for: each is started and "
